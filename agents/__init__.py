@@ -1,0 +1,1 @@
+"""Agents: policies, behavior-cloning training, composite agents, SB3 interop."""

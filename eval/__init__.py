@@ -1,0 +1,1 @@
+"""Evaluation: offline metrics, matches, tournaments, ratings, replays, service readiness."""

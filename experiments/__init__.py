@@ -1,0 +1,1 @@
+"""Experiments: configs and runner, the demo, tracking, dashboard, benchmarks. Wires every layer."""

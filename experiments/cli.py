@@ -1,0 +1,94 @@
+"""The ``bcarena`` command line. Each layer contributes its commands through ``register(app)``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bcarena.envs.duel import BOTS, DuelConfig
+
+app = typer.Typer(name="bcarena", no_args_is_help=True, add_completion=False,
+                  help="Imitation learning for game AI: record 10 FPS gameplay, clone it, judge clones by win rate.")
+bots_app = typer.Typer(no_args_is_help=True, help="Scripted Duel bots: list them, measure them.")
+bench_app = typer.Typer(no_args_is_help=True, help="Throughput benchmarks (JSON output).")
+app.add_typer(bots_app, name="bots")
+app.add_typer(bench_app, name="bench")
+console = Console()
+
+
+@bots_app.command("list")
+def bots_list() -> None:
+    """List the registered bots."""
+    table = Table("bot", "description")
+    for name, cls in BOTS.items():
+        table.add_row(name, cls.description)
+    console.print(table)
+
+
+@bots_app.command("report")
+def bots_report(matches: int = typer.Option(400, min=1, help="matches per pairing"),
+                seed: int = typer.Option(0, help="first match seed; matches use seed, seed+1, ..."),
+                out: Path = typer.Option(None, help="also write the report as JSON here")) -> None:
+    """Win rates (Wilson 95% intervals) of the bot ladder and the pro's skill-press statistics."""
+    from bcarena.experiments.bot_report import bot_report
+
+    report = bot_report(matches, seed)
+    table = Table("player", "opponent", "win", "draw", "loss", "win rate [95% CI]", "skill frames", "length")
+    for row in report["pairings"]:
+        lo, hi = row["win_rate_ci95"]
+        table.add_row(row["player"], row["opponent"], str(row["wins"]), str(row["draws"]), str(row["losses"]),
+                      f"{row['win_rate']:.1%} [{lo:.1%}, {hi:.1%}]", f"{row['skill_press_fraction']:.2%}",
+                      f"{row['mean_length_frames']:.0f}")
+    console.print(table)
+    for opponent, rate in report["pro_opportune_press_rate"].items():
+        console.print(f"pro vs {opponent}: P(press | opportune state) = {rate:.3f}")
+    if out:
+        _write_json(out, report)
+
+
+@app.command()
+def match(player0: str = typer.Argument("pro", help=f"bot for player 0, one of {sorted(BOTS)}"),
+          player1: str = typer.Argument("brawler", help="bot for player 1"),
+          seed: int = typer.Option(0, help="match seed"),
+          out: Path = typer.Option(Path("runs/match.mp4"), help="replay video (.mp4 or lossless .mkv)")) -> None:
+    """Play one match between two bots and write its replay video."""
+    from bcarena.agents.base import BotAgent
+    from bcarena.eval.replays import record_replay
+
+    result = record_replay(BotAgent(player0), BotAgent(player1), seed, out, DuelConfig())
+    winner = "draw" if result["winner"] < 0 else (player0, player1)[result["winner"]]
+    console.print(f"{player0} vs {player1} (seed {seed}): winner {winner}, HP {result['hp']}, "
+                  f"{result['decisions']} frames -> {out}")
+
+
+@bench_app.command("env")
+def bench_env(out: Path = typer.Option(Path("runs/benchmarks/env_throughput.json"), help="JSON output"),
+              min_seconds: float = typer.Option(2.0, help="time each measurement at least this long")) -> None:
+    """Vector env decisions/s at N = 1..4096 vs SyncVectorEnv, and batched 84x84 rendering frames/s."""
+    from bcarena.experiments.benchmarks import env_throughput
+
+    env_throughput.main(out, min_seconds)
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("runs/demo"), help="output folder"),
+         matches: int = typer.Option(400, min=1, help="matches per pairing")) -> None:
+    """The main job: the bot ladder report plus a replay of the pro against the brawler."""
+    bots_report(matches=matches, seed=0, out=out / "bot_report.json")
+    match("pro", "brawler", seed=0, out=out / "pro_vs_brawler.mp4")
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+    console.print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    app()

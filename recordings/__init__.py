@@ -1,0 +1,1 @@
+"""Recordings: capture gameplay at 10 FPS and convert it into action datasets."""
