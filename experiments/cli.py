@@ -9,7 +9,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bcarena.agents import cli as agents_cli
 from bcarena.envs.duel import BOTS, DuelConfig
+from bcarena.eval import cli as eval_cli
+from bcarena.recordings import cli as recordings_cli
 
 app = typer.Typer(name="bcarena", no_args_is_help=True, add_completion=False,
                   help="Imitation learning for game AI: record 10 FPS gameplay, clone it, judge clones by win rate.")
@@ -18,6 +21,8 @@ bench_app = typer.Typer(no_args_is_help=True, help="Throughput benchmarks (JSON 
 app.add_typer(bots_app, name="bots")
 app.add_typer(bench_app, name="bench")
 console = Console()
+for layer in (recordings_cli, agents_cli, eval_cli):
+    layer.register(app)
 
 
 @bots_app.command("list")
