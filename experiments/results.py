@@ -1,0 +1,113 @@
+"""The run folder: what one experiment run leaves behind, and the only thing the dashboard reads.
+
+Layout of ``runs/<experiment>/<run_id>/``:
+  config.resolved.yaml   the experiment with every default filled in
+  environment.json       versions, git commit, python, platform, start/end times, wall seconds
+  results.json           ``RunResults`` (below) as JSON
+  leaderboard.parquet    one row per agent (``LEADERBOARD_COLUMNS``), best first
+  dataset_stats.json     class counts / event counts of the dataset (and its manifest name)
+  curves/<agent_id>.json training history: list of {epoch, train_loss, val_<metric>...}
+  confusion/<agent_id>.json  {"labels": [...], "matrix": [[...]]} on the offline split
+  plots/*.png            accuracy_vs_winrate.png, class_distribution.png, training_curves.png, ...
+  replays/*.mp4|*.gif    replays; side_by_side.mp4 puts two agents against one opponent and seed
+  preferences.jsonl      blind A/B judgements added by people in the dashboard (append-only)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+LEADERBOARD_COLUMNS: tuple[str, ...] = (
+    "agent_id", "variant", "seed", "kind", "accuracy", "balanced_accuracy", "macro_f1", "skill_recall",
+    "skill_f1", "event_f1", "opponent", "matches", "win_rate", "win_rate_low", "win_rate_high", "rating_mu",
+    "rating_sigma", "latency_ms_p50",
+)
+RESULTS_FILE, LEADERBOARD_FILE, PREFERENCES_FILE = "results.json", "leaderboard.parquet", "preferences.jsonl"
+
+
+@dataclass
+class AgentResult:
+    """Everything measured about one trained agent (or a reference bot)."""
+
+    agent_id: str  # "<variant>-s<seed>", or the bot's name for references
+    variant: str
+    seed: int | None
+    kind: str  # "bc", "composite", "bot"
+    agent_path: str | None  # folder of the saved agent (None for bots)
+    offline: dict[str, Any] = field(default_factory=dict)  # metric name -> value (None = undefined)
+    online: dict[str, dict[str, Any]] = field(default_factory=dict)  # opponent -> match summary
+    latency_ms_p50: float | None = None
+    error: str | None = None  # set when this variant failed; the run still finishes
+
+
+@dataclass
+class RunResults:
+    experiment: str
+    run_id: str
+    agents: list[AgentResult]
+    primary_opponent: str
+    gap_report: dict[str, Any] | None = None
+    ratings: dict[str, dict[str, float]] | None = None  # agent_id -> {mu, sigma, ordinal}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunResults":
+        agents = [AgentResult(**a) for a in data["agents"]]
+        return cls(**{**data, "agents": agents})
+
+    def leaderboard(self) -> pd.DataFrame:
+        """One row per agent with ``LEADERBOARD_COLUMNS``, sorted by win rate then balanced accuracy."""
+        rows = []
+        for a in self.agents:
+            online = a.online.get(self.primary_opponent, {})
+            rating = (self.ratings or {}).get(a.agent_id, {})
+            rows.append({
+                "agent_id": a.agent_id, "variant": a.variant, "seed": a.seed, "kind": a.kind,
+                "accuracy": a.offline.get("accuracy"), "balanced_accuracy": a.offline.get("balanced_accuracy"),
+                "macro_f1": a.offline.get("macro_f1"), "skill_recall": a.offline.get("skill_recall"),
+                "skill_f1": a.offline.get("skill_f1"), "event_f1": a.offline.get("event_f1"),
+                "opponent": self.primary_opponent, "matches": online.get("matches"),
+                "win_rate": online.get("win_rate"), "win_rate_low": online.get("win_rate_low"),
+                "win_rate_high": online.get("win_rate_high"), "rating_mu": rating.get("mu"),
+                "rating_sigma": rating.get("sigma"), "latency_ms_p50": a.latency_ms_p50,
+            })
+        table = pd.DataFrame(rows, columns=list(LEADERBOARD_COLUMNS))
+        return table.sort_values(["win_rate", "balanced_accuracy"], ascending=False, na_position="last",
+                                 ignore_index=True)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def save_results(run_dir: Path, results: RunResults) -> None:
+    write_json_atomic(run_dir / RESULTS_FILE, results.to_dict())
+    tmp = run_dir / f".{LEADERBOARD_FILE}.tmp"
+    results.leaderboard().to_parquet(tmp, index=False)
+    os.replace(tmp, run_dir / LEADERBOARD_FILE)
+
+
+def load_results(run_dir: str | Path) -> RunResults:
+    path = Path(run_dir) / RESULTS_FILE
+    try:
+        return RunResults.from_dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: missing — not a bcarena run folder (or the run has not finished)") from None
+
+
+def find_runs(root: str | Path) -> list[Path]:
+    """Run folders under ``root`` (any depth), newest first."""
+    root = Path(root)
+    runs = [p.parent for p in root.glob(f"**/{RESULTS_FILE}")]
+    return sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)
