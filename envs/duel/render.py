@@ -117,8 +117,8 @@ def rgb_frame(core: DuelCore, index: int, names: tuple[str, str] = ("P1", "P2"),
             gx = x + face * (half + 6)
             cv2.line(img, (gx, top), (gx, base), (120, 230, 230), 4)
         # HUD
-        bar_w = width // 2 - 40
-        x0 = 20 if p == 0 else width // 2 + 20
+        bar_w = width // 2 - 60  # leaves the centre for the timer
+        x0 = 20 if p == 0 else width // 2 + 40
         hp = max(0.0, float(core.hp[index, p])) / cfg.max_hp
         cv2.rectangle(img, (x0, 14), (x0 + bar_w, 30), (60, 60, 60), -1)
         hp_x = x0 + int(hp * bar_w) if p == 0 else x0 + bar_w - int(hp * bar_w)
