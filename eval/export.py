@@ -1,0 +1,578 @@
+"""Export an agent's policy network to a serving format, guarded by an action-parity check.
+
+An agent that can be served provides ``export_module()``: a ``torch.nn.Module`` mapping a float32
+batch of *model inputs* — state: (B, STATE_DIM); pixels: (B, k, 84, 84) stacked frames, values
+0..255 as float — to action scores (B, NUM_ACTIONS) whose argmax is the agent's action
+(normalization lives inside the module).
+
+Formats (``FORMATS``) and the runtimes that execute them (``RUNTIMES``):
+  onnx         model.onnx, weights embedded (no side ``.onnx.data`` file), run by ONNX Runtime
+  torchscript  model.ts via ``torch.jit.trace``, run by ``torch.jit.load``
+  torch        the agent folder itself (agent.json + model.safetensors), run eagerly
+An export folder holds the model file and ``export.json`` (format, agent, observation layout,
+action names, model SHA-256, parity result, library versions). It is written into a temporary
+sibling folder and renamed into place only after the parity check passed.
+
+Parity: the exported model must choose exactly the torch module's argmax action on at least
+``MIN_PARITY_OBSERVATIONS`` recorded model inputs, taken from a dataset when one is given and
+otherwise recorded by playing matches of the agent. Recording goes through the agent's own
+``stacked`` / ``act_stacked``, so the inputs are exactly what the agent fed its network (frame
+stacks included); for a greedy agent the module's argmax must also equal the action it chose.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import shutil
+import tempfile
+import warnings
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from bcarena.agents.base import Agent, BotAgent
+from bcarena.envs.duel import ACTION_NAMES, STATE_FEATURES, DuelConfig, DuelMatch
+from bcarena.recordings.dataset import ActionDataset
+
+MIN_PARITY_OBSERVATIONS = 10_000
+EXPORT_FILE = "export.json"
+AGENT_FILE = "agent.json"
+
+
+class ExportError(RuntimeError):
+    """An agent cannot be exported or an exported model failed its parity check."""
+
+
+# ----------------------------------------------------------------------------- layout
+@dataclass(frozen=True)
+class ObsLayout:
+    """What one observation sent to a served model looks like.
+
+    ``shape`` is one model input without the batch axis: (k * STATE_DIM,) for state agents,
+    (k, 84, 84) for pixel agents. The server is stateless: the client sends the k most recent
+    observations, oldest first (at a match start the first one repeated k times), exactly as
+    ``TorchAgent.stacked`` builds them. ``wire_dtype`` is what clients send: float32 state
+    features, uint8 pixels.
+    """
+
+    obs_type: str
+    shape: tuple[int, ...]
+    wire_dtype: str
+    features: tuple[str, ...] | None = None
+    frame_stack: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ObsLayout":
+        features = data.get("features")
+        return cls(obs_type=data["obs_type"], shape=tuple(data["shape"]), wire_dtype=data["wire_dtype"],
+                   features=tuple(features) if features is not None else None, frame_stack=data.get("frame_stack"))
+
+    @classmethod
+    def from_input_shape(cls, obs_type: str, shape: tuple[int, ...]) -> "ObsLayout":
+        if obs_type == "state":
+            if len(shape) != 1 or shape[0] % len(STATE_FEATURES):
+                raise ExportError(f"a state agent's model input must be (k * {len(STATE_FEATURES)},), got {shape}")
+            return cls("state", shape, "float32", features=tuple(STATE_FEATURES),
+                       frame_stack=shape[0] // len(STATE_FEATURES))
+        if obs_type == "pixels":
+            if len(shape) != 3:
+                raise ExportError(f"a pixel agent's model input must be (k, H, W) frames, got {shape}")
+            return cls("pixels", shape, "uint8", frame_stack=shape[0])
+        raise ExportError(f"unknown obs_type {obs_type!r}; expected 'state' or 'pixels'")
+
+
+# ----------------------------------------------------------------------------- recording
+@dataclass
+class Recording:
+    """Model inputs (n, *shape) float32 that an agent fed its network, and the actions (n,) it chose."""
+
+    inputs: np.ndarray
+    actions: np.ndarray
+    source: str
+
+    def __len__(self) -> int:
+        return int(self.inputs.shape[0])
+
+
+def export_module(agent: Agent) -> torch.nn.Module:
+    """The agent's policy network in eval mode, or an ExportError saying why there is none."""
+    if not callable(getattr(agent, "export_module", None)):
+        raise ExportError(f"agent {agent.name!r} ({type(agent).__name__}) has no export_module(): "
+                          "only torch agents (MLP, CNN, composite) can be exported and served")
+    module = agent.export_module()
+    if not isinstance(module, torch.nn.Module):
+        raise ExportError(f"{type(agent).__name__}.export_module() returned {type(module).__name__}, not a torch.nn.Module")
+    return module.eval()
+
+
+def is_greedy(agent: Agent) -> bool:
+    """Whether the agent's action is its module's argmax (sampling agents are served greedily)."""
+    return getattr(getattr(agent, "selection", None), "mode", "argmax") in ("argmax", "thresholds")
+
+
+class _RecordingAgent(Agent):
+    """Wraps an agent; each ``act`` call stores the model inputs it built and the actions it chose.
+
+    Torch agents expose ``stacked(obs)`` (observations -> model inputs, frame stack updated) and
+    ``act_stacked(inputs)``; acting through them is exactly ``act`` with the inputs kept.
+    """
+
+    def __init__(self, agent: Agent) -> None:
+        export_module(agent)  # fail early for agents that cannot be exported
+        self.agent = agent
+        self.name, self.obs_type = agent.name, agent.obs_type
+        self.inputs: list[np.ndarray] = []
+        self.actions: list[np.ndarray] = []
+
+    def reset(self, batch_size: int) -> None:
+        self.agent.reset(batch_size)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        stacked, act_stacked = getattr(self.agent, "stacked", None), getattr(self.agent, "act_stacked", None)
+        if callable(stacked) and callable(act_stacked):
+            inputs = np.asarray(stacked(obs), dtype=np.float32)
+            actions = np.asarray(act_stacked(inputs), dtype=np.int64)
+        elif self.obs_type == "state":
+            inputs = np.asarray(obs, dtype=np.float32)  # a plain state agent's model input is its observation
+            actions = np.asarray(self.agent.act(obs), dtype=np.int64)
+        else:
+            raise ExportError(f"agent {self.name!r} ({type(self.agent).__name__}) has no stacked()/act_stacked(), "
+                              "so the model inputs (frame stacks) it builds cannot be recorded")
+        self.inputs.append(inputs)
+        self.actions.append(actions)
+        return actions
+
+    def recording(self, source: str, count: int | None = None) -> Recording:
+        """Distinct recorded inputs (finished matches repeat their last observation), in order."""
+        inputs, actions = np.concatenate(self.inputs), np.concatenate(self.actions)
+        seen: set[bytes] = set()
+        keep: list[int] = []
+        for i, row in enumerate(inputs):
+            key = hashlib.blake2b(row.tobytes(), digest_size=16).digest()
+            if key not in seen:
+                seen.add(key)
+                keep.append(i)
+                if count is not None and len(keep) == count:
+                    break
+        return Recording(inputs[keep], actions[keep], source)
+
+
+def record_from_matches(agent: Agent, count: int = MIN_PARITY_OBSERVATIONS, opponent: str = "brawler",
+                        seed: int = 0, config: DuelConfig | None = None, batch: int = 64) -> Recording:
+    """``count`` distinct model inputs recorded while ``agent`` plays matches (seeds seed, seed+1, ...)."""
+    from bcarena.eval.matches import play_matches
+
+    recorder = _RecordingAgent(agent)
+    next_seed, recording = seed, None
+    while recording is None or len(recording) < count:
+        if next_seed - seed >= 50 * batch:
+            raise ExportError(f"only {len(recording)} distinct observations after {next_seed - seed} matches of "
+                              f"{agent.name!r} vs {opponent}; need {count}")
+        play_matches(recorder, BotAgent(opponent), np.arange(next_seed, next_seed + batch), config)
+        next_seed += batch
+        recording = recorder.recording(f"matches of {agent.name} vs {opponent}, seeds {seed}..{next_seed - 1}", count)
+    return recording
+
+
+def record_from_dataset(agent: Agent, dataset: ActionDataset, count: int | None = None) -> Recording:
+    """Model inputs recorded while ``agent`` replays every dataset episode in frame order (``predict_dataset``)."""
+    from bcarena.eval.offline import predict_dataset
+
+    recorder = _RecordingAgent(agent)
+    predict_dataset(recorder, dataset)
+    where = dataset.path if dataset.path is not None else "in-memory dataset"
+    return recorder.recording(f"dataset {where}", count)
+
+
+def record_observations(agent: Agent, count: int = MIN_PARITY_OBSERVATIONS, dataset: ActionDataset | None = None,
+                        seed: int = 0, config: DuelConfig | None = None) -> Recording:
+    """Recorded model inputs for a parity check: the dataset's frames when given, else matches of the agent."""
+    if dataset is None:
+        return record_from_matches(agent, count, seed=seed, config=config)
+    recording = record_from_dataset(agent, dataset)
+    if len(recording) < count:
+        raise ExportError(f"{recording.source} yields {len(recording)} observations; the parity check needs "
+                          f">= {count} (use a bigger dataset or record from matches)")
+    return recording
+
+
+def probe_input_shape(agent: Agent, config: DuelConfig | None = None) -> tuple[int, ...]:
+    """Shape of one model input: the agent's ``input_shape``, else found by acting on one observation."""
+    if getattr(agent, "input_shape", None) is not None:
+        return tuple(agent.input_shape)
+    recorder = _RecordingAgent(agent)
+    obs = DuelMatch(1, config, obs_type=agent.obs_type).reset([0])
+    recorder.reset(1)
+    recorder.act(obs[:, 0])
+    agent.reset(1)
+    return tuple(recorder.inputs[0].shape[1:])
+
+
+# ----------------------------------------------------------------------------- runtimes
+class Runtime(ABC):
+    """Executes a policy network: float32 model inputs (B, *shape) -> scores (B, NUM_ACTIONS)."""
+
+    name: str = "runtime"
+    device: str = "cpu"
+
+    @abstractmethod
+    def scores(self, inputs: np.ndarray) -> np.ndarray:
+        """Action scores (B, A) float32 for model inputs (B, *shape) float32."""
+
+    def actions(self, inputs: np.ndarray) -> np.ndarray:
+        """Argmax actions (B,) int64."""
+        return np.asarray(self.scores(inputs)).argmax(axis=1).astype(np.int64)
+
+
+def _torch_device(device: str) -> torch.device:
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ExportError("device 'cuda' requested but torch sees no CUDA device on this machine")
+    if device not in ("cpu", "cuda"):
+        raise ExportError(f"unknown device {device!r}; expected 'cpu' or 'cuda'")
+    return torch.device(device)
+
+
+class TorchRuntime(Runtime):
+    """A torch module (eager or TorchScript) under ``torch.inference_mode``."""
+
+    def __init__(self, module: torch.nn.Module, device: str = "cpu", name: str = "torch") -> None:
+        self.device = device
+        self.module = module.to(_torch_device(device)).eval()
+        self.name = name
+
+    def scores(self, inputs: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32)).to(self.device)
+            return self.module(x).float().cpu().numpy()
+
+
+class OnnxRuntime(Runtime):
+    """An ONNX model run by ONNX Runtime (CPU, or CUDA when the provider exists)."""
+
+    name = "onnx"
+
+    def __init__(self, model: Path | bytes, device: str = "cpu", threads: int | None = 1) -> None:
+        ort = _import_onnxruntime()
+        providers = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider"]}
+        if device not in providers:
+            raise ExportError(f"unknown device {device!r}; expected 'cpu' or 'cuda'")
+        if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise ExportError("device 'cuda' requested but ONNX Runtime has no CUDAExecutionProvider here "
+                              f"(available: {ort.get_available_providers()})")
+        options = ort.SessionOptions()
+        if threads:
+            # Batch-1 decisions of a small network are fastest on one thread (no pool hand-off).
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        source = str(model) if isinstance(model, Path) else model
+        self.session = ort.InferenceSession(source, options, providers=providers[device])
+        self.device = device
+        self.input_name = self.session.get_inputs()[0].name
+
+    def scores(self, inputs: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(inputs, dtype=np.float32)})[0]
+
+
+def _import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError as exc:  # an optional extra
+        raise ExportError("ONNX Runtime is not installed; install the serving extra: pip install 'bcarena[serve]'") from exc
+    return onnxruntime
+
+
+# ----------------------------------------------------------------------------- formats
+@dataclass(frozen=True)
+class Format:
+    """A serving format: how to write a module to one file and how to run that file."""
+
+    name: str
+    filename: str
+    save: Callable[[torch.nn.Module, torch.Tensor, Path], None]
+    load: Callable[[Path, str], Runtime]
+
+
+@contextlib.contextmanager
+def _quiet_export() -> Iterator[None]:
+    """The torch.onnx exporter logs warnings about unrelated operators (torchvision) and prints progress."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _save_onnx(module: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+    try:
+        import onnxscript  # noqa: F401  (the torch.onnx exporter needs it)
+    except ImportError as exc:
+        raise ExportError("ONNX export needs onnxscript; install the serving extra: pip install 'bcarena[serve]'") from exc
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    with _quiet_export():
+        # external_data=False embeds the weights: one self-contained file, no model.onnx.data beside it.
+        torch.onnx.export(module, (example,), str(path), input_names=["obs"], output_names=["scores"],
+                          dynamic_shapes=({0: batch},), external_data=False, verbose=False)
+
+
+def _save_torchscript(module: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(module, example, check_trace=False)
+    traced.save(str(path))
+
+
+def _load_torchscript(path: Path, device: str) -> Runtime:
+    return TorchRuntime(torch.jit.load(str(path), map_location=_torch_device(device)), device, name="torchscript")
+
+
+FORMATS: dict[str, Format] = {
+    "onnx": Format("onnx", "model.onnx", _save_onnx, lambda path, device: OnnxRuntime(path, device)),
+    "torchscript": Format("torchscript", "model.ts", _save_torchscript, _load_torchscript),
+}
+
+
+# ----------------------------------------------------------------------------- parity
+@dataclass
+class ParityReport:
+    """Exported model vs the torch agent on the same recorded model inputs."""
+
+    observations: int
+    mismatches: int  # exported argmax != torch module argmax
+    module_mismatches: int  # torch module argmax != the action the agent chose (0 for a greedy agent)
+    max_abs_score_diff: float  # exported vs torch scores
+    source: str
+    greedy: bool = True  # a sampling agent is served greedily: its own choices are not compared
+    required: int = MIN_PARITY_OBSERVATIONS
+
+    @property
+    def passed(self) -> bool:
+        return (self.observations >= self.required and self.mismatches == 0
+                and (self.module_mismatches == 0 or not self.greedy))
+
+
+def parity_check(module: torch.nn.Module, runtime: Runtime, recording: Recording, batch: int = 4096,
+                 required: int = MIN_PARITY_OBSERVATIONS, greedy: bool = True) -> ParityReport:
+    """Compare ``runtime`` (the exported model) with the eager torch module on every recorded input."""
+    reference = TorchRuntime(module, "cpu")
+    mismatches = module_mismatches = 0
+    max_diff = 0.0
+    for start in range(0, len(recording), batch):
+        x = recording.inputs[start:start + batch]
+        chosen = recording.actions[start:start + batch]
+        ref_scores = reference.scores(x)
+        scores = np.asarray(runtime.scores(x))
+        mismatches += int(np.sum(scores.argmax(1) != ref_scores.argmax(1)))
+        module_mismatches += int(np.sum(ref_scores.argmax(1) != chosen))
+        max_diff = max(max_diff, float(np.max(np.abs(scores - ref_scores))))
+    return ParityReport(len(recording), mismatches, module_mismatches, max_diff, recording.source, greedy, required)
+
+
+# ----------------------------------------------------------------------------- export
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    versions = {"torch": torch.__version__}
+    for name in ("onnx", "onnxruntime", "onnxscript"):
+        with contextlib.suppress(ImportError):
+            versions[name] = __import__(name).__version__
+    return versions
+
+
+@dataclass
+class ExportReport:
+    """What ``export_agent`` wrote and the parity evidence that allowed it."""
+
+    path: Path
+    format: str
+    model_file: Path
+    model_bytes: int
+    sha256: str
+    layout: ObsLayout
+    parity: ParityReport
+    metadata: dict[str, Any] = field(repr=False, default_factory=dict)
+
+
+def _format(name: str) -> Format:
+    if name not in FORMATS:
+        raise ExportError(f"unknown export format {name!r}; choose one of {sorted(FORMATS)}")
+    return FORMATS[name]
+
+
+def export_agent(agent: Agent, fmt: str, out: Path, recording: Recording, overwrite: bool = False,
+                 required: int = MIN_PARITY_OBSERVATIONS, agent_source: str | None = None) -> ExportReport:
+    """Write ``agent``'s network in format ``fmt`` to the folder ``out`` if it passes the parity check.
+
+    Raises ExportError (and leaves nothing behind) when the exported model disagrees with the agent
+    on any recorded input or when fewer than ``required`` inputs were recorded.
+    """
+    spec = _format(fmt)
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ExportError(f"{out} already exists (pass overwrite=True / --force to replace it)")
+    if len(recording) < required:
+        raise ExportError(f"parity check needs >= {required} recorded observations, got {len(recording)} "
+                          f"from {recording.source}")
+    module = export_module(agent)
+    layout = ObsLayout.from_input_shape(agent.obs_type, tuple(recording.inputs.shape[1:]))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model_file = tmp / spec.filename
+        spec.save(module, torch.from_numpy(recording.inputs[:2].copy()), model_file)
+        parity = parity_check(module, spec.load(model_file, "cpu"), recording, required=required,
+                              greedy=is_greedy(agent))
+        if not parity.passed:
+            raise ExportError(
+                f"export refused: {fmt} model's argmax differs from torch on {parity.mismatches} of "
+                f"{parity.observations} recorded observations (torch module vs the agent's actions: "
+                f"{parity.module_mismatches}; max score difference "
+                f"{parity.max_abs_score_diff:.3g}; {parity.source})")
+        digest = sha256_file(model_file)
+        metadata = {
+            "format": fmt, "model_file": spec.filename, "sha256": digest, "model_bytes": model_file.stat().st_size,
+            "agent": {"name": agent.name, "class": type(agent).__name__, "source": agent_source},
+            "layout": layout.to_dict(), "action_names": list(ACTION_NAMES),
+            "parity": asdict(parity), "versions": _versions(),
+        }
+        (tmp / EXPORT_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.replace(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ExportReport(out, fmt, out / spec.filename, metadata["model_bytes"], digest, layout, parity, metadata)
+
+
+# ----------------------------------------------------------------------------- served models
+@dataclass
+class ServedModel:
+    """A runnable model plus what a server tells clients about it."""
+
+    runtime: Runtime
+    layout: ObsLayout
+    agent_name: str
+    format: str
+    sha256: str
+    model_bytes: int
+    action_names: tuple[str, ...] = ACTION_NAMES
+
+    def metadata(self) -> dict[str, Any]:
+        return {"agent": self.agent_name, "format": self.format, "runtime": self.runtime.name,
+                "device": self.runtime.device, "model_sha256": self.sha256, "model_bytes": self.model_bytes,
+                "layout": self.layout.to_dict(), "action_names": list(self.action_names)}
+
+
+def load_agent(path: Path) -> Agent:
+    """Load a trained agent folder (agent.json + weights) with the agents layer's loader."""
+    path = Path(path)
+    if not (path / AGENT_FILE).is_file():
+        raise ExportError(f"{path}: not an agent folder (no {AGENT_FILE})")
+    from bcarena.agents import load_agent as _load
+
+    return _load(path)
+
+
+def agent_weights_file(path: Path) -> Path:
+    """The weights file of an agent folder (what its torch format serves)."""
+    files = sorted(Path(path).glob("*.safetensors"))
+    if not files:
+        raise ExportError(f"{path}: agent folder holds no .safetensors weights")
+    return files[0]
+
+
+def served_from_agent(agent: Agent, source: Path | None, backend: str = "torch", device: str = "cpu",
+                      parity_observations: int = MIN_PARITY_OBSERVATIONS) -> ServedModel:
+    """Serve an in-memory agent: eagerly with torch, or converted to ``backend`` after a parity check
+    on ``parity_observations`` inputs recorded from matches of the agent."""
+    module = export_module(agent)
+    if backend == "torch":
+        shape = probe_input_shape(agent)
+        weights = agent_weights_file(source) if source is not None else None
+        digest = sha256_file(weights) if weights else _module_digest(module)
+        size = weights.stat().st_size if weights else _module_bytes(module)
+        return ServedModel(TorchRuntime(module, device), ObsLayout.from_input_shape(agent.obs_type, shape),
+                           agent.name, "torch", digest, size)
+    recording = record_from_matches(agent, parity_observations)
+    with tempfile.TemporaryDirectory() as tmp:
+        report = export_agent(agent, backend, Path(tmp) / "export", recording, required=parity_observations,
+                              agent_source=str(source) if source else None)
+        return load_export(report.path, device)
+
+
+def _module_digest(module: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _module_bytes(module: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in module.state_dict().values())
+
+
+def load_export(path: Path, device: str = "cpu") -> ServedModel:
+    """Load an export folder written by ``export_agent``; the model file's hash must match export.json."""
+    path = Path(path)
+    meta_file = path / EXPORT_FILE
+    try:
+        meta = json.loads(meta_file.read_text())
+        spec = _format(meta["format"])
+        model_file = path / meta["model_file"]
+        layout = ObsLayout.from_dict(meta["layout"])
+        expected = meta["sha256"]
+    except FileNotFoundError as exc:
+        raise ExportError(f"{path}: not an export folder (no {EXPORT_FILE})") from exc
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ExportError(f"{meta_file}: malformed export metadata ({exc!r})") from exc
+    if not model_file.is_file():
+        raise ExportError(f"{path}: model file {model_file.name} is missing")
+    # Loading into memory first means the bytes hashed are the bytes run.
+    data = model_file.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != expected:
+        raise ExportError(f"{model_file}: SHA-256 {digest[:12]}... does not match export.json ({expected[:12]}...)")
+    runtime = OnnxRuntime(data, device) if spec.name == "onnx" else spec.load(model_file, device)
+    return ServedModel(runtime, layout, meta["agent"]["name"], spec.name, digest, len(data),
+                       tuple(meta.get("action_names", ACTION_NAMES)))
+
+
+def load_served(path: Path, backend: str | None = None, device: str = "cpu",
+                parity_observations: int = MIN_PARITY_OBSERVATIONS) -> ServedModel:
+    """A served model from an export folder (its own format) or an agent folder (torch, or exported on the fly)."""
+    path = Path(path)
+    if (path / EXPORT_FILE).is_file():
+        served = load_export(path, device)
+        if backend is not None and backend != served.format:
+            raise ExportError(f"{path} is a {served.format} export; it cannot run with backend {backend!r} "
+                              f"(serve the agent folder instead to convert it)")
+        return served
+    agent = load_agent(path)
+    return served_from_agent(agent, path, backend or "torch", device, parity_observations)
+
+
+BACKENDS: tuple[str, ...] = ("torch", *FORMATS)

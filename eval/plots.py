@@ -1,0 +1,53 @@
+"""Matplotlib (Agg, no display needed) figures of the eval layer, saved atomically as PNG."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import numpy as np  # noqa: E402
+
+from bcarena.eval.files import partial_path  # noqa: E402
+
+
+def figure(figsize: tuple[float, float] = (6.0, 4.5)):
+    """A new (figure, axes) pair."""
+    return plt.subplots(figsize=figsize)
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Save ``fig`` as PNG at ``path`` (temporary sibling, then rename) and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = partial_path(path)
+    try:
+        fig.tight_layout()
+        fig.savefig(tmp, dpi=dpi, format="png")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def heatmap(matrix: np.ndarray, row_labels: list[str], col_labels: list[str], path: str | os.PathLike, title: str,
+            colorbar_label: str, fmt: str = "{:.0%}", vmin: float = 0.0, vmax: float = 1.0,
+            xlabel: str = "", ylabel: str = "") -> Path:
+    """A labelled heatmap; NaN cells are blank (e.g. an agent against itself)."""
+    fig, ax = figure((1.6 + 0.9 * len(col_labels), 1.2 + 0.7 * len(row_labels)))
+    image = ax.imshow(np.ma.masked_invalid(matrix), vmin=vmin, vmax=vmax, cmap="RdYlGn")
+    ax.set_xticks(range(len(col_labels)), col_labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(row_labels)), row_labels)
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            if np.isfinite(matrix[i, j]):
+                ax.text(j, i, fmt.format(matrix[i, j]), ha="center", va="center", fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label=colorbar_label)
+    return save_figure(fig, path)
