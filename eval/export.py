@@ -95,7 +95,8 @@ class ObsLayout:
 # ----------------------------------------------------------------------------- recording
 @dataclass
 class Recording:
-    """Model inputs (n, *shape) float32 that an agent fed its network, and the actions (n,) it chose."""
+    """Model inputs (n, *shape) that an agent fed its network (float32 states, uint8 pixel stacks;
+    the network sees them as float32), and the actions (n,) it chose."""
 
     inputs: np.ndarray
     actions: np.ndarray
@@ -128,12 +129,17 @@ class _RecordingAgent(Agent):
     ``act_stacked(inputs)``; acting through them is exactly ``act`` with the inputs kept.
     """
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: Agent, limit: int | None = None) -> None:
         export_module(agent)  # fail early for agents that cannot be exported
-        self.agent = agent
+        self.agent, self.limit = agent, limit
         self.name, self.obs_type = agent.name, agent.obs_type
         self.inputs: list[np.ndarray] = []
         self.actions: list[np.ndarray] = []
+        self._seen: set[bytes] = set()
+
+    @property
+    def count(self) -> int:
+        return len(self._seen)
 
     def reset(self, batch_size: int) -> None:
         self.agent.reset(batch_size)
@@ -141,7 +147,7 @@ class _RecordingAgent(Agent):
     def act(self, obs: np.ndarray) -> np.ndarray:
         stacked, act_stacked = getattr(self.agent, "stacked", None), getattr(self.agent, "act_stacked", None)
         if callable(stacked) and callable(act_stacked):
-            inputs = np.asarray(stacked(obs), dtype=np.float32)
+            inputs = np.asarray(stacked(obs))
             actions = np.asarray(act_stacked(inputs), dtype=np.int64)
         elif self.obs_type == "state":
             inputs = np.asarray(obs, dtype=np.float32)  # a plain state agent's model input is its observation
@@ -149,23 +155,26 @@ class _RecordingAgent(Agent):
         else:
             raise ExportError(f"agent {self.name!r} ({type(self.agent).__name__}) has no stacked()/act_stacked(), "
                               "so the model inputs (frame stacks) it builds cannot be recorded")
-        self.inputs.append(inputs)
-        self.actions.append(actions)
+        self._keep_new(inputs, actions)
         return actions
 
-    def recording(self, source: str, count: int | None = None) -> Recording:
-        """Distinct recorded inputs (finished matches repeat their last observation), in order."""
-        inputs, actions = np.concatenate(self.inputs), np.concatenate(self.actions)
-        seen: set[bytes] = set()
-        keep: list[int] = []
+    def _keep_new(self, inputs: np.ndarray, actions: np.ndarray) -> None:
+        """Keep rows not seen before (finished matches repeat their last input) until ``limit`` rows."""
+        # Pixel inputs are whole numbers 0..255: uint8 keeps 10k frame stacks in a few hundred MB.
+        inputs = inputs.astype(np.uint8 if self.obs_type == "pixels" else np.float32)
+        keep = []
         for i, row in enumerate(inputs):
+            if self.limit is not None and self.count >= self.limit:
+                break
             key = hashlib.blake2b(row.tobytes(), digest_size=16).digest()
-            if key not in seen:
-                seen.add(key)
+            if key not in self._seen:
+                self._seen.add(key)
                 keep.append(i)
-                if count is not None and len(keep) == count:
-                    break
-        return Recording(inputs[keep], actions[keep], source)
+        self.inputs.append(inputs[keep])
+        self.actions.append(actions[keep])
+
+    def recording(self, source: str) -> Recording:
+        return Recording(np.concatenate(self.inputs), np.concatenate(self.actions), source)
 
 
 def record_from_matches(agent: Agent, count: int = MIN_PARITY_OBSERVATIONS, opponent: str = "brawler",
@@ -173,26 +182,25 @@ def record_from_matches(agent: Agent, count: int = MIN_PARITY_OBSERVATIONS, oppo
     """``count`` distinct model inputs recorded while ``agent`` plays matches (seeds seed, seed+1, ...)."""
     from bcarena.eval.matches import play_matches
 
-    recorder = _RecordingAgent(agent)
-    next_seed, recording = seed, None
-    while recording is None or len(recording) < count:
+    recorder = _RecordingAgent(agent, limit=count)
+    next_seed = seed
+    while recorder.count < count:
         if next_seed - seed >= 50 * batch:
-            raise ExportError(f"only {len(recording)} distinct observations after {next_seed - seed} matches of "
+            raise ExportError(f"only {recorder.count} distinct observations after {next_seed - seed} matches of "
                               f"{agent.name!r} vs {opponent}; need {count}")
         play_matches(recorder, BotAgent(opponent), np.arange(next_seed, next_seed + batch), config)
         next_seed += batch
-        recording = recorder.recording(f"matches of {agent.name} vs {opponent}, seeds {seed}..{next_seed - 1}", count)
-    return recording
+    return recorder.recording(f"matches of {agent.name} vs {opponent}, seeds {seed}..{next_seed - 1}")
 
 
 def record_from_dataset(agent: Agent, dataset: ActionDataset, count: int | None = None) -> Recording:
     """Model inputs recorded while ``agent`` replays every dataset episode in frame order (``predict_dataset``)."""
     from bcarena.eval.offline import predict_dataset
 
-    recorder = _RecordingAgent(agent)
+    recorder = _RecordingAgent(agent, limit=count)
     predict_dataset(recorder, dataset)
     where = dataset.path if dataset.path is not None else "in-memory dataset"
-    return recorder.recording(f"dataset {where}", count)
+    return recorder.recording(f"dataset {where}")
 
 
 def record_observations(agent: Agent, count: int = MIN_PARITY_OBSERVATIONS, dataset: ActionDataset | None = None,
@@ -216,7 +224,7 @@ def probe_input_shape(agent: Agent, config: DuelConfig | None = None) -> tuple[i
     recorder.reset(1)
     recorder.act(obs[:, 0])
     agent.reset(1)
-    return tuple(recorder.inputs[0].shape[1:])
+    return tuple(recorder.recording("probe").inputs.shape[1:])
 
 
 # ----------------------------------------------------------------------------- runtimes
@@ -374,7 +382,7 @@ def parity_check(module: torch.nn.Module, runtime: Runtime, recording: Recording
     mismatches = module_mismatches = 0
     max_diff = 0.0
     for start in range(0, len(recording), batch):
-        x = recording.inputs[start:start + batch]
+        x = recording.inputs[start:start + batch].astype(np.float32)
         chosen = recording.actions[start:start + batch]
         ref_scores = reference.scores(x)
         scores = np.asarray(runtime.scores(x))
@@ -441,7 +449,7 @@ def export_agent(agent: Agent, fmt: str, out: Path, recording: Recording, overwr
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         model_file = tmp / spec.filename
-        spec.save(module, torch.from_numpy(recording.inputs[:2].copy()), model_file)
+        spec.save(module, torch.from_numpy(recording.inputs[:2].astype(np.float32)), model_file)
         parity = parity_check(module, spec.load(model_file, "cpu"), recording, required=required,
                               greedy=is_greedy(agent))
         if not parity.passed:
