@@ -1,0 +1,272 @@
+"""Recordings -> action dataset (the contract in ``recordings/dataset.py``).
+
+For each episode folder: validate ``meta.json`` and the file hashes, decode the lossless agent
+view (``agent_view.mkv``) into uint8 frames, parse the input log and align its key events to
+10 FPS frames with the chosen rule, read per-frame events and state features from the state
+log, then concatenate episodes, split them (whole episodes) with a seed, and save atomically.
+
+Every rule's lost skill presses are counted on every build (``manifest["lost_presses"]``), so
+the cost of choosing ``sample`` over ``window-priority`` is always on record.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from bcarena.envs.video import VideoError, read_video
+from bcarena.recordings.dataset import (EVENTS, SCHEMA_VERSION, SPLITS, ActionDataset, DatasetError,
+                                        frames_to_nearest)
+from bcarena.recordings.episode import (AGENT_VIEW_FILE, META_FILE, STATES_FILE, VIDEO_FILE, Meta, RecordingError,
+                                        find_episodes, parse_meta, sha256_file)
+from bcarena.recordings.games import GameSpec, game_spec
+from bcarena.recordings.inputlog import ALIGNMENTS, INPUT_LOG_FILE, align, lost_presses, read_input_log
+
+DEFAULT_SPLIT = (0.8, 0.1, 0.1)
+
+
+@dataclass
+class EpisodeData:
+    """One validated, aligned episode, ready to be concatenated."""
+
+    folder: Path
+    meta: Meta
+    labels: np.ndarray  # (F,) int64
+    events: dict[str, np.ndarray]  # EVENTS -> (F,) bool
+    features: np.ndarray  # (F, D) float32
+    pixels: np.ndarray | None  # (F, 84, 84) uint8
+    lost: dict[str, dict[str, int]]  # rule -> lost-press counts
+    meta_sha256: str
+
+
+def load_episode(folder: str | os.PathLike, alignment: str = "window-priority", fps: float = 10.0,
+                 pixels: bool = True, verify_hashes: bool = True, game: str | None = None) -> EpisodeData:
+    """Validate and align one episode folder. Problems raise RecordingError naming the file."""
+    folder = Path(folder)
+    meta_path = folder / META_FILE
+    try:
+        meta = parse_meta(meta_path.read_bytes(), str(meta_path))
+    except FileNotFoundError:
+        raise RecordingError(f"{meta_path}: missing (not an episode folder?)") from None
+    spec = game_spec(meta.game, str(meta_path))
+    if game is not None and meta.game != game:
+        raise RecordingError(f"{meta_path}: game {meta.game!r}, but this dataset holds {game!r} episodes")
+    if meta.fps != fps:
+        raise RecordingError(f"{meta_path}: fps is {meta.fps}, expected {fps} (datasets are built at {fps} FPS)")
+    action_map = spec.action_map()
+    unknown = [a for a in meta.action_names if a not in action_map.action_names]
+    if unknown or meta.action_names != list(action_map.action_names):
+        raise RecordingError(f"{meta_path}: unknown action name(s) {unknown or meta.action_names}; "
+                             f"{meta.game} actions are {list(action_map.action_names)}")
+    if meta.map() != action_map:
+        raise RecordingError(f"{meta_path}: action_map differs from the {meta.game} key map")
+    spec.check(meta, str(meta_path))
+    if verify_hashes:
+        _verify_files(folder, meta)
+    frames = meta.num_frames
+    tpf = meta.ticks_per_frame
+    events = read_input_log(folder / INPUT_LOG_FILE, action_map)
+    presses = events.tick[events.down]
+    if presses.size and presses.max() >= frames * tpf:
+        raise RecordingError(f"{folder / INPUT_LOG_FILE}: frame-count mismatch: a key goes down at tick "
+                             f"{int(presses.max())} but the video has {frames} frames (ticks < {frames * tpf})")
+    if events.tick.size and events.tick.max() >= (frames + 1) * tpf:
+        raise RecordingError(f"{folder / INPUT_LOG_FILE}: frame-count mismatch: events run to tick "
+                             f"{int(events.tick.max())}, past the {frames} frames of the video")
+    states = _read_states(folder / STATES_FILE, spec, frames)
+    labels = align(events, action_map, frames, tpf, alignment)
+    lost = {rule: lost_presses(events, action_map, labels if rule == alignment else
+                               align(events, action_map, frames, tpf, rule), tpf) for rule in ALIGNMENTS}
+    flags = spec.events(states, meta, str(folder / STATES_FILE))
+    flags["action_change"] = np.r_[False, labels[1:] != labels[:-1]]
+    features = np.asarray(spec.features(states, meta, str(folder / STATES_FILE)), dtype=np.float32)
+    view = _decode_view(folder / AGENT_VIEW_FILE, frames) if pixels else None
+    if VIDEO_FILE in meta.files:
+        _check_video(folder / VIDEO_FILE, frames)
+    return EpisodeData(folder, meta, labels, {e: flags[e] for e in EVENTS}, features, view, lost,
+                       sha256_file(meta_path))
+
+
+def _verify_files(folder: Path, meta: Meta) -> None:
+    for name, entry in meta.files.items():
+        path = folder / name
+        if not path.is_file():
+            raise RecordingError(f"{path}: missing (listed in {META_FILE})")
+        size = path.stat().st_size
+        if size != entry.bytes or sha256_file(path) != entry.sha256:
+            raise RecordingError(f"{path}: content differs from {META_FILE} ({size} bytes, expected {entry.bytes}; "
+                                 f"sha256 mismatch): truncated or modified after recording")
+
+
+def _read_states(path: Path, spec: GameSpec, frames: int) -> pd.DataFrame:
+    try:
+        states = pd.read_parquet(path)
+    except FileNotFoundError:
+        raise RecordingError(f"{path}: state log missing") from None
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise RecordingError(f"{path}: unreadable Parquet ({type(exc).__name__}: {exc})") from None
+    missing = [c for c in spec.log_columns() if c not in states.columns]
+    if missing:
+        raise RecordingError(f"{path}: missing column(s) {missing[:8]}")
+    if len(states) != frames:
+        raise RecordingError(f"{path}: frame-count mismatch: {len(states)} rows, meta.json says {frames} frames")
+    return states
+
+
+def _decode_view(path: Path, frames: int) -> np.ndarray:
+    try:
+        view = read_video(path, gray=True)
+    except VideoError as exc:
+        raise RecordingError(str(exc)) from None
+    if view.shape[0] != frames:
+        raise RecordingError(f"{path}: frame-count mismatch: {view.shape[0]} decodable frames, meta.json says "
+                             f"{frames} (truncated video?)")
+    return view
+
+
+def _check_video(path: Path, frames: int) -> None:
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            raise RecordingError(f"{path}: OpenCV cannot open this video (unreadable or truncated)")
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    finally:
+        capture.release()
+    if count != frames:
+        raise RecordingError(f"{path}: frame-count mismatch: {count} frames, meta.json says {frames}")
+
+
+def split_episodes(num_episodes: int, fractions: Sequence[float], seed: int) -> np.ndarray:
+    """Split name index (num_episodes,) into ``SPLITS``: whole episodes, shuffled with ``seed``.
+
+    Every split with a positive fraction gets at least one episode when there are enough episodes.
+    """
+    fractions = np.asarray(fractions, dtype=np.float64)
+    if fractions.shape != (3,) or not np.isfinite(fractions).all() or (fractions < 0).any() \
+            or not np.isclose(fractions.sum(), 1.0) or fractions[0] <= 0:
+        raise DatasetError(f"split must be three fractions (train, val, test) >= 0 summing to 1 with train > 0, "
+                           f"got {tuple(fractions.tolist())}")
+    counts = np.floor(fractions * num_episodes + 0.5).astype(np.int64)
+    wanted = fractions > 0
+    if num_episodes >= wanted.sum():
+        counts = np.where(wanted, np.maximum(counts, 1), 0)
+    while counts.sum() > num_episodes:
+        counts[np.argmax(counts)] -= 1
+    counts[0] += num_episodes - counts.sum()
+    order = np.random.default_rng(seed).permutation(num_episodes)
+    out = np.empty(num_episodes, dtype=np.int64)
+    out[order] = np.repeat(np.arange(3), counts)
+    return out
+
+
+def build_dataset(recordings: str | os.PathLike | Sequence[str | os.PathLike], out_dir: str | os.PathLike,
+                  alignment: str = "window-priority", split: Sequence[float] = DEFAULT_SPLIT, seed: int = 0,
+                  pixels: bool = True, fps: float = 10.0, verify_hashes: bool = True, workers: int | None = None,
+                  progress: bool = True) -> ActionDataset:
+    """Convert recordings (a folder of episode folders, or a list of folders) into a dataset at ``out_dir``.
+
+    Returns the saved dataset, loaded back (pixels memory-mapped).
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        raise DatasetError(f"{out_dir}: already exists; choose a new folder or delete the old dataset first")
+    if alignment not in ALIGNMENTS:
+        raise DatasetError(f"unknown alignment {alignment!r}; choose one of {sorted(ALIGNMENTS)}")
+    folders = ([Path(p) for p in recordings] if isinstance(recordings, (list, tuple))
+               else find_episodes(recordings))
+    folders = [f for group in folders for f in find_episodes(group)]
+    if not folders:
+        raise RecordingError(f"{recordings}: no complete episode folders (with {META_FILE}) found")
+    split_of = split_episodes(len(folders), split, seed)  # validate before the long part
+    first = parse_meta((folders[0] / META_FILE).read_bytes(), str(folders[0] / META_FILE)).game
+    load = lambda folder: load_episode(folder, alignment, fps, pixels, verify_hashes, game=first)  # noqa: E731
+    with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
+        episodes = list(tqdm(pool.map(load, folders), total=len(folders), desc="converting", unit="episode",
+                             disable=not progress))
+    dataset = assemble(episodes, alignment, split_of, split, seed)
+    dataset.save(out_dir)
+    return ActionDataset.load(out_dir)
+
+
+def assemble(episodes: list[EpisodeData], alignment: str, split_of: np.ndarray, fractions: Sequence[float],
+             seed: int) -> ActionDataset:
+    """Concatenate aligned episodes into one ActionDataset (in memory)."""
+    spec = game_spec(episodes[0].meta.game)
+    action_map = spec.action_map()
+    features = spec.state_features()
+    lengths = np.array([e.labels.shape[0] for e in episodes])
+    episode = np.repeat(np.arange(len(episodes), dtype=np.int32), lengths)
+    labels = np.concatenate([e.labels for e in episodes])
+    table: dict[str, Any] = {
+        "episode": episode,
+        "frame": np.concatenate([np.arange(n, dtype=np.int32) for n in lengths]),
+        "split": pd.Categorical(np.asarray(SPLITS)[np.repeat(split_of, lengths)], categories=list(SPLITS)),
+        "action": labels.astype(np.int16),
+    }
+    flags = {name: np.concatenate([e.events[name] for e in episodes]) for name in EVENTS}
+    table.update({f"event_{name}": flags[name] for name in EVENTS})
+    table.update({f"frames_to_{name}": frames_to_nearest(flags[name], episode) for name in EVENTS})
+    states = np.concatenate([e.features for e in episodes])
+    table.update({f"s_{name}": states[:, i] for i, name in enumerate(features)})
+    frame = pd.DataFrame(table)
+    frame["split"] = frame["split"].astype(str)
+    pixels = np.concatenate([e.pixels for e in episodes]) if episodes[0].pixels is not None else None
+    counts = np.bincount(labels, minlength=action_map.num_actions)
+    nonzero = counts[counts > 0]
+    skills = list(action_map.skill_actions)
+    lost = {rule: {key: sum(e.lost[rule][key] for e in episodes) for key in episodes[0].lost[rule]}
+            for rule in episodes[0].lost}
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "game": spec.name,
+        "game_version": episodes[0].meta.game_version,
+        "fps": episodes[0].meta.fps,
+        "action_names": list(action_map.action_names),
+        "skill_actions": skills,
+        "state_features": list(features),
+        "frame_shape": list(pixels.shape[1:]) if pixels is not None else None,
+        "num_frames": int(labels.size),
+        "num_episodes": len(episodes),
+        "splits": {name: {"episodes": np.flatnonzero(split_of == k).tolist(),
+                          "frames": int(lengths[split_of == k].sum())} for k, name in enumerate(SPLITS)},
+        "split_fractions": [float(f) for f in fractions],
+        "split_seed": int(seed),
+        "class_counts": {name: int(c) for name, c in zip(action_map.action_names, counts)},
+        "event_counts": {name: int(flags[name].sum()) for name in EVENTS},
+        "imbalance_ratio": float(nonzero.max() / nonzero.min()) if nonzero.size else None,
+        "skill_fraction": float(counts[skills].sum() / max(1, labels.size)),
+        "alignment": alignment,
+        "lost_presses": lost,
+        "episode_lengths": lengths.tolist(),
+        "sources": [{"episode": i, "folder": e.folder.name, "path": str(e.folder.resolve()),
+                     "meta_sha256": e.meta_sha256, "players": [p.name for p in e.meta.players],
+                     "player": e.meta.player, "seeds": e.meta.seeds, "result": e.meta.result,
+                     "files": {n: f.sha256 for n, f in e.meta.files.items()}} for i, e in enumerate(episodes)],
+    }
+    return ActionDataset(frame, manifest, pixels)
+
+
+def make_duel_dataset(out_dir: str | os.PathLike, player: Any = "pro", opponents: Sequence[Any] = ("brawler", "turtle",
+                      "random", "pro"), episodes: int = 50, seed: int = 0, alignment: str = "window-priority",
+                      split: Sequence[float] = DEFAULT_SPLIT, config: Any = None, video: bool = False,
+                      pixels: bool = True, progress: bool = False) -> ActionDataset:
+    """Record ``episodes`` Duel matches of ``player`` and build a dataset, in one call.
+
+    Recordings go to ``out_dir/recordings``, the dataset to ``out_dir/dataset``. The 640x360
+    ``video.mp4`` is skipped by default (the dataset never reads it and it is the slow part).
+    """
+    from bcarena.recordings.recorder import RecordOptions, record_duel
+
+    out_dir = Path(out_dir)
+    record_duel(player, opponents, episodes, out_dir / "recordings", seed, config,
+                options=RecordOptions(video=video, progress=progress))
+    return build_dataset(out_dir / "recordings", out_dir / "dataset", alignment, split, seed, pixels=pixels,
+                         progress=progress)

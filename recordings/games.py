@@ -1,0 +1,142 @@
+"""What the converter needs to know about each recordable game, in one registry (``GAMES``).
+
+A :class:`GameSpec` gives the action map, the state features of the dataset, and how to read a
+recording's state log: per-frame state features and per-frame events (skill used, hit landed,
+hit taken, KO). Duel's state log is the core state, so features are recomputed with the very
+function the env uses; Boxing's is the console RAM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from bcarena.envs.duel import STATE_FEATURES, DuelConfig, DuelCore
+from bcarena.envs.duel.config import ConfigError
+from bcarena.envs.duel.observation import state_observations
+from bcarena.recordings.actions import DUEL_ACTION_MAP, ActionMap
+from bcarena.recordings.episode import Meta, RecordingError
+
+# Events the state log provides; "action_change" is derived from the labels by the converter.
+STATE_EVENTS = ("skill_used", "hit_landed", "hit_taken", "ko")
+
+
+def bcarena_version() -> str:
+    try:
+        return metadata.version("bcarena")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# ----------------------------------------------------------------------------------- Duel log
+def _duel_fields() -> dict[str, tuple[int, ...]]:
+    """State field -> trailing shape (per match), from a fresh core."""
+    return {name: arr.shape[1:] for name, arr in DuelCore(1).get_state().items()}
+
+
+DUEL_FIELDS = _duel_fields()
+EVENT_FIELDS = ("skill_started", "hits_landed", "hits_taken", "damage_dealt", "damage_taken")
+
+
+def flatten_columns(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """{name: (M, *shape)} -> {column: (M,)}: ``x`` (M, 2) becomes ``x_0``, ``x_1``; (M,) stays ``name``."""
+    columns: dict[str, np.ndarray] = {}
+    for name, arr in arrays.items():
+        if arr.ndim == 1:
+            columns[name] = arr
+            continue
+        for index in np.ndindex(*arr.shape[1:]):
+            columns[name + "".join(f"_{i}" for i in index)] = arr[(slice(None),) + index]
+    return columns
+
+
+def duel_core_from_log(states: pd.DataFrame, config: DuelConfig) -> DuelCore:
+    """A DuelCore with one match per state-log row, in that row's state (to recompute observations)."""
+    core = DuelCore(max(1, len(states)), config)
+    for name, shape in DUEL_FIELDS.items():
+        if not shape:
+            values = states[name].to_numpy()
+        else:
+            cols = [name + "".join(f"_{i}" for i in index) for index in np.ndindex(*shape)]
+            values = states[cols].to_numpy().reshape((len(states),) + shape)
+        getattr(core, name)[: len(states)] = values
+    return core
+
+
+def duel_log_columns() -> list[str]:
+    state = flatten_columns({n: np.zeros((1,) + s) for n, s in DUEL_FIELDS.items()})
+    events = flatten_columns({n: np.zeros((1, 2)) for n in EVENT_FIELDS})
+    return ["frame", *state, *events, "ended", "opponent_action"]
+
+
+def _duel_config(meta: Meta, where: str) -> DuelConfig:
+    try:
+        config = DuelConfig.from_dict(meta.game_config)
+    except (ConfigError, TypeError) as exc:
+        raise RecordingError(f"{where}: game_config is not a valid Duel config ({exc})") from None
+    if config.decision_hz != meta.fps or config.tick_rate_hz != meta.tick_rate:
+        raise RecordingError(f"{where}: fps {meta.fps} / tick_rate {meta.tick_rate} disagree with the game config "
+                             f"({config.decision_hz} decisions/s at {config.tick_rate_hz} Hz)")
+    return config
+
+
+def _duel_features(states: pd.DataFrame, meta: Meta, where: str) -> np.ndarray:
+    core = duel_core_from_log(states, _duel_config(meta, where))
+    return state_observations(core)[: len(states), meta.player]
+
+
+def _duel_events(states: pd.DataFrame, meta: Meta, where: str) -> dict[str, np.ndarray]:
+    p = meta.player
+    ended = states["ended"].to_numpy(dtype=bool)
+    return {
+        "skill_used": states[f"skill_started_{p}"].to_numpy(dtype=bool),
+        "hit_landed": states[f"hits_landed_{p}"].to_numpy() > 0,
+        "hit_taken": states[f"hits_taken_{p}"].to_numpy() > 0,
+        "ko": ended & bool(meta.result.get("ko", False)),
+    }
+
+
+# ------------------------------------------------------------------------------------ registry
+@dataclass(frozen=True)
+class GameSpec:
+    name: str
+    action_map: Callable[[], ActionMap]
+    state_features: Callable[[], tuple[str, ...]]
+    log_columns: Callable[[], list[str]]
+    features: Callable[[pd.DataFrame, Meta, str], np.ndarray]  # (F, D) float32 from the state log
+    events: Callable[[pd.DataFrame, Meta, str], dict[str, np.ndarray]]  # STATE_EVENTS -> (F,) bool
+    check: Callable[[Meta, str], Any]
+
+
+def _boxing_spec() -> GameSpec:
+    def boxing():  # ale-py loads only when a Boxing recording is read
+        from bcarena.envs import boxing as module
+        return module
+
+    return GameSpec(
+        name="boxing",
+        action_map=lambda: boxing().BOXING_ACTION_MAP,
+        state_features=lambda: boxing().STATE_FEATURES,
+        log_columns=lambda: boxing().log_columns(),
+        features=lambda states, meta, where: boxing().features_from_log(states),
+        events=lambda states, meta, where: boxing().events_from_log(states, meta.result),
+        check=lambda meta, where: None,
+    )
+
+
+GAMES: dict[str, GameSpec] = {
+    "duel": GameSpec("duel", lambda: DUEL_ACTION_MAP, lambda: STATE_FEATURES, duel_log_columns, _duel_features,
+                     _duel_events, _duel_config),
+    "boxing": _boxing_spec(),
+}
+
+
+def game_spec(name: str, where: str = "meta.json") -> GameSpec:
+    try:
+        return GAMES[name]
+    except KeyError:
+        raise RecordingError(f"{where}: unknown game {name!r}; known games are {sorted(GAMES)}") from None
