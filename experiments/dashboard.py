@@ -1,0 +1,378 @@
+"""The dashboard's data side and its ``bcarena dashboard`` command.
+
+Everything here works without Streamlit: it reads run folders (layout in
+``bcarena.experiments.results``), turns them into tables the page shows, makes replays playable
+in a browser and renders the blind A/B replays. ``dashboard_app.py`` is the Streamlit page that
+shows them; ``launch`` starts it. The dashboard never changes a run folder except for two
+additions: votes appended to ``preferences.jsonl`` and blind A/B replays rendered into
+``replays/`` when they are first needed.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+import typer
+import yaml
+
+from bcarena.envs.duel import BOTS
+from bcarena.eval.matches import EvalError, load_player
+from bcarena.eval.replays import REPLAY_SUFFIXES, record_replay
+from bcarena.experiments.results import AgentResult, RunResults, find_runs, load_results
+
+APP_FILE = Path(__file__).with_name("dashboard_app.py")
+RUNS_ENV = "BCARENA_RUNS"  # the runs root the page reads (set by ``launch``)
+INSTALL_HINT = "pip install -e '.[dashboard]'"
+BLIND_PREFIX = "blind_"  # replays/blind_<agent>_vs_<opponent>_s<seed>.mp4, rendered for A/B votes
+BLIND_NAME = "agent"  # the only name drawn on a blind replay
+AB_SEED_POOL = 20  # A/B matches use the first seeds of the run's evaluation seed list
+
+
+class RunFolderError(ValueError):
+    """A run folder (or one of its files) cannot be read; the message names the file."""
+
+
+@dataclass
+class Confusion:
+    """A confusion matrix on the offline split: ``matrix[true, predicted]`` counts, (C, C)."""
+
+    labels: list[str]
+    matrix: np.ndarray
+
+    @property
+    def row_normalized(self) -> np.ndarray:
+        """Each true class's row divided by its total (per-class recall on the diagonal); 0 for empty rows."""
+        totals = self.matrix.sum(axis=1, keepdims=True)
+        return np.divide(self.matrix, totals, out=np.zeros(self.matrix.shape), where=totals > 0)
+
+
+@dataclass
+class RunView:
+    """One run folder as the dashboard shows it. ``problems`` lists files that could not be read."""
+
+    path: Path
+    results: RunResults
+    config: dict[str, Any]
+    environment: dict[str, Any]
+    dataset_stats: dict[str, Any] | None
+    curves: pd.DataFrame  # long format: agent_id, epoch, metric, value
+    confusions: dict[str, Confusion]
+    plots: list[Path]
+    replays: list[Path]
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.results.experiment} / {self.results.run_id}"
+
+
+# ---------------------------------------------------------------------------------------- reading
+def runs_root() -> Path:
+    """The folder the page searches for runs: ``$BCARENA_RUNS``, else ``runs/``."""
+    return Path(os.environ.get(RUNS_ENV, "runs"))
+
+
+def list_runs(root: str | Path) -> list[Path]:
+    """Run folders under ``root``, newest first ([] when ``root`` does not exist)."""
+    return find_runs(root) if Path(root).is_dir() else []
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise RunFolderError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except UnicodeDecodeError:
+        raise RunFolderError(f"{path}: not a UTF-8 text file") from None
+
+
+def load_run(run_dir: str | Path) -> RunView:
+    """Read a run folder. A missing or malformed ``results.json`` is an error; any other broken
+    file is skipped and named in ``problems`` so the rest of the run can still be shown."""
+    run_dir = Path(run_dir)
+    try:
+        results = load_results(run_dir)
+    except FileNotFoundError as exc:
+        raise RunFolderError(str(exc)) from None
+    except json.JSONDecodeError as exc:
+        raise RunFolderError(f"{run_dir / 'results.json'}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except (TypeError, KeyError) as exc:
+        raise RunFolderError(f"{run_dir / 'results.json'}: does not match the RunResults format ({exc})") from None
+    problems: list[str] = []
+
+    def optional(read, path: Path, default):
+        if not path.exists():
+            return default
+        try:
+            return read(path)
+        except (RunFolderError, yaml.YAMLError, ValueError) as exc:
+            problems.append(str(exc) if str(path) in str(exc) else f"{path}: {exc}")
+            return default
+
+    confusions, curve_tables = {}, []
+    for path in sorted((run_dir / "confusion").glob("*.json")):
+        matrix = optional(_read_confusion, path, None)
+        if matrix is not None:
+            confusions[path.stem] = matrix
+    for path in sorted((run_dir / "curves").glob("*.json")):
+        table = optional(_read_curve, path, None)
+        if table is not None:
+            curve_tables.append(table.assign(agent_id=path.stem))
+    curves = (pd.concat(curve_tables, ignore_index=True) if curve_tables
+              else pd.DataFrame(columns=["agent_id", "epoch", "metric", "value"]))
+    replays = sorted((p for p in (run_dir / "replays").glob("*") if p.suffix.lower() in REPLAY_SUFFIXES
+                      and not p.name.startswith(".")), key=lambda p: (p.stem != "side_by_side", p.name))
+    return RunView(
+        path=run_dir, results=results,
+        config=optional(lambda p: yaml.safe_load(p.read_text()) or {}, run_dir / "config.resolved.yaml", {}),
+        environment=optional(_read_json, run_dir / "environment.json", {}),
+        dataset_stats=optional(_read_json, run_dir / "dataset_stats.json", None),
+        curves=curves[["agent_id", "epoch", "metric", "value"]], confusions=confusions,
+        plots=sorted((run_dir / "plots").glob("*.png")), replays=replays, problems=problems,
+    )
+
+
+def _read_confusion(path: Path) -> Confusion:
+    data = _read_json(path)
+    if not isinstance(data, dict) or not {"labels", "matrix"} <= set(data):
+        raise RunFolderError(f"{path}: expected an object with 'labels' and 'matrix'")
+    labels = [str(x) for x in data["labels"]]
+    try:
+        matrix = np.asarray(data["matrix"], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise RunFolderError(f"{path}: 'matrix' must be a list of lists of numbers") from None
+    if matrix.shape != (len(labels), len(labels)):
+        raise RunFolderError(f"{path}: 'matrix' has shape {matrix.shape}, expected "
+                             f"({len(labels)}, {len(labels)}) for {len(labels)} labels")
+    if (matrix < 0).any():
+        raise RunFolderError(f"{path}: 'matrix' holds negative counts")
+    return Confusion(labels, matrix)
+
+
+def _read_curve(path: Path) -> pd.DataFrame:
+    """A training history (list of {epoch, metric: value, ...}) as long rows (epoch, metric, value)."""
+    data = _read_json(path)
+    if not isinstance(data, list) or not all(isinstance(row, dict) and "epoch" in row for row in data):
+        raise RunFolderError(f"{path}: expected a list of objects, each with an 'epoch'")
+    wide = pd.DataFrame(data)
+    metrics = [c for c in wide.columns if c != "epoch"]
+    long = wide.melt(id_vars="epoch", value_vars=metrics, var_name="metric", value_name="value")
+    long["value"] = pd.to_numeric(long["value"], errors="coerce")
+    return long.dropna(subset=["value"]).reset_index(drop=True)
+
+
+def class_distribution(stats: dict[str, Any] | None) -> pd.DataFrame:
+    """``dataset_stats.json`` class counts as rows (split, action, count, fraction of the split).
+
+    ``class_counts`` may be {action: count}, a list aligned with ``action_names``, or either of
+    those per split ({split: counts}); the split is "all" when counts are not split.
+    """
+    columns = ["split", "action", "count", "fraction"]
+    if not stats or "class_counts" not in stats:
+        return pd.DataFrame(columns=columns)
+    counts = stats["class_counts"]
+    names = stats.get("action_names")
+
+    def as_mapping(value: Any) -> dict[str, float]:
+        if isinstance(value, list):
+            if names is None or len(names) != len(value):
+                raise RunFolderError(f"dataset_stats.json: class_counts is a list of {len(value)} but action_names "
+                                     f"is {names!r}; expected one name per count")
+            return dict(zip(map(str, names), value))
+        if isinstance(value, dict) and all(isinstance(v, (int, float)) for v in value.values()):
+            return {str(k): v for k, v in value.items()}
+        raise RunFolderError("dataset_stats.json: class_counts must map action -> count (or split -> that)")
+
+    nested = isinstance(counts, dict) and counts and all(isinstance(v, (dict, list)) for v in counts.values())
+    per_split = {str(s): as_mapping(v) for s, v in counts.items()} if nested else {"all": as_mapping(counts)}
+    rows = []
+    for split, mapping in per_split.items():
+        total = sum(mapping.values())
+        rows += [{"split": split, "action": a, "count": c, "fraction": c / total if total else 0.0}
+                 for a, c in mapping.items()]
+    return pd.DataFrame(rows, columns=columns)
+
+
+# -------------------------------------------------------------------------------------- the tables
+def leaderboard_view(results: RunResults, preference_table: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The leaderboard as shown: percentages, the Wilson interval as text, the match rating and the
+    blind A/B rating side by side. Agents that failed are left out (``failed_agents`` lists them)."""
+    board = results.leaderboard()
+    ok = {a.agent_id for a in results.agents if a.error is None}
+    board = board[board["agent_id"].isin(ok)].reset_index(drop=True)
+    pref = (preference_table.set_index("agent_id") if preference_table is not None and len(preference_table)
+            else pd.DataFrame(columns=["pref_mu", "votes"]))
+
+    def pct(column: str) -> pd.Series:
+        return pd.to_numeric(board[column], errors="coerce") * 100
+
+    def interval(row: pd.Series) -> str:
+        if pd.isna(row["win_rate_low"]) or pd.isna(row["win_rate_high"]):
+            return ""
+        return f"[{100 * row['win_rate_low']:.1f}, {100 * row['win_rate_high']:.1f}]"
+
+    return pd.DataFrame({
+        "agent": board["agent_id"], "kind": board["kind"],
+        "accuracy %": pct("accuracy"), "balanced acc %": pct("balanced_accuracy"), "skill F1": board["skill_f1"],
+        "win rate %": pct("win_rate"), "win 95% CI": board.apply(interval, axis=1) if len(board) else [],
+        "matches": board["matches"], "rating": board["rating_mu"], "rating ±": board["rating_sigma"],
+        "A/B rating": board["agent_id"].map(pref["pref_mu"]) if len(pref) else np.nan,
+        "A/B votes": board["agent_id"].map(pref["votes"]).fillna(0).astype(int) if len(pref) else 0,
+        "latency ms": board["latency_ms_p50"],
+    })
+
+
+def failed_agents(results: RunResults) -> list[AgentResult]:
+    return [a for a in results.agents if a.error is not None]
+
+
+# ----------------------------------------------------------------------------------------- replays
+def browser_video(path: str | Path) -> bytes:
+    """A replay as WebM (VP8) bytes a browser can play.
+
+    Replays are written as MPEG-4 Part 2 (``mp4v``) or FFV1, which browsers do not decode; the
+    opencv wheel can encode VP8, which every browser plays. The run folder is not touched.
+    """
+    path = Path(path)
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise RunFolderError(f"{path}: cannot open this video")
+    fps = capture.get(cv2.CAP_PROP_FPS) or 10.0
+    with tempfile.TemporaryDirectory(prefix="bcarena-video-") as tmp:
+        out = Path(tmp) / "replay.webm"
+        writer = None
+        try:
+            # Frame by frame, not envs.video.read_video: a full match at 640x360 is ~200 MB in memory.
+            while True:
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                if writer is None:
+                    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"VP80"), fps,
+                                             (frame.shape[1], frame.shape[0]))
+                    if not writer.isOpened():
+                        raise RunFolderError(f"{path}: OpenCV cannot encode VP8 here, so the replay cannot be shown")
+                writer.write(frame)
+        finally:
+            capture.release()
+            if writer is not None:
+                writer.release()
+        if writer is None:
+            raise RunFolderError(f"{path}: the video holds no frames")
+        return out.read_bytes()
+
+
+def ab_candidates(run: RunView) -> tuple[list[AgentResult], dict[str, str]]:
+    """Agents that can play a blind A/B replay, and {agent_id: reason} for those that cannot."""
+    ok, skipped = [], {}
+    for agent in run.results.agents:
+        if agent.error is not None:
+            skipped[agent.agent_id] = f"failed during the run: {agent.error}"
+            continue
+        try:
+            _player_spec(run.path, agent)
+        except RunFolderError as exc:
+            skipped[agent.agent_id] = str(exc)
+            continue
+        ok.append(agent)
+    return ok, skipped
+
+
+def ab_seeds(run: RunView) -> list[int]:
+    """Match seeds for A/B replays: the first ``AB_SEED_POOL`` seeds of the run's evaluation seed list."""
+    evaluation = run.config.get("evaluation") if isinstance(run.config, dict) else None
+    evaluation = evaluation if isinstance(evaluation, dict) else {}
+    start, matches = evaluation.get("seed", 0), evaluation.get("matches", AB_SEED_POOL)
+    if not isinstance(start, int) or not isinstance(matches, int) or matches < 1:
+        start, matches = 0, AB_SEED_POOL
+    return list(range(start, start + min(matches, AB_SEED_POOL)))
+
+
+_render_lock = threading.Lock()  # Streamlit sessions are threads of one process: render each file once
+
+
+def blind_replay(run_dir: str | Path, agent: AgentResult, opponent: str, seed: int) -> Path:
+    """``replays/blind_<agent>_vs_<opponent>_s<seed>.mp4`` of the run, rendered now if missing.
+
+    The agent plays player 0 against the bot ``opponent``; it is drawn under the neutral name
+    ``"agent"`` so the video does not give away who is playing.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / "replays" / f"{BLIND_PREFIX}{agent.agent_id}_vs_{opponent}_s{seed}.mp4"
+    with _render_lock:
+        if not path.exists():
+            # A shallow copy plays exactly like the agent (a BotAgent stays a BotAgent) under another name.
+            player = copy.copy(load_player(_player_spec(run_dir, agent), seed=seed))
+            player.name = BLIND_NAME
+            record_replay(player, opponent, seed, path)
+    return path
+
+
+def _player_spec(run_dir: Path, agent: AgentResult) -> str:
+    """What ``load_player`` plays for a leaderboard row: a bot (or perturbed bot) name, or the agent folder."""
+    if agent.kind == "bot":
+        for name in (agent.agent_id, agent.variant):
+            try:
+                load_player(name)
+                return name
+            except EvalError:
+                pass
+        raise RunFolderError(f"{agent.agent_id}: not a known bot; bots are {sorted(BOTS)}")
+    for folder in (Path(agent.agent_path), run_dir / agent.agent_path) if agent.agent_path else ():
+        if folder.is_dir():
+            return str(folder)
+    raise RunFolderError(f"agent folder {agent.agent_path!r} not found (as given or relative to {run_dir})")
+
+
+# ---------------------------------------------------------------------------------------- launching
+def streamlit_available() -> bool:
+    return importlib.util.find_spec("streamlit") is not None
+
+
+def launch(runs: Path, port: int, host: str = "127.0.0.1", open_browser: bool = False) -> int:
+    """Run ``streamlit run dashboard_app.py`` on ``host:port`` reading ``runs``; returns its exit code."""
+    if not streamlit_available():
+        raise RuntimeError(f"the dashboard needs Streamlit, which is not installed: {INSTALL_HINT}")
+    command = [sys.executable, "-m", "streamlit", "run", str(APP_FILE), "--server.port", str(port),
+               "--server.address", host, "--server.headless", str(not open_browser).lower(),
+               "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"]
+    try:
+        return subprocess.call(command, env={**os.environ, RUNS_ENV: str(runs.resolve())})
+    except KeyboardInterrupt:
+        return 0
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``bcarena dashboard`` to the root command line."""
+
+    @app.command()
+    def dashboard(runs: Path = typer.Option(Path("runs"), help="folder searched (any depth) for run folders"),
+                  port: int = typer.Option(8501, min=1, max=65535, help="port to serve the page on"),
+                  host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0 to share it)"),
+                  open_browser: bool = typer.Option(False, "--open/--no-open", help="open a browser tab")) -> None:
+        """Compare agents in the browser: leaderboard, accuracy vs win rate, confusions, replays, blind A/B votes."""
+        if not streamlit_available():
+            typer.echo(f"The dashboard needs Streamlit, which is not installed. Install it with:\n  {INSTALL_HINT}",
+                       err=True)
+            raise typer.Exit(1)
+        found = list_runs(runs)
+        if not found:
+            typer.echo(f"No run folders under {runs}/ yet (a run folder holds results.json). "
+                       f"Create one with `bcarena run EXPERIMENT.yaml` or `bcarena demo`; the page will list it.")
+        else:
+            typer.echo(f"{len(found)} run folder(s) under {runs}/; newest: {found[0]}")
+        typer.echo(f"Dashboard: http://{host}:{port}  (Ctrl+C stops it)")
+        raise typer.Exit(launch(runs, port, host, open_browser))
