@@ -10,8 +10,9 @@ which one plays better (or more like the pro). Every vote is one JSON line appen
 
 ``pair`` is (left, right) as shown on screen; ``choice`` is one of the pair or ``"tie"``. The
 file is append-only: each vote is written with one ``write`` on an ``O_APPEND`` descriptor under
-an exclusive lock, then flushed and fsynced, so concurrent raters never interleave and a vote
-that was acknowledged survives a crash. Votes become an OpenSkill rating (the same model and
+an exclusive lock, then fsynced, so concurrent raters never interleave and a vote that was
+acknowledged survives a crash. (The one exception to append-only: the fragment of a vote torn by
+a crash mid-write, never acknowledged, is cut off by the next writer.) Votes become an OpenSkill rating (the same model and
 scale as the match rating), replayed in timestamp order so the result is reproducible.
 """
 
@@ -101,10 +102,11 @@ def record_preference(run_dir: str | Path, pair: tuple[str, str], opponent: str,
     fd = os.open(run_dir / PREFERENCES_FILE, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        # A previous writer killed mid-line would glue this vote onto its fragment: start a fresh line.
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
-            line = b"\n" + line
+            # A writer killed mid-line left a fragment of a vote it never confirmed: drop it, or
+            # this vote would be glued onto it.
+            os.ftruncate(fd, os.pread(fd, size, 0).rfind(b"\n") + 1)
         os.write(fd, line)
         os.fsync(fd)
     finally:
