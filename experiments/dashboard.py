@@ -5,7 +5,8 @@ Everything here works without Streamlit: it reads run folders (layout in
 in a browser and renders the blind A/B replays. ``dashboard_app.py`` is the Streamlit page that
 shows them; ``launch`` starts it. The dashboard never changes a run folder except for two
 additions: votes appended to ``preferences.jsonl`` and blind A/B replays rendered into
-``replays/`` when they are first needed.
+``replays/`` when they are first needed. The match and video stack is imported inside the
+functions that use it, so registering the command keeps ``bcarena --help`` fast.
 """
 
 from __future__ import annotations
@@ -14,23 +15,19 @@ import copy
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-import cv2
 import numpy as np
 import pandas as pd
 import typer
 import yaml
 
 from bcarena.envs.duel import BOTS
-from bcarena.eval.matches import EvalError, load_player
-from bcarena.eval.replays import REPLAY_SUFFIXES, record_replay
 from bcarena.experiments.results import AgentResult, RunResults, find_runs, load_results
 
 APP_FILE = Path(__file__).with_name("dashboard_app.py")
@@ -102,6 +99,8 @@ def _read_json(path: Path) -> Any:
 def load_run(run_dir: str | Path) -> RunView:
     """Read a run folder. A missing or malformed ``results.json`` is an error; any other broken
     file is skipped and named in ``problems`` so the rest of the run can still be shown."""
+    from bcarena.eval.replays import REPLAY_SUFFIXES
+
     run_dir = Path(run_dir)
     try:
         results = load_results(run_dir)
@@ -246,6 +245,8 @@ def browser_video(path: str | Path) -> bytes:
     Replays are written as MPEG-4 Part 2 (``mp4v``) or FFV1, which browsers do not decode; the
     opencv wheel can encode VP8, which every browser plays. The run folder is not touched.
     """
+    import cv2
+
     path = Path(path)
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
@@ -310,6 +311,9 @@ def blind_replay(run_dir: str | Path, agent: AgentResult, opponent: str, seed: i
     The agent plays player 0 against the bot ``opponent``; it is drawn under the neutral name
     ``"agent"`` so the video does not give away who is playing.
     """
+    from bcarena.eval.matches import load_player
+    from bcarena.eval.replays import record_replay
+
     run_dir = Path(run_dir)
     path = run_dir / "replays" / f"{BLIND_PREFIX}{agent.agent_id}_vs_{opponent}_s{seed}.mp4"
     with _render_lock:
@@ -323,6 +327,8 @@ def blind_replay(run_dir: str | Path, agent: AgentResult, opponent: str, seed: i
 
 def _player_spec(run_dir: Path, agent: AgentResult) -> str:
     """What ``load_player`` plays for a leaderboard row: a bot (or perturbed bot) name, or the agent folder."""
+    from bcarena.eval.matches import EvalError, load_player
+
     if agent.kind == "bot":
         for name in (agent.agent_id, agent.variant):
             try:
@@ -342,17 +348,20 @@ def streamlit_available() -> bool:
     return importlib.util.find_spec("streamlit") is not None
 
 
-def launch(runs: Path, port: int, host: str = "127.0.0.1", open_browser: bool = False) -> int:
-    """Run ``streamlit run dashboard_app.py`` on ``host:port`` reading ``runs``; returns its exit code."""
+def launch(runs: Path, port: int, host: str = "127.0.0.1", open_browser: bool = False) -> NoReturn:
+    """Become ``streamlit run dashboard_app.py`` on ``host:port`` reading ``runs``.
+
+    The process is replaced (exec), not wrapped, so Ctrl+C and ``kill`` reach the server itself
+    and never leave an orphaned server behind.
+    """
     if not streamlit_available():
         raise RuntimeError(f"the dashboard needs Streamlit, which is not installed: {INSTALL_HINT}")
     command = [sys.executable, "-m", "streamlit", "run", str(APP_FILE), "--server.port", str(port),
                "--server.address", host, "--server.headless", str(not open_browser).lower(),
                "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"]
-    try:
-        return subprocess.call(command, env={**os.environ, RUNS_ENV: str(runs.resolve())})
-    except KeyboardInterrupt:
-        return 0
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, command, {**os.environ, RUNS_ENV: str(runs.resolve())})
 
 
 def register(app: typer.Typer) -> None:
@@ -375,4 +384,4 @@ def register(app: typer.Typer) -> None:
         else:
             typer.echo(f"{len(found)} run folder(s) under {runs}/; newest: {found[0]}")
         typer.echo(f"Dashboard: http://{host}:{port}  (Ctrl+C stops it)")
-        raise typer.Exit(launch(runs, port, host, open_browser))
+        launch(runs, port, host, open_browser)

@@ -208,6 +208,19 @@ def test_blind_replay_renders_once_and_hides_the_name(fresh_run):
     assert np.abs(first[0] - first[1]).mean() < 1.0 < np.abs(first[0] - first[2]).sum()
 
 
+def test_cli_launches_streamlit_on_the_runs_folder(monkeypatch, runs_root):
+    from bcarena.experiments.cli import app
+
+    calls = []
+    monkeypatch.setattr(os, "execve", lambda exe, argv, env: calls.append((exe, argv, env)))
+    monkeypatch.chdir(runs_root)
+    result = CliRunner().invoke(app, ["dashboard", "--runs", ".", "--port", "8600"])
+    assert result.exit_code == 0 and "1 run folder(s)" in result.output and "http://127.0.0.1:8600" in result.output
+    (exe, argv, env), = calls
+    assert argv[:5] == [sys.executable, "-m", "streamlit", "run", str(dash.APP_FILE)]
+    assert argv[argv.index("--server.port") + 1] == "8600" and env[dash.RUNS_ENV] == str(runs_root.resolve())
+
+
 def test_cli_help_and_missing_streamlit(monkeypatch, tmp_path):
     from bcarena.experiments.cli import app
 
@@ -339,6 +352,13 @@ def test_dashboard_in_headless_chromium(runs_root, tmp_path):
         assert "focal-s0 failed during the run" in body
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         assert driver.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 20_000
+        # Replays are stored as mp4v, which browsers cannot decode: the page must serve something Chromium plays.
+        driver.find_element(By.XPATH, "//*[@role='tab'][contains(., 'Replays')]").click()
+        playable = "const v = document.querySelector('video'); return v && v.readyState >= 2 && !v.error"
+        wait.until(lambda d: d.execute_script(playable))
+        width, duration = driver.execute_script("const v = document.querySelector('video'); "
+                                                "return [v.videoWidth, v.duration]")
+        assert width == 640 and duration > 2.0
     finally:
         if driver is not None:
             driver.quit()
