@@ -40,6 +40,7 @@ import torch
 
 from bcarena.agents.base import Agent, BotAgent
 from bcarena.envs.duel import ACTION_NAMES, STATE_FEATURES, DuelConfig, DuelMatch
+from bcarena.eval.matches import EvalError
 from bcarena.recordings.dataset import ActionDataset
 
 MIN_PARITY_OBSERVATIONS = 10_000
@@ -47,7 +48,7 @@ EXPORT_FILE = "export.json"
 AGENT_FILE = "agent.json"
 
 
-class ExportError(RuntimeError):
+class ExportError(EvalError):
     """An agent cannot be exported or an exported model failed its parity check."""
 
 
@@ -494,16 +495,6 @@ class ServedModel:
                 "layout": self.layout.to_dict(), "action_names": list(self.action_names)}
 
 
-def load_agent(path: Path) -> Agent:
-    """Load a trained agent folder (agent.json + weights) with the agents layer's loader."""
-    path = Path(path)
-    if not (path / AGENT_FILE).is_file():
-        raise ExportError(f"{path}: not an agent folder (no {AGENT_FILE})")
-    from bcarena.agents import load_agent as _load
-
-    return _load(path)
-
-
 def agent_weights_file(path: Path) -> Path:
     """The weights file of an agent folder (what its torch format serves)."""
     files = sorted(Path(path).glob("*.safetensors"))
@@ -579,6 +570,10 @@ def load_served(path: Path, backend: str | None = None, device: str = "cpu",
             raise ExportError(f"{path} is a {served.format} export; it cannot run with backend {backend!r} "
                               f"(serve the agent folder instead to convert it)")
         return served
+    from bcarena.agents import load_agent
+
+    if not (path / AGENT_FILE).is_file():
+        raise ExportError(f"{path}: neither an export folder ({EXPORT_FILE}) nor an agent folder ({AGENT_FILE})")
     agent = load_agent(path)
     return served_from_agent(agent, path, backend or "torch", device, parity_observations)
 

@@ -18,11 +18,10 @@ from tqdm.auto import tqdm
 from bcarena.agents.base import Agent, BotAgent
 from bcarena.envs.duel import ACTION_NAMES, BOTS, NUM_ACTIONS, SKILL_ACTIONS, DuelConfig, DuelMatch, bot_noise
 from bcarena.envs.duel.env import OBS_TYPES, observation_space
+from bcarena.envs.duel.render import GRAY_SIZE, gray_frames
+from bcarena.eval.errors import EvalError
+from bcarena.eval.perturbed import parse_perturbed
 from bcarena.eval.stats import wilson_interval
-
-
-class EvalError(ValueError):
-    """Bad input to an evaluation; the message names the agent, file or field and what was expected."""
 
 
 @dataclass
@@ -71,12 +70,16 @@ class MatchResults:
 
 # ------------------------------------------------------------------------------------------ agents
 def load_player(spec: str | Path | Agent, config: DuelConfig | None = None, seed: int = 0) -> Agent:
-    """An Agent from a bot name (``pro``, ``brawler``, ...) or an agent folder; Agents pass through."""
+    """An Agent from a bot name (``pro``, ``brawler``, ...), a perturbed bot (``pro[skill_drop=0.9]``,
+    see :mod:`bcarena.eval.perturbed`) or an agent folder; Agents pass through."""
     if isinstance(spec, Agent):
         return spec
     text = str(spec)
     if text in BOTS:
         return BotAgent(text, seed=seed, config=config)
+    perturbed = parse_perturbed(text, config, seed)
+    if perturbed is not None:
+        return perturbed
     path = Path(text)
     if path.is_dir():
         try:
@@ -85,7 +88,8 @@ def load_player(spec: str | Path | Agent, config: DuelConfig | None = None, seed
             raise EvalError(f"{path}: loading agent folders needs bcarena.agents.load_agent, "
                             "which this installation lacks") from None
         return load_agent(path)
-    raise EvalError(f"unknown player {text!r}: not a bot name (one of {sorted(BOTS)}) and not an agent folder")
+    raise EvalError(f"unknown player {text!r}: not a bot name (one of {sorted(BOTS)}), not a perturbed bot "
+                    "like 'pro[skill_drop=0.9]', and not an agent folder")
 
 
 def check_agent(agent: Agent, config: DuelConfig | None = None) -> None:
@@ -132,10 +136,18 @@ def _check_actions(agent: Agent, actions: Any, n: int) -> np.ndarray:
 
 
 def policy_actions(agent: Agent, match: DuelMatch, obs: np.ndarray, player: int) -> np.ndarray:
-    """Actions (N,) of ``agent`` playing ``player``; bots get the match's own noise streams."""
+    """Actions (N,) of ``agent`` playing ``player`` given both players' observations ``obs`` (N, 2, ...)."""
+    return own_actions(agent, match, obs[:, player], player)
+
+
+def own_actions(agent: Agent, match: DuelMatch, own_obs: np.ndarray, player: int) -> np.ndarray:
+    """Actions (N,) of ``agent`` playing ``player`` given its own observations (N, ...).
+
+    Bots get the match's own noise streams, so a match plays the same in any batch.
+    """
     if isinstance(agent, BotAgent):
-        return agent.bot.act(obs[:, player], bot_noise(match.core, player, agent.bot.noise_dims))
-    return _check_actions(agent, agent.act(obs[:, player]), obs.shape[0])
+        return agent.bot.act(own_obs, bot_noise(match.core, player, agent.bot.noise_dims))
+    return _check_actions(agent, agent.act(own_obs), own_obs.shape[0])
 
 
 # ----------------------------------------------------------------------------------------- playing
@@ -148,13 +160,39 @@ def match_seeds(seed: int, num_matches: int) -> np.ndarray:
     return np.arange(seed, seed + num_matches, dtype=np.int64)
 
 
+class _Views:
+    """What each player observes, refreshed after every step.
+
+    State vectors come from the match (cheap, all rows). Pixels are drawn only for the players
+    that need them and only for matches still running: a finished match's last frame is kept,
+    since its actions are ignored anyway, so rendering cost shrinks as matches end.
+    """
+
+    def __init__(self, match: DuelMatch, agents: tuple[Agent, Agent]) -> None:
+        self.match = match
+        self.pixel_players = [p for p, a in enumerate(agents) if a.obs_type == "pixels"]
+        n = match.num_matches
+        self.pixels = {p: np.empty((n, GRAY_SIZE, GRAY_SIZE, 1), dtype=np.uint8) for p in self.pixel_players}
+        self.update(np.arange(n))
+
+    def update(self, rows: np.ndarray) -> None:
+        for p in self.pixel_players:
+            if rows.size:
+                self.pixels[p][rows, ..., 0] = gray_frames(self.match.core, p, rows)
+
+    def of(self, agent: Agent, player: int, state: np.ndarray) -> np.ndarray:
+        """What ``agent`` playing ``player`` sees: (N, STATE_DIM) float32 or (N, 84, 84, 1) uint8."""
+        return state[:, player] if agent.obs_type == "state" else self.pixels[player]
+
+
 def _play_batch(agent0: Agent, agent1: Agent, seeds: np.ndarray, config: DuelConfig | None,
                 bar: tqdm) -> MatchResults:
-    obs_types = {agent0.obs_type, agent1.obs_type}
-    match = DuelMatch(seeds.size, config, obs_type="pixels" if obs_types == {"pixels"} else "state")
-    obs = match.reset(seeds)
+    agents = (agent0, agent1)
+    match = DuelMatch(seeds.size, config, obs_type="state")
+    state = match.reset(seeds)
+    views = _Views(match, agents)
     n = seeds.size
-    for agent in (agent0, agent1):
+    for agent in agents:
         agent.reset(n)
     length = np.zeros(n, dtype=np.int64)
     skills = np.zeros((n, 2), dtype=np.int64)
@@ -165,11 +203,11 @@ def _play_batch(agent0: Agent, agent1: Agent, seeds: np.ndarray, config: DuelCon
     steps = 0
     while not match.all_done:
         live = ~match.core.done
-        for player, agent in enumerate((agent0, agent1)):
-            agent_obs = obs if agent.obs_type == match.obs_type else match.observe(agent.obs_type)
-            actions[:, player] = policy_actions(agent, match, agent_obs, player)
+        for player, agent in enumerate(agents):
+            actions[:, player] = own_actions(agent, match, views.of(agent, player, state), player)
         counts += np.bincount((slot[live] + actions[live]).ravel(), minlength=counts.size)
-        obs, events = match.step(actions)
+        state, events = match.step(actions)
+        views.update(np.flatnonzero(~match.core.done))
         length += live
         skills += events.skill_started
         dealt += events.damage_dealt

@@ -1,6 +1,7 @@
 """Offline evaluation: an agent's actions on held-out recorded frames against the expert's labels.
 
-Cheap and imperfect by design. Frame accuracy rewards copying the frequent "move / do nothing"
+The standard classification part is the agents layer's ``classification_metrics`` (the same
+numbers training validates on). Cheap and imperfect by design. Frame accuracy rewards copying the frequent "move / do nothing"
 frames, so next to it this module reports what exposes a clone that never presses a skill:
 balanced accuracy, per-class recall, the action-distribution divergence and **event-timing
 metrics** (a predicted skill counts if the expert pressed one within +-k frames).
@@ -17,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix,
-                             precision_recall_fscore_support)
+from sklearn.metrics import confusion_matrix
 from tqdm.auto import tqdm
 
 from bcarena.agents.base import Agent
+from bcarena.agents.validation import ClassificationMetrics, classification_metrics
 from bcarena.eval.files import write_json
-from bcarena.eval.matches import EvalError
+from bcarena.eval.errors import EvalError
 from bcarena.eval.plots import figure, save_figure
 from bcarena.eval.stats import js_divergence
 from bcarena.recordings.dataset import ActionDataset, DatasetError, frames_to_nearest
@@ -75,7 +76,7 @@ class OfflineReport:
     action_names: list[str]
     accuracy: float
     balanced_accuracy: float  # mean recall over the classes the expert uses
-    macro_f1: float  # mean F1 over the classes with a defined F1 (used by expert or agent)
+    macro_f1: float  # mean F1 over the classes the expert uses (as in training's validation)
     macro_f1_classes: list[str]
     per_class: list[ClassMetrics]
     confusion: list[list[int]]  # [expert class][agent class] frame counts
@@ -137,26 +138,23 @@ def _f1(precision: float | None, recall: float | None) -> float | None:
     return 2 * precision * recall / (precision + recall)
 
 
-def class_metrics(y_true: np.ndarray, y_pred: np.ndarray, action_names: list[str]) -> list[ClassMetrics]:
-    """Per-class precision/recall/F1 (scikit-learn), with undefined values as None plus a reason."""
-    labels = list(range(len(action_names)))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=np.nan, average=None)
-    predicted = np.bincount(y_pred, minlength=len(labels))
+def class_metrics(standard: ClassificationMetrics) -> list[ClassMetrics]:
+    """Per-class precision/recall/F1 from the shared scikit-learn metrics, undefined values as None + reason."""
     out = []
-    for k, name in enumerate(action_names):
+    for k, name in enumerate(standard.action_names):
+        support, predicted = standard.per_class_support[k], standard.predicted_counts[k]
         undefined = {}
-        if predicted[k] == 0:
+        if predicted == 0:
             undefined["precision"] = f"the agent never chose {name!r} in this split"
-        if support[k] == 0:
+        if support == 0:
             undefined["recall"] = f"the expert never chose {name!r} in this split"
-        if predicted[k] == 0 and support[k] == 0:
+        precision = None if predicted == 0 else standard.per_class_precision[k]
+        recall = None if support == 0 else standard.per_class_recall[k]
+        f1 = _f1(precision, recall)
+        if f1 is None:
             undefined["f1"] = f"neither the expert nor the agent chose {name!r} in this split"
-        out.append(ClassMetrics(
-            action=name, support=int(support[k]), predicted=int(predicted[k]),
-            precision=None if "precision" in undefined else float(precision[k]),
-            recall=None if "recall" in undefined else float(recall[k]),
-            f1=None if "f1" in undefined else float(np.nan_to_num(f1[k], nan=0.0)), undefined=undefined))
+        out.append(ClassMetrics(action=name, support=support, predicted=predicted, precision=precision,
+                                recall=recall, f1=f1, undefined=undefined))
     return out
 
 
@@ -200,17 +198,16 @@ def offline_metrics(y_true: np.ndarray, y_pred: np.ndarray, episode: np.ndarray,
     for what, arr in (("expert labels", y_true), ("agent actions", y_pred)):
         if arr.min() < 0 or arr.max() >= k:
             raise EvalError(f"{dataset}: {what} must be action ids in [0, {k}), got {np.unique(arr)[:8].tolist()}")
-    per_class = class_metrics(y_true, y_pred, action_names)
-    f1_classes = [c for c in per_class if c.f1 is not None]
+    standard = classification_metrics(y_true, y_pred, action_names, skill_actions)
+    per_class = class_metrics(standard)
     true_counts = np.bincount(y_true, minlength=k)
     pred_counts = np.bincount(y_pred, minlength=k)
     events = [event_metrics(y_true, y_pred, episode, list(skill_actions), ANY_SKILL, tolerance)]
     events += [event_metrics(y_true, y_pred, episode, [s], action_names[s], tolerance) for s in skill_actions]
     return OfflineReport(
         agent=agent, dataset=dataset, split=split, frames=int(y_true.size), episodes=int(np.unique(episode).size),
-        action_names=list(action_names), accuracy=float(accuracy_score(y_true, y_pred)),
-        balanced_accuracy=float(balanced_accuracy_score(y_true, y_pred)),
-        macro_f1=float(np.mean([c.f1 for c in f1_classes])), macro_f1_classes=[c.action for c in f1_classes],
+        action_names=list(action_names), accuracy=standard.accuracy, balanced_accuracy=standard.balanced_accuracy,
+        macro_f1=standard.macro_f1, macro_f1_classes=[c.action for c in per_class if c.support > 0],
         per_class=per_class, confusion=confusion_matrix(y_true, y_pred, labels=list(range(k))).tolist(),
         js_divergence=js_divergence(pred_counts, true_counts),
         expert_distribution={n: float(c / y_true.size) for n, c in zip(action_names, true_counts)},

@@ -27,7 +27,10 @@ def wilson_interval(successes: float, trials: int, confidence: float = 0.95) -> 
     denom = 1 + z * z / trials
     centre = (p + z * z / (2 * trials)) / denom
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # At 0 or all successes the bound is exactly 0 or 1; rounding would leave e.g. 3e-18.
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == trials else min(1.0, centre + half)
+    return low, high
 
 
 def js_divergence(p: np.ndarray, q: np.ndarray) -> float:

@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 from bcarena.agents.base import Agent
 from bcarena.envs.duel import DuelConfig
 from bcarena.eval.files import write_json
-from bcarena.eval.matches import EvalError, check_agent, load_player, match_seeds, play_matches
+from bcarena.eval.errors import EvalError
+from bcarena.eval.matches import check_agent, load_player, match_seeds, play_matches
 from bcarena.eval.plots import figure, heatmap, save_figure
 from bcarena.eval.stats import wilson_interval
 

@@ -1,0 +1,165 @@
+"""The offline-online gap report: how well does each offline metric predict win rate across agents?
+
+For every agent: the offline metrics on a dataset split (``evaluate_offline``) and the win rate
+in matches against one or more opponents (``evaluate_matches``, the same seed list for every
+agent). For every offline metric: Spearman's rank correlation with win rate across the agents,
+with a bootstrap 95% interval over agents. Output: a JSON table, a Markdown table and scatter
+plots (accuracy vs win rate, event-F1 vs win rate).
+
+Without trained agents, perturbed experts (``pro[skill_drop=0.9]``, ``pro[random=0.3]``, see
+``bcarena.eval.perturbed``) make a graded set of clones.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from bcarena.agents.base import Agent
+from bcarena.envs.duel import DuelConfig
+from bcarena.eval.files import write_json, write_text
+from bcarena.eval.errors import EvalError
+from bcarena.eval.matches import MatchReport, evaluate_matches, load_player
+from bcarena.eval.offline import ANY_SKILL, OfflineReport, evaluate_offline
+from bcarena.eval.plots import figure, save_figure
+from bcarena.eval.stats import RankCorrelation, spearman_bootstrap, wilson_interval
+from bcarena.recordings.dataset import ActionDataset
+
+HEADLINE_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "macro_f1", "js_divergence",
+                                     f"event_f1_{ANY_SKILL}", f"event_recall_{ANY_SKILL}",
+                                     f"event_precision_{ANY_SKILL}")
+SCATTER_METRICS: tuple[str, ...] = ("accuracy", f"event_f1_{ANY_SKILL}")
+
+
+# ---------------------------------------------------------------------------------------- report
+@dataclass
+class AgentGapRow:
+    """One agent: its win rate (mean over opponents) and its offline metrics."""
+
+    agent: str
+    win_rate: float
+    win_rate_by_opponent: dict[str, float]
+    win_rate_ci95: tuple[float, float]  # Wilson interval of all its matches pooled
+    offline: dict[str, float | None]  # OfflineReport.scalars()
+
+
+@dataclass
+class GapReport:
+    """Offline metrics vs win rate across agents. JSON via ``to_dict``, Markdown via ``to_markdown``."""
+
+    dataset: str
+    split: str
+    tolerance: int
+    opponents: list[str]
+    matches_per_opponent: int
+    seed: int
+    rows: list[AgentGapRow]
+    correlations: dict[str, RankCorrelation]  # offline metric -> Spearman vs win rate
+    offline_reports: list[OfflineReport] = field(default_factory=list, repr=False, compare=False)
+    match_reports: list[list[MatchReport]] = field(default_factory=list, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "split": self.split, "tolerance": self.tolerance,
+                "opponents": self.opponents, "matches_per_opponent": self.matches_per_opponent, "seed": self.seed,
+                "agents": [{**asdict(r), "win_rate_ci95": list(r.win_rate_ci95)} for r in self.rows],
+                "correlations": {k: v.to_dict() for k, v in self.correlations.items()}}
+
+    def to_markdown(self) -> str:
+        lines = [f"# Offline-online gap ({len(self.rows)} agents)", "",
+                 f"Offline: `{self.dataset}` split `{self.split}`, event tolerance +-{self.tolerance} frames. "
+                 f"Online: {self.matches_per_opponent} matches (seeds {self.seed}...) against "
+                 f"{', '.join(self.opponents)}.", "", "## Agents", "",
+                 "| agent | win rate [95% CI] | accuracy | balanced acc. | macro-F1 | event-F1 (any skill) |",
+                 "|---|---|---|---|---|---|"]
+        for r in sorted(self.rows, key=lambda r: -r.win_rate):
+            lo, hi = r.win_rate_ci95
+            cells = [_fmt(r.offline.get(m)) for m in ("accuracy", "balanced_accuracy", "macro_f1",
+                                                        f"event_f1_{ANY_SKILL}")]
+            lines.append(f"| {r.agent} | {r.win_rate:.1%} [{lo:.1%}, {hi:.1%}] | " + " | ".join(cells) + " |")
+        lines += ["", "## Does the offline metric rank agents like win rate does?", "",
+                  "| offline metric | Spearman rho | bootstrap 95% CI | p | agents | note |", "|---|---|---|---|---|---|"]
+        for name, c in self.correlations.items():
+            ci = f"[{c.ci95[0]:+.2f}, {c.ci95[1]:+.2f}]" if c.ci95 else "undefined"
+            rho = f"{c.rho:+.2f}" if c.rho is not None else "undefined"
+            p = f"{c.p_value:.3g}" if c.p_value is not None else ""
+            lines.append(f"| {name} | {rho} | {ci} | {p} | {c.n} | {c.note or ''} |")
+        return "\n".join(lines) + "\n"
+
+    def write(self, folder: str | os.PathLike) -> dict[str, Path]:
+        """gap.json, gap.md and one scatter PNG per metric in ``SCATTER_METRICS`` into ``folder``."""
+        folder = Path(folder)
+        paths = {"json": write_json(folder / "gap.json", self.to_dict()),
+                 "markdown": write_text(folder / "gap.md", self.to_markdown())}
+        for metric in SCATTER_METRICS:
+            paths[f"scatter_{metric}"] = self.scatter(metric, folder / f"{metric}_vs_win_rate.png")
+        return paths
+
+    def scatter(self, metric: str, path: str | os.PathLike) -> Path:
+        """Offline ``metric`` (x) against win rate (y, Wilson 95% bars), one labelled point per agent."""
+        fig, ax = figure((6.5, 4.8))
+        undefined = []
+        for r in self.rows:
+            x = r.offline.get(metric)
+            if x is None:
+                undefined.append(r.agent)
+                continue
+            lo, hi = r.win_rate_ci95
+            ax.errorbar([x], [r.win_rate], yerr=[[r.win_rate - lo], [hi - r.win_rate]], fmt="o", capsize=3)
+            ax.annotate(r.agent, (x, r.win_rate), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        c = self.correlations.get(metric)
+        rho = "undefined" if c is None or c.rho is None else f"{c.rho:+.2f}"
+        ci = f" [{c.ci95[0]:+.2f}, {c.ci95[1]:+.2f}]" if c is not None and c.ci95 else ""
+        ax.set_title(f"{metric} vs win rate: Spearman rho {rho}{ci}", fontsize=10)
+        ax.set_xlabel(f"{metric} (offline, {self.split} split)")
+        ax.set_ylabel(f"win rate vs {', '.join(self.opponents)}")
+        ax.set_ylim(-0.05, 1.05)
+        if undefined:
+            ax.text(0.01, 0.01, f"undefined for: {', '.join(undefined)}", transform=ax.transAxes, fontsize=7)
+        return save_figure(fig, path)
+
+
+def _fmt(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.3f}"
+
+
+def gap_report(agents: list[str | Agent], dataset: ActionDataset, opponents: list[str | Agent], matches: int = 200,
+               seed: int = 0, split: str = "test", tolerance: int = 2, both_sides: bool = False,
+               config: DuelConfig | None = None, n_boot: int = 2000, progress: bool = False,
+               metrics: tuple[str, ...] | None = None) -> GapReport:
+    """Offline metrics and win rates of ``agents``, and each metric's rank correlation with win rate."""
+    if len(agents) < 3:
+        raise EvalError(f"a gap report ranks agents: it needs at least 3, got {len(agents)}")
+    if not opponents:
+        raise EvalError("a gap report needs at least one opponent")
+    if matches < 1:
+        raise EvalError(f"matches must be >= 1, got {matches}")
+    players = [load_player(a, config) for a in agents]
+    rivals = [load_player(o, config) for o in opponents]
+    rows, offline_reports, match_reports = [], [], []
+    for agent in tqdm(players, desc="gap report", unit="agent", disable=not progress):
+        offline = evaluate_offline(agent, dataset, split, tolerance)
+        online = [evaluate_matches(agent, rival, matches, seed, both_sides, config) for rival in rivals]
+        wins = sum(r.wins for r in online)
+        total = sum(r.matches for r in online)
+        rows.append(AgentGapRow(agent=agent.name, win_rate=float(np.mean([r.win_rate for r in online])),
+                                win_rate_by_opponent={r.opponent: r.win_rate for r in online},
+                                win_rate_ci95=wilson_interval(wins, total), offline=offline.scalars()))
+        offline_reports.append(offline)
+        match_reports.append(online)
+    names = list(metrics or rows[0].offline.keys())
+    unknown = [m for m in names if m not in rows[0].offline]
+    if unknown:
+        raise EvalError(f"unknown offline metric(s) {unknown}; available: {sorted(rows[0].offline)}")
+    ordered = [m for m in HEADLINE_METRICS if m in names] + [m for m in names if m not in HEADLINE_METRICS]
+    win_rates = [r.win_rate for r in rows]
+    correlations = {m: spearman_bootstrap([r.offline[m] for r in rows], win_rates, n_boot=n_boot, seed=seed)
+                    for m in ordered}
+    return GapReport(dataset=str(dataset.path) if dataset.path is not None else "dataset", split=split,
+                     tolerance=tolerance, opponents=[r.name for r in rivals], matches_per_opponent=matches, seed=seed,
+                     rows=rows, correlations=correlations, offline_reports=offline_reports,
+                     match_reports=match_reports)

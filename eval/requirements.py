@@ -1,0 +1,350 @@
+"""Service requirements: a validated YAML file, and ``check_requirements`` measuring an agent against it.
+
+Example (every section optional; unknown keys and wrong types are errors naming the key)::
+
+    name: duel-release
+    serving:
+      format: onnx          # torch | onnx | torchscript: what will be served (and measured)
+      device: cpu           # cpu | cuda
+      max_model_mb: 5       # size of the served model file, MB = 10^6 bytes
+    latency:                # one model call in the serving format on the device, in-process
+      - {batch: 1, p50_ms: 1.0, p99_ms: 1.0}     # batch 1: the latency of one decision
+      - {batch: 64, p99_ms: 5.0}                 # batched: every decision of the call waits this long
+    throughput:
+      min_decisions_per_s: 5000
+      batch: 256
+    win_rate:               # in simulated matches (Wilson 95% interval reported beside the rate)
+      - {opponent: brawler, min: 0.6, matches: 200}
+    offline:                # on --dataset (or offline.dataset, relative to this file), one split
+      split: test
+      tolerance: 2
+      min: {balanced_accuracy: 0.4, recall_light: 0.2, event_recall_any_skill: 0.5}
+      max: {js_divergence: 0.2}
+
+A requirement that cannot be measured here (CUDA on a CPU machine, offline bounds without a
+dataset) is reported as not met with the reason; nothing passes by default.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bcarena.agents.base import Agent
+from bcarena.envs.duel import ACTION_NAMES, BOTS
+from bcarena.eval.export import (MIN_PARITY_OBSERVATIONS, ExportError, Recording, Runtime, ServedModel,
+                                 agent_weights_file, export_agent, is_greedy, load_export, record_observations,
+                                 served_from_agent)
+from bcarena.eval.matches import EvalError
+from bcarena.eval.stats import wilson_interval
+
+ANY_SKILL = "any_skill"
+_OFFLINE_METRIC = re.compile(
+    r"^(accuracy|balanced_accuracy|macro_f1|js_divergence|recall_(?P<cls>\w+)|event_(precision|recall|f1)_(?P<evt>\w+))$")
+
+
+class RequirementsError(EvalError):
+    """A requirements file is missing, not YAML, or does not match the schema (the message names the key)."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServingSpec(_Section):
+    format: Literal["torch", "onnx", "torchscript"] = "torch"
+    device: Literal["cpu", "cuda"] = "cpu"
+    max_model_mb: float | None = Field(default=None, gt=0)
+
+
+class LatencyBound(_Section):
+    batch: int = Field(default=1, ge=1, le=65536)
+    p50_ms: float | None = Field(default=None, gt=0)
+    p99_ms: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _some_bound(self) -> "LatencyBound":
+        if self.p50_ms is None and self.p99_ms is None:
+            raise ValueError("give p50_ms and/or p99_ms")
+        return self
+
+
+class ThroughputBound(_Section):
+    min_decisions_per_s: float = Field(gt=0)
+    batch: int = Field(default=256, ge=1, le=65536)
+
+
+class WinRateBound(_Section):
+    opponent: str
+    min: float = Field(ge=0, le=1)
+    matches: int = Field(default=200, ge=1, le=100_000)
+    seed: int = 0
+
+    @field_validator("opponent")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in BOTS and not Path(value).is_dir():
+            raise ValueError(f"{value!r} is neither a bot ({sorted(BOTS)}) nor an agent folder")
+        return value
+
+
+class OfflineBounds(_Section):
+    dataset: str | None = None
+    split: Literal["train", "val", "test"] = "test"
+    tolerance: int = Field(default=2, ge=0, le=100)
+    min: dict[str, float] = Field(default_factory=dict)
+    max: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("min", "max")
+    @classmethod
+    def _metric_names(cls, bounds: dict[str, float]) -> dict[str, float]:
+        for name in bounds:
+            match = _OFFLINE_METRIC.match(name)
+            known = set(ACTION_NAMES) | {ANY_SKILL}
+            if match is None or (match["cls"] and match["cls"] not in ACTION_NAMES) or (
+                    match["evt"] and match["evt"] not in known):
+                raise ValueError(f"unknown offline metric {name!r}; metrics: accuracy, balanced_accuracy, macro_f1, "
+                                 f"js_divergence, recall_<action>, event_<precision|recall|f1>_<{ANY_SKILL}|skill> "
+                                 f"with actions {list(ACTION_NAMES)}")
+        return bounds
+
+
+class Requirements(_Section):
+    name: str = "requirements"
+    serving: ServingSpec = Field(default_factory=ServingSpec)
+    latency: list[LatencyBound] = Field(default_factory=list)
+    throughput: ThroughputBound | None = None
+    win_rate: list[WinRateBound] = Field(default_factory=list)
+    offline: OfflineBounds | None = None
+
+
+def load_requirements(path: str | Path) -> Requirements:
+    """Read and validate a requirements YAML file; errors name the file and the offending key."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise RequirementsError(f"{path}: requirements file not found") from None
+    except yaml.YAMLError as exc:
+        raise RequirementsError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise RequirementsError(f"{path}: must hold a mapping of sections (serving, latency, throughput, "
+                                f"win_rate, offline), got {type(data).__name__}")
+    try:
+        req = Requirements.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors())
+        raise RequirementsError(f"{path}: {problems}") from None
+    if req.offline is not None and req.offline.dataset is not None:
+        dataset = Path(req.offline.dataset)
+        req.offline.dataset = str(dataset if dataset.is_absolute() else path.parent / dataset)
+    return req
+
+
+# ----------------------------------------------------------------------------- measuring
+def measure_latency(runtime: Runtime, inputs: np.ndarray, batch: int, calls: int = 1000, warmup: int = 50
+                    ) -> dict[str, float]:
+    """Latency (ms) of ``calls`` model calls of ``batch`` rows cycled from ``inputs``: p50/p95/p99/mean/max."""
+    rng = np.random.default_rng(0)
+    batches = [inputs[rng.integers(0, len(inputs), size=batch)].astype(np.float32) for _ in range(min(calls, 64))]
+    for i in range(warmup):
+        runtime.actions(batches[i % len(batches)])
+    times = np.empty(calls)
+    for i in range(calls):
+        x = batches[i % len(batches)]
+        start = time.perf_counter_ns()
+        runtime.actions(x)
+        times[i] = time.perf_counter_ns() - start
+    ms = times / 1e6
+    p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+    return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "mean": float(ms.mean()), "max": float(ms.max()),
+            "calls": calls, "batch": batch}
+
+
+def measure_throughput(runtime: Runtime, inputs: np.ndarray, batch: int, min_seconds: float = 1.0) -> float:
+    """Decisions per second of back-to-back calls of ``batch`` rows for at least ``min_seconds``."""
+    x = inputs[np.arange(batch) % len(inputs)].astype(np.float32)
+    runtime.actions(x)
+    calls, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < min_seconds:
+        runtime.actions(x)
+        calls += 1
+    return calls * batch / elapsed
+
+
+@dataclass
+class CheckRow:
+    """One requirement: its bound, what was measured, and whether it is met (``reason`` when not measured)."""
+
+    requirement: str
+    bound: str
+    measured: str
+    passed: bool
+    value: float | str | None = None
+    reason: str = ""
+
+
+@dataclass
+class CheckReport:
+    agent: str
+    requirements: str
+    serving: dict[str, Any]
+    rows: list[CheckRow]
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(row.passed for row in self.rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"agent": self.agent, "requirements": self.requirements, "serving": self.serving,
+                "passed": self.passed, "rows": [asdict(r) for r in self.rows], "details": self.details}
+
+
+def _not_measured(requirement: str, bound: str, reason: str) -> CheckRow:
+    return CheckRow(requirement, bound, "not measured", False, None, reason)
+
+
+def _served(agent: Agent, agent_path: Path | None, spec: ServingSpec, recording: Recording, tmp: Path
+            ) -> tuple[ServedModel | None, dict[str, Any]]:
+    """The model in the serving format on the serving device (None + the reason when impossible here)."""
+    info: dict[str, Any] = {}
+    if spec.format == "torch":
+        try:
+            return served_from_agent(agent, agent_path, "torch", spec.device), info
+        except ExportError as exc:
+            return None, {"error": str(exc)}
+    report = export_agent(agent, spec.format, tmp / "export", recording, required=len(recording),
+                          agent_source=str(agent_path) if agent_path else None)
+    info["parity"] = asdict(report.parity)
+    info["model_bytes"] = report.model_bytes
+    try:
+        return load_export(report.path, spec.device), info
+    except ExportError as exc:
+        info["error"] = str(exc)
+        return None, info
+
+
+def _model_bytes(agent_path: Path | None, spec: ServingSpec, served: ServedModel | None, info: dict) -> int | None:
+    if "model_bytes" in info:
+        return int(info["model_bytes"])
+    if spec.format == "torch" and agent_path is not None:
+        return agent_weights_file(agent_path).stat().st_size
+    return served.model_bytes if served is not None else None
+
+
+def check_requirements(agent: Agent, req: Requirements, agent_path: Path | None = None, dataset_path: Path | None = None,
+                       work_dir: Path | None = None, progress: bool = False,
+                       parity_observations: int = MIN_PARITY_OBSERVATIONS) -> CheckReport:
+    """Measure ``agent`` against every requirement in ``req``.
+
+    Latency and throughput are measured in-process on the serving format and device with recorded
+    observations (the dataset's when given, else from matches); a non-torch format is exported
+    first, with its action-parity check. Win rates come from ``play_matches`` with the agent
+    in-process (the served model takes the same actions: that is what the parity check proves).
+    """
+    import tempfile
+
+    from bcarena.eval.matches import load_player, play_matches
+    from bcarena.recordings.dataset import ActionDataset
+
+    spec = req.serving
+    rows: list[CheckRow] = []
+    details: dict[str, Any] = {}
+    offline_dataset = dataset_path or (Path(req.offline.dataset) if req.offline and req.offline.dataset else None)
+    dataset = ActionDataset.load(offline_dataset) if offline_dataset is not None else None
+    recording = record_observations(agent, parity_observations, dataset)
+    details["observations"] = {"count": len(recording), "source": recording.source}
+
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        served, info = _served(agent, agent_path, spec, recording, Path(tmp))
+        details["export"] = info
+        unavailable = info.get("error")
+        rows.append(CheckRow("device", spec.device, served.runtime.device if served else "unavailable",
+                             served is not None, spec.device if served else None, unavailable or ""))
+        if "parity" in info:
+            parity = info["parity"]
+            rows.append(CheckRow(f"action parity ({spec.format} vs torch)", "0 mismatches",
+                                 f"{parity['mismatches']} / {parity['observations']}",
+                                 parity["mismatches"] == 0 and (parity["module_mismatches"] == 0 or not is_greedy(agent)),
+                                 parity["mismatches"]))
+        size = _model_bytes(agent_path, spec, served, info)
+        if spec.max_model_mb is not None:
+            rows.append(CheckRow(f"model size ({spec.format})", f"<= {spec.max_model_mb:g} MB",
+                                 f"{size / 1e6:.3f} MB", size / 1e6 <= spec.max_model_mb, size / 1e6)
+                        if size is not None else _not_measured("model size", f"<= {spec.max_model_mb:g} MB",
+                                                               "no model file to measure"))
+        details["model_bytes"] = size
+
+        for bound in req.latency:
+            label = f"latency batch {bound.batch}"
+            if served is None:
+                for key in ("p50", "p99"):
+                    if getattr(bound, f"{key}_ms") is not None:
+                        rows.append(_not_measured(f"{label} {key}", f"<= {getattr(bound, f'{key}_ms'):g} ms", unavailable))
+                continue
+            lat = measure_latency(served.runtime, recording.inputs, bound.batch)
+            details[label] = lat
+            for key in ("p50", "p99"):
+                limit = getattr(bound, f"{key}_ms")
+                if limit is not None:
+                    rows.append(CheckRow(f"{label} {key}", f"<= {limit:g} ms", f"{lat[key]:.3f} ms",
+                                         lat[key] <= limit, lat[key]))
+        if req.throughput is not None:
+            bound_text = f">= {req.throughput.min_decisions_per_s:g} decisions/s"
+            label = f"throughput batch {req.throughput.batch}"
+            if served is None:
+                rows.append(_not_measured(label, bound_text, unavailable))
+            else:
+                rate = measure_throughput(served.runtime, recording.inputs, req.throughput.batch)
+                rows.append(CheckRow(label, bound_text, f"{rate:,.0f} decisions/s",
+                                     rate >= req.throughput.min_decisions_per_s, rate))
+
+    for bound in req.win_rate:
+        opponent = load_player(bound.opponent)
+        seeds = np.arange(bound.seed, bound.seed + bound.matches)
+        results = play_matches(agent, opponent, seeds, progress=progress)
+        wins = int(np.sum(results.winner == 0))
+        rate = wins / bound.matches
+        lo, hi = wilson_interval(wins, bound.matches)
+        details[f"win_rate vs {bound.opponent}"] = {"wins": wins, "matches": bound.matches, "ci95": [lo, hi]}
+        rows.append(CheckRow(f"win rate vs {bound.opponent}", f">= {bound.min:.0%} ({bound.matches} matches)",
+                             f"{rate:.1%} [{lo:.1%}, {hi:.1%}]", rate >= bound.min, rate))
+
+    if req.offline is not None:
+        rows += _offline_rows(agent, req.offline, dataset, details, progress)
+    return CheckReport(agent.name, req.name, spec.model_dump(), rows, details)
+
+
+def _offline_rows(agent: Agent, bounds: OfflineBounds, dataset, details: dict[str, Any], progress: bool
+                  ) -> list[CheckRow]:
+    checks = [(name, ">=", limit) for name, limit in bounds.min.items()]
+    checks += [(name, "<=", limit) for name, limit in bounds.max.items()]
+    if dataset is None:
+        return [_not_measured(f"offline {name}", f"{op} {limit:g}", "no dataset given (--dataset or offline.dataset)")
+                for name, op, limit in checks]
+    from bcarena.eval.offline import evaluate_offline
+
+    report = evaluate_offline(agent, dataset, bounds.split, bounds.tolerance, progress=progress)
+    scalars = report.scalars()
+    details["offline"] = {"split": bounds.split, "frames": report.frames, "metrics": scalars}
+    rows = []
+    for name, op, limit in checks:
+        value = scalars.get(name)
+        label = f"offline {name} ({bounds.split})"
+        if value is None:
+            why = "metric undefined on this split (e.g. the class never occurs)" if name in scalars \
+                else f"metric not reported for this dataset; available: {sorted(scalars)}"
+            rows.append(_not_measured(label, f"{op} {limit:g}", why))
+            continue
+        ok = value >= limit if op == ">=" else value <= limit
+        rows.append(CheckRow(label, f"{op} {limit:g}", f"{value:.3f}", ok, value))
+    return rows
+
