@@ -266,9 +266,9 @@ def check_requirements(agent: Agent, req: Requirements, agent_path: Path | None 
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         served, info = _served(agent, agent_path, spec, recording, Path(tmp))
         details["export"] = info
-        unavailable = info.get("error")
+        unavailable = "the serving model/device is unavailable here (see the device row)"
         rows.append(CheckRow("device", spec.device, served.runtime.device if served else "unavailable",
-                             served is not None, spec.device if served else None, unavailable or ""))
+                             served is not None, spec.device if served else None, info.get("error", "")))
         if "parity" in info:
             parity = info["parity"]
             rows.append(CheckRow(f"action parity ({spec.format} vs torch)", "0 mismatches",

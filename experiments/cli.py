@@ -12,6 +12,7 @@ from rich.table import Table
 from bcarena.agents import cli as agents_cli
 from bcarena.envs.duel import BOTS, DuelConfig
 from bcarena.eval import cli as eval_cli
+from bcarena.eval import service_cli
 from bcarena.experiments import dashboard
 from bcarena.recordings import cli as recordings_cli
 
@@ -22,7 +23,7 @@ bench_app = typer.Typer(no_args_is_help=True, help="Throughput benchmarks (JSON 
 app.add_typer(bots_app, name="bots")
 app.add_typer(bench_app, name="bench")
 console = Console(width=None if Console().is_terminal else 120)  # tables stay readable in logs
-for layer in (recordings_cli, agents_cli, eval_cli, dashboard):
+for layer in (recordings_cli, agents_cli, eval_cli, service_cli, dashboard):
     layer.register(app)
 
 
