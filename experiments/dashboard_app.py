@@ -185,9 +185,11 @@ def class_distribution(run: dash.RunView) -> None:
     if table.empty:
         st.info("This run has no dataset class counts (dataset_stats.json with class_counts).")
         return
+    splits = list(dict.fromkeys(table["split"]))  # as written (train, val, test), not alphabetical
     chart = alt.Chart(table).mark_bar().encode(
-        x=alt.X("action:N", sort=list(dict.fromkeys(table["action"]))), xOffset="split:N",
-        y=alt.Y("fraction:Q", axis=alt.Axis(format="%"), title="share of frames"), color="split:N",
+        x=alt.X("action:N", sort=list(dict.fromkeys(table["action"]))), xOffset=alt.XOffset("split:N", sort=splits),
+        y=alt.Y("fraction:Q", axis=alt.Axis(format="%"), title="share of frames"),
+        color=alt.Color("split:N", sort=splits),
         tooltip=["split", "action", "count", alt.Tooltip("fraction:Q", format=".2%")])
     st.altair_chart(chart.properties(height=320), width="stretch")
     events = (run.dataset_stats or {}).get("event_counts")

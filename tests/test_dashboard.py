@@ -260,6 +260,17 @@ def test_app_without_runs(tmp_path, monkeypatch):
     assert "No runs found" in at.info[0].value and not at.dataframe
 
 
+def test_app_names_a_broken_run_and_survives_an_empty_one(tmp_path, monkeypatch):
+    save_results(tmp_path / "runs" / "empty" / "r1", RunResults("empty", "r1", [], "brawler"))
+    at = app_on(tmp_path / "runs", monkeypatch)
+    assert at.dataframe[0].value.empty and "No agent has both frame accuracy and a win rate" in at.info[0].value
+    at.sidebar.radio[0].set_value("Blind A/B").run()
+    assert not at.exception and "needs at least two agents" in at.info[0].value
+    (tmp_path / "runs" / "empty" / "r1" / "results.json").write_text("{broken")
+    at.sidebar.radio[0].set_value("Compare agents").run()
+    assert not at.exception and "results.json: not valid JSON" in at.error[0].value
+
+
 def test_app_blind_ab_vote_updates_rating(fresh_run, monkeypatch):
     at = app_on(fresh_run.parent.parent, monkeypatch)
     at.sidebar.radio[0].set_value("Blind A/B").run()
