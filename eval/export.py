@@ -179,8 +179,12 @@ class _RecordingAgent(Agent):
 
 
 def record_from_matches(agent: Agent, count: int = MIN_PARITY_OBSERVATIONS, opponent: str = "brawler",
-                        seed: int = 0, config: DuelConfig | None = None, batch: int = 64) -> Recording:
-    """``count`` distinct model inputs recorded while ``agent`` plays matches (seeds seed, seed+1, ...)."""
+                        seed: int = 0, config: DuelConfig | None = None, batch: int | None = None) -> Recording:
+    """``count`` distinct model inputs recorded while ``agent`` plays matches (seeds seed, seed+1, ...).
+
+    ``batch`` matches are played at a time (default: about one per 150 inputs, at most 64).
+    """
+    batch = batch or min(64, -(-count // 150))
     from bcarena.eval.matches import play_matches
 
     recorder = _RecordingAgent(agent, limit=count)
@@ -342,13 +346,18 @@ def _save_onnx(module: torch.nn.Module, example: torch.Tensor, path: Path) -> No
 
 def _save_torchscript(module: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
     with warnings.catch_warnings():
+        # torch >= 2.9 marks torch.jit deprecated; TorchScript is still a requested serving format.
+        warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(module, example, check_trace=False)
     traced.save(str(path))
 
 
 def _load_torchscript(path: Path, device: str) -> Runtime:
-    return TorchRuntime(torch.jit.load(str(path), map_location=_torch_device(device)), device, name="torchscript")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        module = torch.jit.load(str(path), map_location=_torch_device(device))
+    return TorchRuntime(module, device, name="torchscript")
 
 
 FORMATS: dict[str, Format] = {

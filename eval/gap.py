@@ -24,7 +24,7 @@ from bcarena.agents.base import Agent
 from bcarena.envs.duel import DuelConfig
 from bcarena.eval.files import write_json, write_text
 from bcarena.eval.errors import EvalError
-from bcarena.eval.matches import MatchReport, evaluate_matches, load_player
+from bcarena.eval.matches import MatchReport, display_names, evaluate_matches, load_player
 from bcarena.eval.offline import ANY_SKILL, OfflineReport, evaluate_offline
 from bcarena.eval.plots import figure, save_figure
 from bcarena.eval.stats import RankCorrelation, spearman_bootstrap, wilson_interval
@@ -140,22 +140,22 @@ def gap_report(agents: list[str | Agent], dataset: ActionDataset, opponents: lis
         raise EvalError(f"matches must be >= 1, got {matches}")
     players = [load_player(a, config) for a in agents]
     rivals = [load_player(o, config) for o in opponents]
-    rows, offline_reports, match_reports = [], [], []
-    for agent in tqdm(players, desc="gap report", unit="agent", disable=not progress):
-        offline = evaluate_offline(agent, dataset, split, tolerance)
+    names = display_names(agents, players)
+    offline_reports = [evaluate_offline(agent, dataset, split, tolerance) for agent in players]
+    wanted = list(metrics or offline_reports[0].scalars())
+    unknown = [m for m in wanted if m not in offline_reports[0].scalars()]
+    if unknown:
+        raise EvalError(f"unknown offline metric(s) {unknown}; available: {sorted(offline_reports[0].scalars())}")
+    ordered = [m for m in HEADLINE_METRICS if m in wanted] + [m for m in wanted if m not in HEADLINE_METRICS]
+    rows, match_reports = [], []
+    for name, agent, offline in tqdm(list(zip(names, players, offline_reports)), desc="gap report: matches",
+                                     unit="agent", disable=not progress):
         online = [evaluate_matches(agent, rival, matches, seed, both_sides, config) for rival in rivals]
-        wins = sum(r.wins for r in online)
-        total = sum(r.matches for r in online)
-        rows.append(AgentGapRow(agent=agent.name, win_rate=float(np.mean([r.win_rate for r in online])),
+        wins, total = sum(r.wins for r in online), sum(r.matches for r in online)
+        rows.append(AgentGapRow(agent=name, win_rate=float(np.mean([r.win_rate for r in online])),
                                 win_rate_by_opponent={r.opponent: r.win_rate for r in online},
                                 win_rate_ci95=wilson_interval(wins, total), offline=offline.scalars()))
-        offline_reports.append(offline)
         match_reports.append(online)
-    names = list(metrics or rows[0].offline.keys())
-    unknown = [m for m in names if m not in rows[0].offline]
-    if unknown:
-        raise EvalError(f"unknown offline metric(s) {unknown}; available: {sorted(rows[0].offline)}")
-    ordered = [m for m in HEADLINE_METRICS if m in names] + [m for m in names if m not in HEADLINE_METRICS]
     win_rates = [r.win_rate for r in rows]
     correlations = {m: spearman_bootstrap([r.offline[m] for r in rows], win_rates, n_boot=n_boot, seed=seed)
                     for m in ordered}

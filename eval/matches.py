@@ -92,6 +92,13 @@ def load_player(spec: str | Path | Agent, config: DuelConfig | None = None, seed
                     "like 'pro[skill_drop=0.9]', and not an agent folder")
 
 
+def display_names(specs: list[str | Path | Agent], agents: list[Agent]) -> list[str]:
+    """One name per player for tables: the agent's name, plus its spec where two players share a name."""
+    names = [a.name for a in agents]
+    return [f"{n} ({s if isinstance(s, (str, Path)) else i})" if names.count(n) > 1 else n
+            for i, (n, s) in enumerate(zip(names, specs))]
+
+
 def check_agent(agent: Agent, config: DuelConfig | None = None) -> None:
     """Fail early, with the agent's name, if it cannot play Duel: wrong game, observation type or shape.
 

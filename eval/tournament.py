@@ -24,7 +24,7 @@ from bcarena.agents.base import Agent
 from bcarena.envs.duel import DuelConfig
 from bcarena.eval.files import write_json
 from bcarena.eval.errors import EvalError
-from bcarena.eval.matches import check_agent, load_player, match_seeds, play_matches
+from bcarena.eval.matches import check_agent, display_names, load_player, match_seeds, play_matches
 from bcarena.eval.plots import figure, heatmap, save_figure
 from bcarena.eval.stats import wilson_interval
 
@@ -137,13 +137,6 @@ def compute_ratings(players: list[str], pairings: list[PairingResult]) -> list[R
                    ordinal=float(ratings[i].ordinal()), rank=rank + 1) for rank, i in enumerate(order)]
 
 
-def player_names(players: list[PlayerSpec], agents: list[Agent]) -> list[str]:
-    """Display names: the agent's name, with the spec added where two players share a name."""
-    names = [a.name for a in agents]
-    return [f"{n} ({p if isinstance(p, str) else i})" if names.count(n) > 1 else n
-            for i, (n, p) in enumerate(zip(names, players))]
-
-
 def run_tournament(players: list[PlayerSpec], matches: int = 200, seed: int = 0, both_sides: bool = True,
                    config: DuelConfig | None = None, batch_size: int | None = None, progress: bool = False,
                    runner: Callable[[Callable, Iterable], Iterable] = map) -> TournamentResult:
@@ -159,14 +152,14 @@ def run_tournament(players: list[PlayerSpec], matches: int = 200, seed: int = 0,
     agents = [load_player(p, config) for p in specs]  # fail on a bad name before any match is played
     for agent in agents:
         check_agent(agent, config)
-    names = player_names(specs, agents)
+    names = display_names(specs, agents)
     # In this process the loaded agents are reused; another runner (workers) gets the specs to load.
     job_players = agents if runner is map else specs
     pairs = list(itertools.combinations(range(len(specs)), 2))
     job = partial(_pairing_job, players=job_players, seeds=seeds, both_sides=both_sides, config=config,
                   batch_size=batch_size)
-    pairings = list(tqdm(runner(job, pairs), total=len(pairs), desc="tournament", unit="pairing",
-                         disable=not progress))
+    pairings = sorted(tqdm(runner(job, pairs), total=len(pairs), desc="tournament", unit="pairing",
+                           disable=not progress), key=lambda p: (p.a, p.b))  # whatever order workers finish in
     table: list[list[float | None]] = [[None] * len(specs) for _ in specs]
     for p in pairings:
         table[p.a][p.b], table[p.b][p.a] = p.win_rate_a, p.win_rate_b

@@ -1,0 +1,103 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import spearmanr
+from typer.testing import CliRunner
+
+from bcarena.eval.errors import EvalError
+from bcarena.eval.gap import gap_report
+from bcarena.eval.stats import spearman_bootstrap
+from bcarena.experiments.cli import app
+from bcarena.recordings.converter import make_duel_dataset
+from bcarena.recordings.dataset import ActionDataset
+
+AGENTS = ["pro", "pro[skill_drop=1]", "pro[skill_drop=0.6]", "pro[random=0.4]", "mover", "brawler"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gap")
+    return make_duel_dataset(out, "pro", ("brawler", "turtle"), episodes=8, seed=11, split=(0.5, 0.0, 0.5),
+                             pixels=False)
+
+
+@pytest.fixture(scope="module")
+def report(dataset):
+    return gap_report(AGENTS, dataset, ["brawler"], matches=40, seed=0, n_boot=400)
+
+
+def test_spearman_bootstrap_against_scipy_and_edge_cases():
+    x = [0.1, 0.4, 0.35, 0.8, 0.9, 0.2]
+    y = [0.0, 0.5, 0.6, 0.7, 1.0, 0.1]
+    c = spearman_bootstrap(x, y, n_boot=500)
+    ref = spearmanr(x, y)
+    assert c.rho == pytest.approx(ref.statistic) and c.p_value == pytest.approx(ref.pvalue)
+    assert c.ci95[0] <= c.rho <= c.ci95[1] <= 1 and c.bootstrap_valid <= 500
+    assert spearman_bootstrap(x, y, n_boot=500).to_dict() == c.to_dict()  # seeded
+    perfect = spearman_bootstrap([1, 2, 3, 4], [10, 20, 30, 40], n_boot=200)
+    assert perfect.rho == pytest.approx(1.0) and perfect.ci95 == pytest.approx((1.0, 1.0))
+    assert spearman_bootstrap([1, 2], [3, 4]).rho is None
+    constant = spearman_bootstrap([1, 2, 3], [0.0, 0.0, 0.0])
+    assert constant.rho is None and "constant" in constant.note
+    dropped = spearman_bootstrap([1, None, 3, 4], [1, 2, np.nan, 4])
+    assert dropped.n == 2 and dropped.rho is None
+
+
+def test_gap_report_shows_accuracy_and_win_rate_side_by_side(report, tmp_path):
+    rows = {r.agent: r for r in report.rows}
+    assert list(rows) == AGENTS
+    pro, naive = rows["pro"], rows["pro[skill_drop=1]"]
+    # The story: the skill-less copy is about as accurate frame by frame, and never wins.
+    assert naive.offline["accuracy"] > pro.offline["accuracy"] - 0.05
+    assert naive.win_rate == 0.0 and pro.win_rate > 0.8
+    assert naive.offline["event_f1_any_skill"] == 0.0 and naive.offline["event_precision_any_skill"] is None
+    assert rows["mover"].win_rate == 0.0
+    assert report.correlations["event_f1_any_skill"].rho > report.correlations["accuracy"].rho
+    assert report.correlations["event_f1_any_skill"].rho > 0.5
+    for c in report.correlations.values():
+        assert c.rho is None or -1 <= c.rho <= 1
+    paths = report.write(tmp_path)
+    data = json.loads(paths["json"].read_text())
+    assert [a["agent"] for a in data["agents"]] == AGENTS
+    assert data["correlations"]["accuracy"]["ci95"] is not None
+    md = paths["markdown"].read_text()
+    assert "| pro[skill_drop=1] | 0.0% [" in md and "| accuracy |" in md
+    for key in ("scatter_accuracy", "scatter_event_f1_any_skill"):
+        assert paths[key].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_gap_report_bad_input(dataset):
+    with pytest.raises(EvalError, match="at least 3"):
+        gap_report(["pro", "idle"], dataset, ["brawler"])
+    with pytest.raises(EvalError, match="at least one opponent"):
+        gap_report(AGENTS[:3], dataset, [])
+    with pytest.raises(EvalError, match="unknown offline metric"):
+        gap_report(AGENTS[:3], dataset, ["brawler"], matches=2, metrics=("accuracy", "vibes"))
+
+
+def test_cli_offline_gap_and_errors(dataset, tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(app, ["eval", "offline", "--agent", "pro[skill_drop=1]", "--dataset", str(dataset.path),
+                              "--tolerance", "3", "--out", str(tmp_path / "off")])
+    assert res.exit_code == 0, res.output
+    assert "undefined" in res.output  # the clone never presses a skill: precision is undefined
+    saved = json.loads((tmp_path / "off" / "offline.json").read_text())
+    assert saved["tolerance"] == 3 and (tmp_path / "off" / "confusion.png").exists()
+    res = runner.invoke(app, ["eval", "gap", "--agent", "pro", "--agent", "idle", "--agent", "pro[random=0.5]",
+                              "--dataset", str(dataset.path), "--matches", "10", "--out", str(tmp_path / "gap")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "gap" / "gap.md").exists() and (tmp_path / "gap" / "accuracy_vs_win_rate.png").exists()
+    broken = tmp_path / "broken"
+    table = pd.read_parquet(dataset.path / "frames.parquet").drop(columns=["event_skill_used"])
+    ActionDataset.load(dataset.path)  # the original is fine
+    broken.mkdir()
+    table.to_parquet(broken / "frames.parquet")
+    (broken / "manifest.json").write_text((dataset.path / "manifest.json").read_text())
+    res = runner.invoke(app, ["eval", "offline", "--agent", "pro", "--dataset", str(broken)])
+    assert res.exit_code == 2 and "missing column(s) ['event_skill_used']" in res.output
+    res = runner.invoke(app, ["eval", "matches", "--agent", "pro", "--opponent", "champ", "--matches", "5"])
+    assert res.exit_code == 2 and "unknown player 'champ'" in res.output and "brawler" in res.output
+    res = runner.invoke(app, ["tournament", "pro", "idle", "--matches", "5", "--out", str(tmp_path / "t")])
+    assert res.exit_code == 0 and (tmp_path / "t" / "win_rate.png").exists()
