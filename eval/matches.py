@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from bcarena.agents.base import Agent, BotAgent
+from bcarena.agents.base import Agent, BotAgent, load_agent
 from bcarena.envs.duel import ACTION_NAMES, BOTS, NUM_ACTIONS, SKILL_ACTIONS, DuelConfig, DuelMatch, bot_noise
-from bcarena.envs.duel.env import OBS_TYPES, observation_space
+from bcarena.envs.duel.env import OBS_TYPES
 from bcarena.envs.duel.render import GRAY_SIZE, gray_frames
 from bcarena.eval.errors import EvalError
 from bcarena.eval.perturbed import parse_perturbed
@@ -80,14 +80,8 @@ def load_player(spec: str | Path | Agent, config: DuelConfig | None = None, seed
     perturbed = parse_perturbed(text, config, seed)
     if perturbed is not None:
         return perturbed
-    path = Path(text)
-    if path.is_dir():
-        try:
-            from bcarena.agents import load_agent
-        except ImportError:
-            raise EvalError(f"{path}: loading agent folders needs bcarena.agents.load_agent, "
-                            "which this installation lacks") from None
-        return load_agent(path)
+    if Path(text).is_dir():
+        return load_agent(text)
     raise EvalError(f"unknown player {text!r}: not a bot name (one of {sorted(BOTS)}), not a perturbed bot "
                     "like 'pro[skill_drop=0.9]', and not an agent folder")
 
@@ -112,13 +106,11 @@ def check_agent(agent: Agent, config: DuelConfig | None = None) -> None:
         raise EvalError(f"agent {name!r} was trained on game {game!r}; Duel matches need a Duel agent")
     if agent.obs_type not in OBS_TYPES:
         raise EvalError(f"agent {name!r} observes {agent.obs_type!r}; Duel offers {list(OBS_TYPES)}")
+    actions_known = getattr(agent, "action_names", None)
+    if actions_known is not None and list(actions_known) != list(ACTION_NAMES):
+        raise EvalError(f"agent {name!r} was trained on actions {list(actions_known)}; Duel's are {list(ACTION_NAMES)}")
     if isinstance(agent, BotAgent):
         return
-    expected = observation_space(agent.obs_type).shape
-    declared = getattr(agent, "frame_shape", None)
-    if declared is not None and tuple(declared) != expected:
-        raise EvalError(f"agent {name!r} expects {agent.obs_type} observations of shape {tuple(declared)}, "
-                        f"Duel gives {expected}")
     match = DuelMatch(1, config, obs_type=agent.obs_type)
     obs = match.reset([0])[:, 0]
     agent.reset(1)

@@ -30,7 +30,7 @@ def wilson_interval(successes: float, trials: int, confidence: float = 0.95) -> 
     # At 0 or all successes the bound is exactly 0 or 1; rounding would leave e.g. 3e-18.
     low = 0.0 if successes == 0 else max(0.0, centre - half)
     high = 1.0 if successes == trials else min(1.0, centre + half)
-    return low, high
+    return float(low), float(high)
 
 
 def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
@@ -79,6 +79,8 @@ def spearman_bootstrap(x: np.ndarray, y: np.ndarray, n_boot: int = 2000, seed: i
     keep = np.isfinite(x) & np.isfinite(y)
     x, y = x[keep], y[keep]
     n = int(x.size)
+    if n == 0:
+        return RankCorrelation(None, None, None, 0, 0, "undefined for every agent (e.g. a class nobody uses)")
     if n < 3:
         return RankCorrelation(None, None, None, n, 0, f"needs >= 3 agents with both values, got {n}")
     if np.ptp(x) == 0 or np.ptp(y) == 0:

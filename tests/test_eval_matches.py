@@ -132,3 +132,7 @@ def test_agents_that_do_not_fit_duel_are_refused_by_name(one_torch_thread):
 
     with pytest.raises(EvalError, match="trained on game 'boxing'"):
         check_agent(Boxer())
+    other_actions = untrained_agent("mlp")
+    other_actions.action_names = [f"a{i}" for i in range(NUM_ACTIONS)]
+    with pytest.raises(EvalError, match=r"trained on actions \['a0', 'a1'"):
+        check_agent(other_actions)
