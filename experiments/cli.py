@@ -16,6 +16,7 @@ from bcarena.eval import service_cli
 from bcarena.experiments import dashboard
 from bcarena.recordings import cli as recordings_cli
 
+SEED_STORY = Path(__file__).with_name("seed_story.yaml")
 app = typer.Typer(name="bcarena", no_args_is_help=True, add_completion=False,
                   help="Imitation learning for game AI: record 10 FPS gameplay, clone it, judge clones by win rate.")
 bots_app = typer.Typer(no_args_is_help=True, help="Scripted Duel bots: list them, measure them.")
@@ -81,12 +82,28 @@ def bench_env(out: Path = typer.Option(Path("runs/benchmarks/env_throughput.json
     env_throughput.main(out, min_seconds)
 
 
+@app.command("run")
+def run_command(experiment: Path = typer.Argument(..., help="experiment YAML file"),
+                runs: Path = typer.Option(Path("runs"), help="root folder of run folders (and the stage cache)"),
+                progress: bool = typer.Option(True, help="show progress bars")) -> None:
+    """Run an experiment end to end (record -> dataset -> train -> evaluate -> report), cached by stage."""
+    from bcarena.experiments.config import ExperimentError
+    from bcarena.experiments.runner import run_experiment
+
+    try:
+        run_experiment(experiment, runs, progress, console)
+    except ExperimentError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+
+
 @app.command()
-def demo(out: Path = typer.Option(Path("runs/demo"), help="output folder"),
-         matches: int = typer.Option(400, min=1, help="matches per pairing")) -> None:
-    """The main job: the bot ladder report plus a replay of the pro against the brawler."""
-    bots_report(matches=matches, seed=0, out=out / "bot_report.json")
-    match("pro", "brawler", seed=0, out=out / "pro_vs_brawler.mp4")
+def demo(runs: Path = typer.Option(Path("runs"), help="root folder of run folders (and the stage cache)"),
+         progress: bool = typer.Option(False, help="show per-stage progress bars")) -> None:
+    """The main job: reproduce the seed story (99% accuracy, 0% wins) and its fixes, with a side-by-side replay."""
+    from bcarena.experiments.runner import run_experiment
+
+    run_experiment(SEED_STORY, runs, progress, console)
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -1,8 +1,9 @@
-"""MLflow tracking of experiment runs (optional extra ``tracking`` = mlflow-skinny).
+"""MLflow tracking of experiment runs (optional extra ``tracking``: mlflow-skinny + SQLAlchemy).
 
 Every run logs its parameters, metrics per agent, plots and videos, so teams can compare runs in
-MLflow's UI. The default store is a local folder under the project (``mlruns/``); any tracking URI
-(a server, a database) can be given instead.
+MLflow's UI (``mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db``). The default store is a
+SQLite file under the project (``mlruns/mlflow.db``, artifacts in ``mlruns/artifacts``) — MLflow's
+plain-folder store is deprecated; any tracking URI (a server, a database) can be given instead.
 """
 
 from __future__ import annotations
@@ -19,13 +20,22 @@ def _mlflow():
     try:
         import mlflow
     except ImportError:
-        raise TrackingUnavailable("MLflow tracking needs the 'tracking' extra: pip install -e '.[tracking]' "
+        raise TrackingUnavailable("MLflow tracking needs the 'tracking' extra: pip install -c constraints.txt -e '.[tracking]' "
                                   "(or set tracking.mlflow: false in the experiment)") from None
     return mlflow
 
 
 def default_uri(project_root: Path) -> str:
-    return (project_root / "mlruns").resolve().as_uri()
+    folder = (project_root / "mlruns").resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def _artifact_root(uri: str) -> str | None:
+    """Artifacts of a local SQLite store live beside it, whatever the current directory."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).parent / "artifacts").as_uri()
+    return None
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, float]) -> None:
@@ -41,6 +51,8 @@ def log_run(uri: str, experiment: str, run_name: str, params: dict[str, Any], me
     """Log one experiment run; returns the MLflow run id. ``metrics`` may be nested (flattened with dots)."""
     mlflow = _mlflow()
     mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name(experiment) is None:
+        mlflow.create_experiment(experiment, artifact_location=_artifact_root(uri))
     mlflow.set_experiment(experiment)
     flat: dict[str, float] = {}
     _flatten("", metrics, flat)

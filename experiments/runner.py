@@ -1,0 +1,453 @@
+"""Run an experiment end to end: record -> dataset -> train variants x seeds -> evaluate -> report.
+
+Every stage's output is cached by a content hash of what made it (``experiments.cache``): a re-run
+skips finished stages, a run killed mid-way resumes where it stopped, and changing one variant
+retrains only that variant. A variant that fails is recorded in the results and the others still
+finish. Each run writes a run folder (layout in ``experiments.results``) and, optionally, an MLflow run.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from bcarena.agents.base import Agent, BotAgent, load_agent
+from bcarena.agents.composite import train_composite
+from bcarena.agents.config import ConfigError, make_train_config
+from bcarena.agents.train import train_bc
+from bcarena.envs.duel import DuelConfig
+from bcarena.eval.gap import AgentGapRow, GapReport
+from bcarena.eval.matches import evaluate_matches
+from bcarena.eval.offline import evaluate_offline
+from bcarena.eval.replays import record_side_by_side
+from bcarena.eval.stats import spearman_bootstrap, wilson_interval
+from bcarena.eval.tournament import compute_ratings
+from bcarena.experiments.cache import StageCache, content_key
+from bcarena.experiments.config import Experiment, ExperimentError, VariantSpec, load_experiment
+from bcarena.experiments.results import AgentResult, RunResults, save_results, write_json_atomic
+from bcarena.recordings.converter import build_dataset
+from bcarena.recordings.dataset import ActionDataset
+from bcarena.recordings.recorder import RecordOptions, record_episodes
+
+PACKAGES = ("bcarena", "numpy", "torch", "gymnasium", "stable-baselines3", "scikit-learn", "imbalanced-learn",
+            "opencv-python", "pandas", "pyarrow", "openskill", "mlflow-skinny")
+EVAL_FILE = "evaluation.json"
+# Offline metrics (OfflineReport.scalars names) shown on the leaderboard and ranked in the gap report.
+GAP_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "event_recall_any_skill", "event_f1_any_skill")
+# Run-folder names (experiments.results) of the eval layer's skill-event metrics.
+OFFLINE_ALIASES = {"skill_recall": "event_recall_any_skill", "skill_f1": "event_f1_any_skill",
+                   "event_f1": "event_f1_any_skill"}
+
+
+# ------------------------------------------------------------------------------------ variants
+def variant_configs(variant: VariantSpec, seed: int | None = None) -> dict[str, Any]:
+    """Validated trainer configs of a variant: {"bc": cfg} or {"movement": cfg, "skill": cfg}."""
+    overrides = {} if seed is None else {"seed": seed}
+    if variant.kind == "bc":
+        return {"bc": make_train_config(variant.train, overrides, where=f"variant {variant.name}")}
+    unknown = sorted(set(variant.train) - {"movement", "skill"})
+    if unknown:
+        raise ConfigError(f"composite variant {variant.name}: train takes 'movement' and 'skill' sections, "
+                          f"got unknown key(s) {unknown}")
+    return {part: make_train_config(variant.train.get(part, {}), overrides, where=f"variant {variant.name}.{part}")
+            for part in ("movement", "skill")}
+
+
+def train_variant(variant: VariantSpec, seed: int, dataset: ActionDataset, out: Path, progress: bool) -> None:
+    """Train one variant with one seed; the agent ends up in ``out/agent``, its history in ``out/history.json``."""
+    configs = variant_configs(variant, seed)
+    name = f"{variant.name}-s{seed}"
+    if variant.kind == "bc":
+        train_bc(dataset, configs["bc"], out, progress=progress, name=name)
+        return
+    result = train_composite(dataset, configs["movement"], configs["skill"], out, progress=progress, name=name)
+    history = [{"epoch": r["epoch"], **{f"skill_{k}": v for k, v in r.items() if k != "epoch"}}
+               for r in result.skill.history]
+    write_json_atomic(out / "history.json", history)
+
+
+# ---------------------------------------------------------------------------------- evaluation
+def _latency_ms(agent: Agent, obs: np.ndarray, calls: int = 200) -> float:
+    """Median wall time of one single-observation decision, in ms."""
+    agent.reset(1)
+    times = []
+    for i in range(calls):
+        start = time.perf_counter()
+        agent.act(obs[i % len(obs)][None])
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1e3)
+
+
+def evaluate_agent(agent: Agent, dataset: ActionDataset | None, exp: Experiment) -> dict[str, Any]:
+    """Offline (when a dataset is given) and online results of one agent, as JSON-able data."""
+    ev = exp.evaluation
+    out: dict[str, Any] = {"offline": {}, "online": {}, "confusion": None, "latency_ms_p50": None}
+    if dataset is not None:
+        report = evaluate_offline(agent, dataset, ev.offline.split, ev.offline.tolerance_frames)
+        scalars = report.scalars()
+        out["offline"] = {**scalars, **{alias: scalars.get(name) for alias, name in OFFLINE_ALIASES.items()}}
+        out["confusion"] = {"labels": report.action_names, "matrix": report.confusion}
+        part = dataset.split(ev.offline.split)
+        obs = part.states() if agent.obs_type == "state" else part.frames()[:, :, :, None]
+        out["latency_ms_p50"] = _latency_ms(agent, obs[:200])
+    for opponent in ev.opponents:
+        match = evaluate_matches(agent, opponent, ev.matches, ev.seed)
+        lo, hi = match.win_rate_ci95
+        winner = match.results.winner
+        out["online"][opponent] = {**match.to_dict(), "win_rate_low": lo, "win_rate_high": hi,
+                                   "outcomes": np.where(winner == 0, 1, np.where(winner == 1, -1, 0)).tolist()}
+    return out
+
+
+# ------------------------------------------------------------------------------------- the run
+@dataclass
+class RunPaths:
+    run_dir: Path
+    cache: StageCache
+
+
+def _git_commit(root: Path) -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+class ExperimentRunner:
+    """Runs one experiment. ``run()`` returns the run folder."""
+
+    def __init__(self, experiment: Experiment, runs_root: str | Path = "runs", source: Path | None = None,
+                 progress: bool = True, console: Console | None = None) -> None:
+        self.exp = experiment
+        self.runs_root = Path(runs_root)
+        self.source = source
+        self.progress = progress
+        self.console = console or Console()
+        self.cache = StageCache(self.runs_root / ".cache")
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        self.run_dir = self.runs_root / experiment.name / f"{stamp}-{content_key('run', experiment)[:6]}"
+        self.timings: dict[str, float] = {}
+
+    # stage helper: build or reuse, and say which
+    def _stage(self, stage: str, key: str, label: str, make: Callable[[Path], None]) -> Path:
+        start = time.perf_counter()
+        path, reused = self.cache.build(stage, key, make)
+        seconds = time.perf_counter() - start
+        self.timings[label] = seconds
+        self.console.print(f"  {'[dim]cached[/]' if reused else '[green]done[/]  '} {label}"
+                           + ("" if reused else f" ({seconds:.1f} s)"))
+        return path
+
+    def run(self) -> Path:
+        exp = self.exp
+        started = time.perf_counter()
+        self.run_dir.mkdir(parents=True, exist_ok=False)
+        (self.run_dir / "config.resolved.yaml").write_text(yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False))
+        environment = {"git_commit": _git_commit(Path(__file__).resolve().parents[1]), "versions": _versions(),
+                       "python": platform.python_version(), "platform": platform.platform(),
+                       "started": datetime.now(timezone.utc).isoformat(), "experiment_file": str(self.source)}
+        self.console.rule(f"[bold]{exp.name}[/]: {len(exp.variants)} variant(s) x {len(exp.seeds)} seed(s)")
+
+        dataset_key, dataset = self._dataset()
+        agents = self._train_all(dataset_key, dataset)
+        results = self._evaluate_all(agents, dataset)
+        self._report(results, dataset, agents)
+
+        environment.update(finished=datetime.now(timezone.utc).isoformat(),
+                           wall_seconds=round(time.perf_counter() - started, 1),
+                           stage_seconds={k: round(v, 2) for k, v in self.timings.items()})
+        write_json_atomic(self.run_dir / "environment.json", environment)
+        if exp.tracking.mlflow:
+            self._track(results)
+        self.console.print(f"run folder: {self.run_dir}  ({environment['wall_seconds']} s)")
+        return self.run_dir
+
+    # ---------------------------------------------------------------- stages 1-2: data
+    def _dataset(self) -> tuple[str, ActionDataset]:
+        exp = self.exp
+        rec = exp.recording
+        if rec.path is not None:
+            recordings = Path(rec.path)
+            metas = sorted(p.read_bytes() for p in recordings.glob("**/meta.json"))
+            record_key = content_key("recordings-path", str(recordings.resolve()), metas)
+        else:
+            record_key = content_key("recordings", rec, exp.seed, DuelConfig().to_dict())
+            recordings = self._stage("recordings", record_key, f"record {rec.episodes} episodes of {rec.player}",
+                                     lambda tmp: record_episodes(rec.player, rec.opponents, rec.episodes, tmp, exp.seed,
+                                                                 options=RecordOptions(video=False,
+                                                                                       progress=self.progress)))
+        dataset_key = content_key("dataset", exp.dataset, record_key, exp.seed)
+        folder = self._stage("datasets", dataset_key, "build the action dataset",
+                             lambda tmp: build_dataset(recordings, tmp / "dataset", exp.dataset.alignment,
+                                                       exp.dataset.split, exp.seed, pixels=exp.dataset.pixels,
+                                                       progress=self.progress) and None)
+        dataset = ActionDataset.load(folder / "dataset")
+        write_json_atomic(self.run_dir / "dataset_stats.json", {
+            "dataset": str(folder / "dataset"), "action_names": dataset.action_names,
+            "class_counts": dataset.manifest["class_counts"], "event_counts": dataset.manifest["event_counts"],
+            "num_frames": dataset.manifest["num_frames"], "num_episodes": dataset.manifest["num_episodes"]})
+        return dataset_key, dataset
+
+    # ------------------------------------------------------------------ stage 3: train
+    def _train_all(self, dataset_key: str, dataset: ActionDataset) -> list[dict[str, Any]]:
+        agents = []
+        for variant in self.exp.variants:
+            for seed in self.exp.seeds:
+                agent_id = f"{variant.name}-s{seed}"
+                key = content_key("agent", variant, seed, dataset_key)
+                entry = {"agent_id": agent_id, "variant": variant.name, "seed": seed, "kind": variant.kind,
+                         "key": key, "path": None, "error": None}
+                try:
+                    folder = self._stage("agents", key, f"train {agent_id}",
+                                         lambda tmp, v=variant, s=seed: train_variant(v, s, dataset, tmp,
+                                                                                      self.progress))
+                    entry["path"] = folder
+                except Exception as exc:  # one failing variant must not sink the others
+                    entry["error"] = f"{type(exc).__name__}: {exc}"
+                    (self.run_dir / "failures").mkdir(exist_ok=True)
+                    (self.run_dir / "failures" / f"{agent_id}.txt").write_text(traceback.format_exc())
+                    self.console.print(f"  [red]failed[/] train {agent_id}: {entry['error']}")
+                agents.append(entry)
+        return agents
+
+    # --------------------------------------------------------------- stage 4: evaluate
+    def _evaluate_all(self, agents: list[dict[str, Any]], dataset: ActionDataset) -> RunResults:
+        exp = self.exp
+        results: list[AgentResult] = []
+        for entry in agents:
+            result = AgentResult(agent_id=entry["agent_id"], variant=entry["variant"], seed=entry["seed"],
+                                 kind=entry["kind"], agent_path=None, error=entry["error"])
+            if entry["path"] is not None:
+                agent_path = entry["path"] / "agent"
+                result.agent_path = str(agent_path)
+                key = content_key("evaluation", exp.evaluation, entry["key"])
+                try:
+                    folder = self._stage("evaluations", key, f"evaluate {entry['agent_id']}",
+                                         lambda tmp, p=agent_path: write_json_atomic(
+                                             tmp / EVAL_FILE, evaluate_agent(load_agent(p), dataset, exp)))
+                    evaluation = json.loads((folder / EVAL_FILE).read_text())
+                    result.offline, result.online = evaluation["offline"], evaluation["online"]
+                    result.latency_ms_p50 = evaluation["latency_ms_p50"]
+                    self._copy_artifacts(entry, evaluation)
+                except Exception as exc:
+                    result.error = f"evaluation failed: {type(exc).__name__}: {exc}"
+                    self.console.print(f"  [red]failed[/] evaluate {entry['agent_id']}: {exc}")
+            results.append(result)
+        if exp.evaluation.reference:
+            reference = exp.evaluation.reference
+            key = content_key("reference", exp.evaluation, reference)
+            folder = self._stage("evaluations", key, f"evaluate reference {reference}",
+                                 lambda tmp: write_json_atomic(tmp / EVAL_FILE,
+                                                               evaluate_agent(BotAgent(reference), None, exp)))
+            evaluation = json.loads((folder / EVAL_FILE).read_text())
+            results.append(AgentResult(agent_id=reference, variant=reference, seed=None, kind="bot", agent_path=None,
+                                       online=evaluation["online"]))
+        return RunResults(experiment=exp.name, run_id=self.run_dir.name, agents=results,
+                          primary_opponent=exp.evaluation.opponents[0])
+
+    def _copy_artifacts(self, entry: dict[str, Any], evaluation: dict[str, Any]) -> None:
+        if evaluation.get("confusion"):
+            write_json_atomic(self.run_dir / "confusion" / f"{entry['agent_id']}.json", evaluation["confusion"])
+        history = entry["path"] / "history.json"
+        if history.is_file():
+            write_json_atomic(self.run_dir / "curves" / f"{entry['agent_id']}.json", json.loads(history.read_text()))
+
+    # ----------------------------------------------------------------- stage 5: report
+    def _report(self, results: RunResults, dataset: ActionDataset, agents: list[dict[str, Any]]) -> None:
+        exp = self.exp
+        trained = [a for a in results.agents if a.online]
+        if len(trained) >= 2:
+            ratings = self._ratings(trained, results.primary_opponent)
+            results.ratings = ratings
+        if exp.evaluation.gap_report:
+            gap = self._gap(results)
+            if gap is not None:
+                paths = gap.write(self.run_dir / "plots")
+                results.gap_report = {**gap.to_dict(), "markdown": str(paths["markdown"])}
+        save_results(self.run_dir, results)
+        self._plots(results, dataset)
+        self._replay(results)
+        self.print_table(results)
+
+    def _ratings(self, agents: list[AgentResult], opponent: str) -> dict[str, dict[str, float]]:
+        """OpenSkill ratings from every agent's matches against the shared opponent (one ladder)."""
+        from bcarena.eval.tournament import PairingResult
+
+        names = [a.agent_id for a in agents] + [f"bot:{opponent}"]
+        pairings = []
+        for index, a in enumerate(agents):
+            o = a.online.get(opponent)
+            if o is None:
+                continue
+            pairings.append(PairingResult(a=index, b=len(agents), matches=o["matches"], wins_a=o["wins"],
+                                          draws=o["draws"], wins_b=o["losses"], outcomes=o["outcomes"]))
+        return {r.player: {"mu": r.mu, "sigma": r.sigma, "ordinal": r.ordinal}
+                for r in compute_ratings(names, pairings) if not r.player.startswith("bot:")}
+
+    def _gap(self, results: RunResults) -> GapReport | None:
+        exp = self.exp
+        rows = []
+        for a in results.agents:
+            if not a.offline or not a.online:
+                continue
+            wins = sum(o["wins"] for o in a.online.values())
+            total = sum(o["matches"] for o in a.online.values())
+            rows.append(AgentGapRow(agent=a.agent_id, win_rate=float(np.mean([o["win_rate"] for o in a.online.values()])),
+                                    win_rate_by_opponent={k: o["win_rate"] for k, o in a.online.items()},
+                                    win_rate_ci95=wilson_interval(wins, total), offline=a.offline))
+        if len(rows) < 3:
+            self.console.print("  [yellow]gap report skipped[/]: it needs at least 3 evaluated agents")
+            return None
+        win_rates = [r.win_rate for r in rows]
+        correlations = {m: spearman_bootstrap([r.offline.get(m) for r in rows], win_rates, seed=exp.seed)
+                        for m in GAP_METRICS}
+        return GapReport(dataset=results.experiment, split=exp.evaluation.offline.split,
+                         tolerance=exp.evaluation.offline.tolerance_frames, opponents=exp.evaluation.opponents,
+                         matches_per_opponent=exp.evaluation.matches, seed=exp.evaluation.seed, rows=rows,
+                         correlations=correlations)
+
+    def _plots(self, results: RunResults, dataset: ActionDataset) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        plots = self.run_dir / "plots"
+        plots.mkdir(exist_ok=True)
+        board = results.leaderboard()
+        fig, ax = plt.subplots(figsize=(7, 5))
+        for _, row in board.iterrows():
+            if row["win_rate"] is None or np.isnan(row["win_rate"]):
+                continue
+            if row["accuracy"] is None or np.isnan(row["accuracy"]):
+                ax.axhline(row["win_rate"], ls="--", color="gray", lw=1)
+                ax.text(0.01, row["win_rate"] + 0.01, f"{row['agent_id']} (reference)", color="gray",
+                        transform=ax.get_yaxis_transform(), fontsize=8)
+                continue
+            yerr = [[row["win_rate"] - row["win_rate_low"]], [row["win_rate_high"] - row["win_rate"]]]
+            ax.errorbar([row["accuracy"]], [row["win_rate"]], yerr=yerr, fmt="o", capsize=3)
+            ax.annotate(row["agent_id"], (row["accuracy"], row["win_rate"]), textcoords="offset points",
+                        xytext=(5, 4), fontsize=8)
+        ax.set_xlabel("frame accuracy (offline, held-out episodes)")
+        ax.set_ylabel(f"win rate vs {results.primary_opponent} (Wilson 95%)")
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_title("Offline accuracy does not predict wins")
+        fig.tight_layout()
+        fig.savefig(plots / "accuracy_vs_winrate.png", dpi=110)
+        plt.close(fig)
+
+        counts = dataset.manifest["class_counts"]
+        names = list(counts) if isinstance(counts, dict) else dataset.action_names
+        values = [counts[n] for n in names] if isinstance(counts, dict) else counts
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        colors = ["tab:red" if i in dataset.skill_actions else "tab:blue" for i in range(len(names))]
+        ax.bar(names, values, color=colors)
+        ax.set_yscale("log")
+        ax.set_ylabel("frames (log scale)")
+        ax.set_title("What the pro pressed: skills (red) are a few percent of frames")
+        fig.tight_layout()
+        fig.savefig(plots / "class_distribution.png", dpi=110)
+        plt.close(fig)
+
+    def _replay(self, results: RunResults) -> None:
+        spec = self.exp.evaluation.replay
+        if spec.side_by_side is None:
+            return
+        paths = {a.variant: a.agent_path for a in results.agents if a.agent_path and a.seed == self.exp.seeds[0]}
+        left, right = spec.side_by_side
+        if left not in paths or right not in paths:
+            self.console.print(f"  [yellow]side-by-side replay skipped[/]: {left} or {right} has no trained agent")
+            return
+        out = self.run_dir / "replays" / "side_by_side.mp4"
+        out.parent.mkdir(exist_ok=True)
+        record_side_by_side(load_agent(paths[left]), load_agent(paths[right]), spec.opponent, spec.seed, out,
+                            captions=(left, right))
+        capture = cv2.VideoCapture(str(out))
+        frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        capture.set(cv2.CAP_PROP_POS_FRAMES, max(0, int(frames * 0.4)))
+        ok, frame = capture.read()
+        capture.release()
+        if ok:
+            cv2.imwrite(str(self.run_dir / "plots" / "side_by_side_still.png"), frame)
+        self.console.print(f"  [green]done[/]   side-by-side replay -> {out}")
+
+    def print_table(self, results: RunResults) -> None:
+        opponent = results.primary_opponent
+        table = Table(title=f"{results.experiment}: offline vs online (opponent: {opponent})")
+        for column in ("agent", "frame acc.", "balanced acc.", "skill recall", "skill-event F1",
+                       f"win rate vs {opponent} [95% CI]", "skill use"):
+            table.add_column(column, justify="left" if column == "agent" else "right")
+
+        def pct(value: Any) -> str:
+            return "—" if value is None else f"{value:.1%}"
+
+        for a in results.agents:
+            if a.error:
+                table.add_row(a.agent_id, "[red]failed[/]", "", "", "", a.error[:40], "")
+                continue
+            online = a.online.get(opponent, {})
+            win = (f"{online['win_rate']:.1%} [{online['win_rate_low']:.1%}, {online['win_rate_high']:.1%}]"
+                   if online else "—")
+            table.add_row(a.agent_id + (" (reference)" if a.kind == "bot" else ""), pct(a.offline.get("accuracy")),
+                          pct(a.offline.get("balanced_accuracy")), pct(a.offline.get("skill_recall")),
+                          pct(a.offline.get("skill_f1")), win, pct(online.get("skill_use_rate")))
+        self.console.print(table)
+
+    def _track(self, results: RunResults) -> None:
+        from bcarena.experiments.tracking import TrackingUnavailable, default_uri, log_run
+
+        uri = self.exp.tracking.uri or default_uri(Path.cwd())
+        metrics = {a.agent_id: {"offline": a.offline, "online": a.online} for a in results.agents}
+        try:
+            run_id = log_run(uri, self.exp.name, self.run_dir.name, self.exp.model_dump(mode="json"), metrics,
+                             self.run_dir, tags={"run_dir": str(self.run_dir)})
+            self.console.print(f"  [green]done[/]   MLflow run {run_id} at {uri}")
+        except TrackingUnavailable as exc:
+            self.console.print(f"  [yellow]tracking skipped[/]: {exc}")
+
+
+def _validate_variant(variant: VariantSpec) -> None:
+    try:
+        variant_configs(variant)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def load(path: str | Path) -> Experiment:
+    """Load an experiment file, validating each variant's trainer options too."""
+    return load_experiment(path, validate_variant=_validate_variant)
+
+
+def run_experiment(path: str | Path, runs_root: str | Path = "runs", progress: bool = True,
+                   console: Console | None = None) -> Path:
+    """Load, validate and run an experiment file; returns the run folder."""
+    experiment = load(path)
+    return ExperimentRunner(experiment, runs_root, Path(path), progress, console).run()
+
+
+__all__ = ["ExperimentError", "ExperimentRunner", "load", "run_experiment", "train_variant", "variant_configs"]
