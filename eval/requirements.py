@@ -38,7 +38,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bcarena.agents.base import Agent
-from bcarena.envs.duel import ACTION_NAMES, BOTS
+from bcarena.envs.duel import ACTION_NAMES, BOTS, SKILL_ACTIONS
 from bcarena.eval.export import (MIN_PARITY_OBSERVATIONS, ExportError, Recording, Runtime, ServedModel,
                                  agent_weights_file, export_agent, is_greedy, load_export, record_observations,
                                  served_from_agent)
@@ -107,11 +107,11 @@ class OfflineBounds(_Section):
     def _metric_names(cls, bounds: dict[str, float]) -> dict[str, float]:
         for name in bounds:
             match = _OFFLINE_METRIC.match(name)
-            known = set(ACTION_NAMES) | {ANY_SKILL}
+            known = {ACTION_NAMES[a] for a in SKILL_ACTIONS} | {ANY_SKILL}  # event metrics exist for skills only
             if match is None or (match["cls"] and match["cls"] not in ACTION_NAMES) or (
                     match["evt"] and match["evt"] not in known):
                 raise ValueError(f"unknown offline metric {name!r}; metrics: accuracy, balanced_accuracy, macro_f1, "
-                                 f"js_divergence, recall_<action>, event_<precision|recall|f1>_<{ANY_SKILL}|skill> "
+                                 f"js_divergence, recall_<action>, event_<precision|recall|f1>_<{'|'.join(sorted(known))}> "
                                  f"with actions {list(ACTION_NAMES)}")
         return bounds
 
