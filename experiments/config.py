@@ -13,6 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bcarena.envs.duel import DuelConfig
+
 
 class ExperimentError(ValueError):
     """An experiment file is unreadable or invalid."""
@@ -89,6 +91,7 @@ class Experiment(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     seed: int = 0
+    game: dict[str, Any] = Field(default_factory=dict)  # DuelConfig overrides, e.g. {round_seconds: 10}
     recording: RecordingSpec = Field(default_factory=RecordingSpec)
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
     variants: list[VariantSpec] = Field(min_length=1)
@@ -96,6 +99,16 @@ class Experiment(_Strict):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     requirements: Path | None = None
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+
+    @field_validator("game")
+    @classmethod
+    def _valid_game(cls, value: dict[str, Any]) -> dict[str, Any]:
+        DuelConfig.from_dict(value)  # ConfigError (a ValueError) names the bad key
+        return value
+
+    @property
+    def duel_config(self) -> DuelConfig:
+        return DuelConfig.from_dict(self.game)
 
     @model_validator(mode="after")
     def _unique_variants(self) -> "Experiment":

@@ -29,7 +29,6 @@ from bcarena.agents.base import Agent, BotAgent, load_agent
 from bcarena.agents.composite import train_composite
 from bcarena.agents.config import ConfigError, make_train_config
 from bcarena.agents.train import train_bc
-from bcarena.envs.duel import DuelConfig
 from bcarena.eval.gap import AgentGapRow, GapReport
 from bcarena.eval.matches import evaluate_matches
 from bcarena.eval.offline import evaluate_offline
@@ -105,7 +104,7 @@ def evaluate_agent(agent: Agent, dataset: ActionDataset | None, exp: Experiment)
         obs = part.states() if agent.obs_type == "state" else part.frames()[:, :, :, None]
         out["latency_ms_p50"] = _latency_ms(agent, obs[:200])
     for opponent in ev.opponents:
-        match = evaluate_matches(agent, opponent, ev.matches, ev.seed)
+        match = evaluate_matches(agent, opponent, ev.matches, ev.seed, config=exp.duel_config)
         lo, hi = match.win_rate_ci95
         winner = match.results.winner
         out["online"][opponent] = {**match.to_dict(), "win_rate_low": lo, "win_rate_high": hi,
@@ -196,11 +195,12 @@ class ExperimentRunner:
             metas = sorted(p.read_bytes() for p in recordings.glob("**/meta.json"))
             record_key = content_key("recordings-path", str(recordings.resolve()), metas)
         else:
-            record_key = content_key("recordings", rec, exp.seed, DuelConfig().to_dict())
+            record_key = content_key("recordings", rec, exp.seed, exp.duel_config.to_dict())
             recordings = self._stage("recordings", record_key, f"record {rec.episodes} episodes of {rec.player}",
                                      lambda tmp: record_episodes(rec.player, rec.opponents, rec.episodes, tmp, exp.seed,
                                                                  options=RecordOptions(video=False,
-                                                                                       progress=self.progress)))
+                                                                                       progress=self.progress),
+                                                                 config=exp.duel_config))
         dataset_key = content_key("dataset", exp.dataset, record_key, exp.seed)
         folder = self._stage("datasets", dataset_key, "build the action dataset",
                              lambda tmp: build_dataset(recordings, tmp / "dataset", exp.dataset.alignment,
@@ -386,7 +386,7 @@ class ExperimentRunner:
         out = self.run_dir / "replays" / "side_by_side.mp4"
         out.parent.mkdir(exist_ok=True)
         record_side_by_side(load_agent(paths[left]), load_agent(paths[right]), spec.opponent, spec.seed, out,
-                            captions=(left, right))
+                            captions=(left, right), config=self.exp.duel_config)
         capture = cv2.VideoCapture(str(out))
         frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
         capture.set(cv2.CAP_PROP_POS_FRAMES, max(0, int(frames * 0.4)))
