@@ -16,6 +16,7 @@ the tap *combines* with the held directions (UP + FIRE = UPFIRE).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, Mapping
 
 import numpy as np
@@ -130,3 +131,16 @@ def _duel_map() -> ActionMap:
 
 
 DUEL_ACTION_MAP = _duel_map()
+
+
+@cache
+def boxing_action_map() -> ActionMap:
+    """The 18 actions of the ALE joystick: held directions plus a FIRE tap (loads ale-py on first use)."""
+    from bcarena.envs.boxing import ACTION_NAMES as BOXING_ACTION_NAMES
+
+    directions = ("UP", "DOWN", "LEFT", "RIGHT")
+    holds = tuple(frozenset(d.lower() for d in directions if d in name) for name in BOXING_ACTION_NAMES)
+    taps = tuple("fire" if "FIRE" in name else None for name in BOXING_ACTION_NAMES)
+    return ActionMap(tuple(n.lower() for n in BOXING_ACTION_NAMES), ("up", "down", "left", "right"), ("fire",),
+                     holds, taps, tap_overrides=False)
+

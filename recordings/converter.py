@@ -85,7 +85,7 @@ def load_episode(folder: str | os.PathLike, alignment: str = "window-priority", 
     labels = align(events, action_map, frames, tpf, alignment)
     lost = {rule: lost_presses(events, action_map, labels if rule == alignment else
                                align(events, action_map, frames, tpf, rule), tpf) for rule in ALIGNMENTS}
-    flags = spec.events(states, meta, str(folder / STATES_FILE))
+    flags = spec.events(states, meta, labels)
     flags["action_change"] = np.r_[False, labels[1:] != labels[:-1]]
     features = np.asarray(spec.features(states, meta, str(folder / STATES_FILE)), dtype=np.float32)
     view = _decode_view(folder / AGENT_VIEW_FILE, frames) if pixels else None

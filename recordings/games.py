@@ -18,12 +18,8 @@ import pandas as pd
 from bcarena.envs.duel import STATE_FEATURES, DuelConfig, DuelCore
 from bcarena.envs.duel.config import ConfigError
 from bcarena.envs.duel.observation import state_observations
-from bcarena.recordings.actions import DUEL_ACTION_MAP, ActionMap
+from bcarena.recordings.actions import DUEL_ACTION_MAP, boxing_action_map, ActionMap
 from bcarena.recordings.episode import Meta, RecordingError
-
-# Events the state log provides; "action_change" is derived from the labels by the converter.
-STATE_EVENTS = ("skill_used", "hit_landed", "hit_taken", "ko")
-
 
 def bcarena_version() -> str:
     try:
@@ -89,7 +85,7 @@ def _duel_features(states: pd.DataFrame, meta: Meta, where: str) -> np.ndarray:
     return state_observations(core)[: len(states), meta.player]
 
 
-def _duel_events(states: pd.DataFrame, meta: Meta, where: str) -> dict[str, np.ndarray]:
+def _duel_events(states: pd.DataFrame, meta: Meta, labels: np.ndarray) -> dict[str, np.ndarray]:
     p = meta.player
     ended = states["ended"].to_numpy(dtype=bool)
     return {
@@ -108,30 +104,50 @@ class GameSpec:
     state_features: Callable[[], tuple[str, ...]]
     log_columns: Callable[[], list[str]]
     features: Callable[[pd.DataFrame, Meta, str], np.ndarray]  # (F, D) float32 from the state log
-    events: Callable[[pd.DataFrame, Meta, str], dict[str, np.ndarray]]  # STATE_EVENTS -> (F,) bool
+    events: Callable[[pd.DataFrame, Meta, np.ndarray], dict[str, np.ndarray]]  # (log, meta, labels) -> STATE_EVENTS
     check: Callable[[Meta, str], Any]
 
 
-def _boxing_spec() -> GameSpec:
-    def boxing():  # ale-py loads only when a Boxing recording is read
-        from bcarena.envs import boxing as module
-        return module
+# --------------------------------------------------------------------------------- Boxing log
+BOXING_LOG_COLUMNS = ["frame", *(f"ram_{i}" for i in range(128)), "player_points", "enemy_points", "ended"]
 
-    return GameSpec(
-        name="boxing",
-        action_map=lambda: boxing().BOXING_ACTION_MAP,
-        state_features=lambda: boxing().STATE_FEATURES,
-        log_columns=lambda: boxing().log_columns(),
-        features=lambda states, meta, where: boxing().features_from_log(states),
-        events=lambda states, meta, where: boxing().events_from_log(states, meta.result),
-        check=lambda meta, where: None,
-    )
+
+def _boxing_features(states: pd.DataFrame, meta: Meta, where: str) -> np.ndarray:
+    from bcarena.envs.boxing import ram_features  # ale-py loads only when Boxing is used
+
+    return ram_features(states[BOXING_LOG_COLUMNS[1:129]].to_numpy(dtype=np.uint8))
+
+
+def _boxing_events(states: pd.DataFrame, meta: Meta, labels: np.ndarray) -> dict[str, np.ndarray]:
+    # The console does not tell whether a punch "started"; a FIRE press is the skill used.
+    fire = np.array([tap is not None for tap in boxing_action_map().taps])
+    ended = states["ended"].to_numpy(dtype=bool)
+    return {
+        "skill_used": fire[labels],
+        "hit_landed": states["player_points"].to_numpy() > 0,
+        "hit_taken": states["enemy_points"].to_numpy() > 0,
+        "ko": ended & bool(meta.result.get("ko", False)),
+    }
+
+
+def _boxing_check(meta: Meta, where: str) -> None:
+    if meta.tick_rate != 60 or meta.game_config.get("frameskip") != meta.ticks_per_frame:
+        raise RecordingError(f"{where}: Boxing runs at 60 Hz with frameskip = ticks_per_frame; got tick_rate "
+                             f"{meta.tick_rate}, frameskip {meta.game_config.get('frameskip')}, "
+                             f"ticks_per_frame {meta.ticks_per_frame}")
+
+
+def _boxing_state_features() -> tuple[str, ...]:
+    from bcarena.envs.boxing import STATE_FEATURES as BOXING_FEATURES
+
+    return BOXING_FEATURES
 
 
 GAMES: dict[str, GameSpec] = {
     "duel": GameSpec("duel", lambda: DUEL_ACTION_MAP, lambda: STATE_FEATURES, duel_log_columns, _duel_features,
                      _duel_events, _duel_config),
-    "boxing": _boxing_spec(),
+    "boxing": GameSpec("boxing", boxing_action_map, _boxing_state_features, lambda: BOXING_LOG_COLUMNS,
+                       _boxing_features, _boxing_events, _boxing_check),
 }
 
 

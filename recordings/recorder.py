@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import cv2
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
@@ -24,7 +26,7 @@ from tqdm.auto import tqdm
 from bcarena.envs import rng
 from bcarena.envs.duel import DuelConfig, DuelMatch
 from bcarena.envs.duel.render import gray_frames, rgb_frame
-from bcarena.recordings.actions import DUEL_ACTION_MAP
+from bcarena.recordings.actions import DUEL_ACTION_MAP, boxing_action_map
 from bcarena.recordings.episode import EpisodeWriter, RecordingError, episode_name
 from bcarena.recordings.games import EVENT_FIELDS, bcarena_version, flatten_columns
 from bcarena.recordings.inputlog import TAP_TICKS, key_events
@@ -173,6 +175,95 @@ def _finish_duel_episode(writer: EpisodeWriter, snapshots: list[dict[str, np.nda
     writer.finish(events, DUEL_ACTION_MAP, log, meta)
 
 
+def record_boxing(source: Any = "expert", episodes: int = 10, out_dir: str | os.PathLike = "runs/recordings/boxing",
+                  seed: int = 0, options: RecordOptions | None = None, config: Any = None) -> list[Path]:
+    """Record ALE Boxing episodes of ``source`` against the console's CPU boxer.
+
+    ``source`` is ``"expert"`` (a fresh :class:`~bcarena.envs.boxing.BoxingExpert` seeded per
+    episode) or any policy over Boxing's state features / 84x84 pixels (see ``sources``).
+    """
+    from bcarena.envs import boxing
+
+    options = options or RecordOptions()
+    config = config or boxing.BoxingConfig()
+    if episodes < 1:
+        raise RecordingError(f"episodes must be >= 1, got {episodes}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    todo = _pending(out_dir, episodes, options)
+    env = boxing.make_env(config)
+    try:
+        for index in tqdm(todo, desc="recording boxing", unit="episode", disable=not options.progress):
+            match_seed = rng.derive_seed(seed, index)
+            player = resolve_source(boxing.BoxingExpert(seed=match_seed) if source == "expert" else source)
+            _record_boxing_episode(env, player, out_dir, index, seed, match_seed, config, options)
+    finally:
+        env.close()
+    return [out_dir / episode_name(i) for i in range(episodes)]
+
+
+def _record_boxing_episode(env, player: Player, out_dir: Path, index: int, seed: int, match_seed: int, config,
+                           options: RecordOptions) -> None:
+    from bcarena.envs import boxing
+
+    action_map = boxing_action_map()
+    ale = env.unwrapped.ale
+    screen = boxing.reset_with_noops(env, match_seed, config)
+    player.reset(1)
+    rows: list[np.ndarray] = []
+    actions: list[int] = []
+    done = False
+    with EpisodeWriter(out_dir, index, config.fps, options.video) as writer:
+        while not done and writer.frames < (options.max_frames or 10**9):
+            ram = ale.getRAM().copy()
+            view = boxing.agent_view(screen)
+            rgb = cv2.resize(screen[..., ::-1], (screen.shape[1] * 3, screen.shape[0] * 2),
+                             interpolation=cv2.INTER_NEAREST) if options.video else None
+            writer.add_frame(view, rgb)
+            obs = boxing.ram_features(ram) if player.obs_type == "state" else view[None, :, :, None]
+            action = int(player.actions(obs)[0])
+            screen, _, terminated, truncated, _ = env.step(action)
+            done = terminated or truncated
+            rows.append(np.r_[ram, int(done)])
+            actions.append(action)
+        final = boxing.ram_info(ale.getRAM())
+        ram_log = np.array(rows)
+        log = pd.DataFrame(ram_log[:, :128].astype(np.uint8), columns=[f"ram_{i}" for i in range(128)])
+        scores = boxing.ram_info(np.vstack([ram_log[:, :128], ale.getRAM()[None]]))
+        log.insert(0, "frame", np.arange(len(rows), dtype=np.int32))
+        log["player_points"] = np.diff(scores["player_score"]).astype(np.int16)
+        log["enemy_points"] = np.diff(scores["enemy_score"]).astype(np.int16)
+        log["ended"] = ram_log[:, 128].astype(bool)
+        result = boxing.BoxingResult(int(final["player_score"][0]), int(final["enemy_score"][0]), len(rows),
+                                     sum(action_map.taps[a] is not None for a in actions))
+        truncated = not done
+        events = key_events(np.array(actions), action_map, np.random.default_rng(input_seed(match_seed)),
+                            config.frameskip, options.tap_ticks)
+        meta = {
+            "game": "boxing",
+            "game_version": f"ale-py {ale_version()} Boxing-v5",
+            "game_config": {"frameskip": config.frameskip, "repeat_action_probability": config.repeat_action_probability,
+                            "noop_max": config.noop_max},
+            "fps": config.fps,
+            "tick_rate": config.tick_rate,
+            "ticks_per_frame": config.frameskip,
+            "player": 0,
+            "players": [player.describe(), {"name": "atari-cpu", "kind": "built-in", "obs_type": "console"}],
+            "seeds": {"recording": int(seed), "match": match_seed, "input": input_seed(match_seed)},
+            "result": {"winner": None if truncated else result.winner, "won": None if truncated else result.winner == 0,
+                       "ko": result.ko, "truncated": truncated, "score": [result.player_score, result.enemy_score],
+                       "frames": result.frames},
+        }
+        writer.finish(events, action_map, log, meta)
+
+
+def ale_version() -> str:
+    try:
+        return metadata.version("ale-py")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 # Game name -> recorder(source, opponents, episodes, out_dir, seed, options, **game_kwargs).
 RECORDERS: dict[str, Callable[..., list[Path]]] = {}
 
@@ -183,6 +274,8 @@ def _record_duel_entry(source: Any, opponents: Sequence[Any], episodes: int, out
 
 
 RECORDERS["duel"] = _record_duel_entry
+RECORDERS["boxing"] = lambda source, opponents, episodes, out_dir, seed, options, **kw: record_boxing(
+    source, episodes, out_dir, seed, options, **kw)
 
 
 def record_episodes(source: Any, opponents: Sequence[Any] = DEFAULT_OPPONENTS, episodes: int = 10,

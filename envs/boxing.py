@@ -1,0 +1,219 @@
+"""ALE Boxing (Atari 2600), a real game nobody here wrote, at 10 FPS, with a RAM-reading expert.
+
+ale-py ships the ROM. ``frameskip=6`` turns the console's 60 Hz into 10 decisions per second,
+as in Duel. ``repeat_action_probability=0.0`` (no sticky actions): the emulator is then
+deterministic, so a recorded match replays exactly from its actions; matches differ through
+a seeded number of NOOP frames before the recording starts (``noop_max``, the usual Atari
+evaluation protocol) and the expert's seeded timing.
+
+RAM map (found by experiment: step one action, diff the 128 bytes; checked in
+``tests/test_boxing.py``)::
+
+    32  player x   (white boxer, px; RIGHT increases it, range ~30..109)
+    33  enemy x    (built-in CPU, black boxer)
+    34  player y   (px, DOWN increases it, range ~1..89)
+    35  enemy y
+    18  player score, BCD (0x09 -> 0x10); a clean punch scores 1, a long one 2; 100 = KO
+    19  enemy score, BCD
+    16  clock minutes in the high nibble (0x1B = 1 minute left, 0x0B = 0)
+    17  clock seconds, BCD (0x59 = 59 s)
+
+A match lasts 2 minutes of game time (~1190 decisions at 10 FPS) or ends early by KO.
+
+**The expert** (:class:`BoxingExpert`) reads those bytes (through the normalized state
+features). Hits land when the fists reach the face: horizontally 12-28 px apart and
+vertically 5-15 px off-centre; the CPU's punches land the same way, and almost never on a
+boxer that is vertically level with it. So the expert stays level and at a safe distance
+(defence), and every ~2 seconds steps off-centre into range and throws one punch. It presses
+FIRE on ~5% of its frames and out-scores the CPU in most matches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import ale_py
+import cv2
+import gymnasium as gym
+import numpy as np
+
+gym.register_envs(ale_py)
+
+BOXING_ID = "ALE/Boxing-v5"
+ACTION_NAMES: tuple[str, ...] = (
+    "NOOP", "FIRE", "UP", "RIGHT", "LEFT", "DOWN", "UPRIGHT", "UPLEFT", "DOWNRIGHT", "DOWNLEFT",
+    "UPFIRE", "RIGHTFIRE", "LEFTFIRE", "DOWNFIRE", "UPRIGHTFIRE", "UPLEFTFIRE", "DOWNRIGHTFIRE", "DOWNLEFTFIRE",
+)
+ACTION_INDEX = {name: i for i, name in enumerate(ACTION_NAMES)}
+RAM = {"player_x": 32, "enemy_x": 33, "player_y": 34, "enemy_y": 35, "player_score": 18, "enemy_score": 19,
+       "clock_minutes": 16, "clock_seconds": 17}
+KO_SCORE = 100
+ROUND_SECONDS = 120
+GRAY_SIZE = 84
+_X_SCALE, _Y_SCALE = 80.0, 90.0  # px: normalisation of positions and gaps (x spans ~30..109, y ~1..89)
+
+STATE_FEATURES: tuple[str, ...] = ("player_x", "player_y", "enemy_x", "enemy_y", "dx", "dy", "player_score",
+                                   "enemy_score", "time_left")
+
+
+def bcd(values: np.ndarray) -> np.ndarray:
+    """Decode binary-coded decimal bytes."""
+    values = np.asarray(values).astype(np.int64)
+    return (values >> 4) * 10 + (values & 15)
+
+
+def ram_info(ram: np.ndarray) -> dict[str, np.ndarray]:
+    """Game quantities from RAM (N, 128) uint8: positions (px), scores, seconds left; each (N,)."""
+    ram = np.asarray(ram).reshape(-1, 128).astype(np.int64)
+    return {
+        "player_x": ram[:, RAM["player_x"]], "player_y": ram[:, RAM["player_y"]],
+        "enemy_x": ram[:, RAM["enemy_x"]], "enemy_y": ram[:, RAM["enemy_y"]],
+        "player_score": bcd(ram[:, RAM["player_score"]]), "enemy_score": bcd(ram[:, RAM["enemy_score"]]),
+        "seconds_left": (ram[:, RAM["clock_minutes"]] >> 4) * 60 + bcd(ram[:, RAM["clock_seconds"]]),
+    }
+
+
+def ram_features(ram: np.ndarray) -> np.ndarray:
+    """Normalized state features (N, len(STATE_FEATURES)) float32, roughly within [-1, 1]."""
+    info = ram_info(ram)
+    dx = info["enemy_x"] - info["player_x"]
+    dy = info["enemy_y"] - info["player_y"]
+    return np.stack([
+        info["player_x"] / _X_SCALE * 2 - 1, info["player_y"] / _Y_SCALE * 2 - 1,
+        info["enemy_x"] / _X_SCALE * 2 - 1, info["enemy_y"] / _Y_SCALE * 2 - 1,
+        dx / _X_SCALE, dy / _Y_SCALE,
+        info["player_score"] / KO_SCORE, info["enemy_score"] / KO_SCORE,
+        info["seconds_left"] / ROUND_SECONDS,
+    ], axis=1).astype(np.float32)
+
+
+def agent_view(screen: np.ndarray) -> np.ndarray:
+    """84x84 gray uint8 of an RGB screen (210, 160, 3), as Atari agents see it (area resampling)."""
+    gray = cv2.cvtColor(np.asarray(screen, dtype=np.uint8), cv2.COLOR_RGB2GRAY)
+    return cv2.resize(gray, (GRAY_SIZE, GRAY_SIZE), interpolation=cv2.INTER_AREA)
+
+
+@dataclass(frozen=True)
+class BoxingConfig:
+    """How Boxing is played here. ``frameskip`` console frames (60 Hz) per decision."""
+
+    frameskip: int = 6  # 60 Hz / 6 = 10 decisions per second
+    repeat_action_probability: float = 0.0  # no sticky actions: recorded matches replay exactly
+    noop_max: int = 30  # a seeded 0..noop_max NOOP decisions before the episode starts (not recorded)
+
+    @property
+    def tick_rate(self) -> int:
+        return 60
+
+    @property
+    def fps(self) -> float:
+        return self.tick_rate / self.frameskip
+
+
+def make_env(config: BoxingConfig | None = None, render_mode: str | None = None) -> gym.Env:
+    """The ALE Boxing gymnasium env with this config (full 18-action space, RGB observations)."""
+    config = config or BoxingConfig()
+    return gym.make(BOXING_ID, frameskip=config.frameskip, repeat_action_probability=config.repeat_action_probability,
+                    full_action_space=False, render_mode=render_mode)
+
+
+def reset_with_noops(env: gym.Env, seed: int, config: BoxingConfig | None = None) -> np.ndarray:
+    """Reset with ``seed`` and play the seeded number of NOOP decisions; returns the screen (210, 160, 3)."""
+    config = config or BoxingConfig()
+    screen, _ = env.reset(seed=int(seed))
+    for _ in range(int(np.random.default_rng(int(seed)).integers(0, config.noop_max + 1))):
+        screen, *_ = env.step(ACTION_INDEX["NOOP"])
+    return screen
+
+
+class BoxingExpert:
+    """Scripted boxer over ``STATE_FEATURES`` observations (B, 9): see the module docstring.
+
+    Stateful per batch row (frames since its last punch); ``reset(batch_size)`` before new
+    matches. Its hesitation (the pause between punches) is drawn from a seeded generator.
+    """
+
+    name = "boxing-expert"
+    obs_type = "state"
+    strike_gap = 20  # px, horizontal distance when stepping in to punch
+    strike_offset = 12  # px, vertical offset from the enemy when punching
+    safe_gap = 32  # px, horizontal distance while waiting (level with the enemy)
+    punch_dx = (12, 28)  # px, |dx| range in which a punch can land
+    punch_dy = (5, 15)  # px, |dy| range in which a punch can land
+    pause = (18, 22)  # decisions between punches, drawn uniformly per punch
+    tolerance = 2  # px, dead band of the position controller
+
+    def __init__(self, seed: int = 0) -> None:
+        self._rng = np.random.default_rng(seed)
+        self.reset(1)
+
+    def reset(self, batch_size: int) -> None:
+        self._since = np.full(batch_size, 10**6, dtype=np.int64)
+        self._wait = self._rng.integers(self.pause[0], self.pause[1] + 1, size=batch_size)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        obs = np.asarray(obs, dtype=np.float64).reshape(-1, len(STATE_FEATURES))
+        if obs.shape[0] != self._since.shape[0]:
+            self.reset(obs.shape[0])
+        dx = np.rint(obs[:, STATE_FEATURES.index("dx")] * _X_SCALE)
+        dy = np.rint(obs[:, STATE_FEATURES.index("dy")] * _Y_SCALE)
+        ready = self._since >= self._wait
+        gap = np.where(ready, self.strike_gap, self.safe_gap)
+        offset = np.where(ready, self.strike_offset, 0)
+        side = np.where(dx >= 0, 1, -1)
+        error_y = dy - np.where(dy >= 0, offset, -offset)  # > 0: move down
+        vertical = np.where(error_y > self.tolerance, "DOWN", np.where(error_y < -self.tolerance, "UP", ""))
+        toward = np.where(side > 0, "RIGHT", "LEFT")
+        away = np.where(side > 0, "LEFT", "RIGHT")
+        horizontal = np.where(np.abs(dx) > gap + self.tolerance, toward,
+                              np.where(np.abs(dx) < gap - self.tolerance, away, ""))
+        punch = ready & (np.abs(dx) >= self.punch_dx[0]) & (np.abs(dx) <= self.punch_dx[1]) \
+            & (np.abs(dy) >= self.punch_dy[0]) & (np.abs(dy) <= self.punch_dy[1])
+        names = np.char.add(np.char.add(vertical, horizontal), np.where(punch, "FIRE", ""))
+        actions = np.array([ACTION_INDEX[str(n) or "NOOP"] for n in names], dtype=np.int64)
+        self._since = np.where(punch, 0, self._since + 1)
+        self._wait = np.where(punch, self._rng.integers(self.pause[0], self.pause[1] + 1, size=punch.size), self._wait)
+        return actions
+
+
+@dataclass
+class BoxingResult:
+    player_score: int
+    enemy_score: int
+    frames: int  # decisions played
+    punches: int  # decisions with a FIRE action
+
+    @property
+    def winner(self) -> int:
+        """0 the player, 1 the CPU, -1 a draw."""
+        return 0 if self.player_score > self.enemy_score else (1 if self.enemy_score > self.player_score else -1)
+
+    @property
+    def ko(self) -> bool:
+        return max(self.player_score, self.enemy_score) >= KO_SCORE
+
+
+def play_expert_matches(matches: int, seed: int = 0, config: BoxingConfig | None = None) -> list[BoxingResult]:
+    """Play ``matches`` full matches of a fresh seeded :class:`BoxingExpert` against the CPU."""
+    config = config or BoxingConfig()
+    env = make_env(config)
+    fire = np.array(["FIRE" in name for name in ACTION_NAMES])
+    results = []
+    try:
+        for match in range(matches):
+            expert = BoxingExpert(seed=seed + match)
+            reset_with_noops(env, seed + match, config)
+            ale = env.unwrapped.ale
+            frames = punches = 0
+            done = False
+            while not done:
+                action = int(expert.act(ram_features(ale.getRAM()))[0])
+                _, _, terminated, truncated, _ = env.step(action)
+                frames += 1
+                punches += int(fire[action])
+                done = terminated or truncated
+            info = ram_info(ale.getRAM())
+            results.append(BoxingResult(int(info["player_score"][0]), int(info["enemy_score"][0]), frames, punches))
+    finally:
+        env.close()
+    return results
