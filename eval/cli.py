@@ -1,6 +1,6 @@
 """Command-line commands of the eval layer, added to the `bcarena` app by `register`.
 
-``bcarena eval offline | matches | replay | side-by-side | gap`` and ``bcarena tournament``.
+``bcarena eval offline | matches | replay | side-by-side | gap | boxing`` and ``bcarena tournament``.
 Players are bot names (``pro``), perturbed bots (``pro[skill_drop=0.9]``) or agent folders.
 """
 
@@ -178,6 +178,28 @@ def gap(agent: list[str] = typer.Option(..., help="agents to compare (>= 3), rep
     console.print(corr)
     for path in report.write(out).values():
         console.print(f"wrote {path}")
+
+
+@eval_app.command("boxing")
+@_clean_errors
+def boxing(agent: Path = typer.Option(..., help="agent folder of a Boxing agent (pixels, or state with envs.boxing)"),
+           num_matches: int = typer.Option(20, "--matches", min=1, help="bouts against the built-in CPU"),
+           seed: int = typer.Option(0, help="first bout seed: seeds are seed, seed+1, ..."),
+           num_envs: int = typer.Option(8, min=1, help="bouts played together"),
+           workers: int = typer.Option(2, min=1, help="processes stepping the emulators"),
+           out: Path = typer.Option(None, help="also write the report as JSON here")) -> None:
+    """ALE Boxing: bouts of an agent against the console's CPU, reported like Duel matches (points for HP)."""
+    from bcarena.agents.base import load_agent
+    from bcarena.eval.boxing import evaluate_boxing
+    from bcarena.eval.files import write_json
+
+    r = evaluate_boxing(load_agent(agent), num_matches, seed, num_envs, workers, progress=True)
+    lo, hi = r.win_rate_ci95
+    console.print(f"{r.agent} vs Boxing CPU: {r.wins}/{r.draws}/{r.losses} (W/D/L), win rate {r.win_rate:.1%} "
+                  f"[{lo:.1%}, {hi:.1%}], points {r.damage_dealt_mean:.1f} scored / {r.damage_taken_mean:.1f} "
+                  f"conceded, punches {r.skill_use_rate:.1%} of decisions, KO rate {r.ko_rate:.1%}")
+    if out:
+        console.print(f"wrote {write_json(out, r.to_dict())}")
 
 
 def tournament(players: list[str] = typer.Argument(..., help="2+ players: " + PLAYER_HELP),

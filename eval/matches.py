@@ -276,9 +276,14 @@ class MatchReport:
 
 
 def summarize(results: MatchResults, agent: str, opponent: str, seed: int, config: DuelConfig | None = None,
-              sides: list[int] | None = None) -> MatchReport:
-    """Aggregate ``results`` (agent = player 0 columns) into a :class:`MatchReport`."""
-    cfg = config or DuelConfig()
+              sides: list[int] | None = None, action_names: list[str] | tuple[str, ...] = ACTION_NAMES,
+              skill_actions: list[int] | tuple[int, ...] = SKILL_ACTIONS, decision_hz: float | None = None
+              ) -> MatchReport:
+    """Aggregate ``results`` (agent = player 0 columns) into a :class:`MatchReport`.
+
+    Other games pass their own ``action_names``, ``skill_actions`` and ``decision_hz``.
+    """
+    hz = decision_hz if decision_hz is not None else (config or DuelConfig()).decision_hz
     n = results.num_matches
     wins = int((results.winner == 0).sum())
     draws = int((results.winner < 0).sum())
@@ -293,12 +298,12 @@ def summarize(results: MatchResults, agent: str, opponent: str, seed: int, confi
         hp_diff_mean=float(hp_diff.mean()), hp_diff_std=float(hp_diff.std()),
         damage_dealt_mean=float(results.damage_dealt[:, 0].mean()),
         damage_taken_mean=float(results.damage_taken[:, 0].mean()),
-        skill_use_rate=float(own_counts[list(SKILL_ACTIONS)].sum() / frames),
+        skill_use_rate=float(own_counts[list(skill_actions)].sum() / frames),
         skills_started_per_match=float(results.skills_used[:, 0].mean()),
         ko_rate=float(results.ko.mean()), ko_win_rate=float((results.ko & (results.winner == 0)).mean()),
         length_mean_frames=float(results.length.mean()),
-        length_mean_seconds=float(results.length.mean() / cfg.decision_hz),
-        action_distribution={name: float(c / frames) for name, c in zip(ACTION_NAMES, own_counts)},
+        length_mean_seconds=float(results.length.mean() / hz),
+        action_distribution={name: float(c / frames) for name, c in zip(action_names, own_counts)},
         results=results,
     )
 

@@ -136,3 +136,27 @@ def test_agents_that_do_not_fit_duel_are_refused_by_name(one_torch_thread):
     other_actions.action_names = [f"a{i}" for i in range(NUM_ACTIONS)]
     with pytest.raises(EvalError, match=r"trained on actions \['a0', 'a1'"):
         check_agent(other_actions)
+
+
+class _Puncher(Agent):
+    """Pixels in, FIRE out: enough to play Boxing end to end."""
+
+    name = "puncher"
+    obs_type = "pixels"
+
+    def act(self, obs):
+        assert obs.shape[1:] == (84, 84, 1) and obs.dtype == np.uint8
+        return np.full(obs.shape[0], 1, dtype=np.int64)
+
+
+def test_boxing_bouts_against_the_cpu_are_reported_like_duel_matches():
+    from bcarena.eval.boxing import evaluate_boxing
+
+    r = evaluate_boxing(_Puncher(), 2, seed=0, num_envs=2)
+    assert r.matches == 2 and r.opponent == "boxing-cpu" and r.wins + r.draws + r.losses == 2
+    assert r.skill_use_rate == 1.0 and r.action_distribution["FIRE"] == 1.0  # every decision a punch
+    assert r.length_mean_frames == pytest.approx(1191, abs=10)  # 2 minutes at 10 decisions per second
+    assert r.hp_diff_mean == pytest.approx(r.damage_dealt_mean - r.damage_taken_mean)  # points, not HP
+    assert r.win_rate_ci95 == pytest.approx(proportion_confint(r.wins, 2, method="wilson"), abs=1e-12)
+    with pytest.raises(EvalError, match="trained on actions"):
+        evaluate_boxing(untrained_agent("cnn"), 1)
