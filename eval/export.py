@@ -504,12 +504,16 @@ class ServedModel:
                 "layout": self.layout.to_dict(), "action_names": list(self.action_names)}
 
 
-def agent_weights_file(path: Path) -> Path:
-    """The weights file of an agent folder (what its torch format serves)."""
-    files = sorted(Path(path).glob("*.safetensors"))
+def agent_weights(path: Path) -> tuple[str, int]:
+    """(SHA-256, bytes) of an agent folder's weights: every .safetensors file in it, composite parts included."""
+    files = sorted(Path(path).rglob("*.safetensors"))
     if not files:
         raise ExportError(f"{path}: agent folder holds no .safetensors weights")
-    return files[0]
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.relative_to(path).as_posix().encode())
+        digest.update(bytes.fromhex(sha256_file(file)))
+    return digest.hexdigest(), sum(f.stat().st_size for f in files)
 
 
 def served_from_agent(agent: Agent, source: Path | None, backend: str = "torch", device: str = "cpu",
@@ -519,9 +523,7 @@ def served_from_agent(agent: Agent, source: Path | None, backend: str = "torch",
     module = export_module(agent)
     if backend == "torch":
         shape = probe_input_shape(agent)
-        weights = agent_weights_file(source) if source is not None else None
-        digest = sha256_file(weights) if weights else _module_digest(module)
-        size = weights.stat().st_size if weights else _module_bytes(module)
+        digest, size = agent_weights(source) if source is not None else (_module_digest(module), _module_bytes(module))
         return ServedModel(TorchRuntime(module, device), ObsLayout.from_input_shape(agent.obs_type, shape),
                            agent.name, "torch", digest, size)
     recording = record_from_matches(agent, parity_observations)

@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bcarena.agents.base import Agent
 from bcarena.envs.duel import ACTION_NAMES, BOTS, SKILL_ACTIONS
 from bcarena.eval.export import (MIN_PARITY_OBSERVATIONS, ExportError, Recording, Runtime, ServedModel,
-                                 agent_weights_file, export_agent, is_greedy, load_export, record_observations,
+                                 agent_weights, export_agent, is_greedy, load_export, record_observations,
                                  served_from_agent)
 from bcarena.eval.matches import EvalError
 from bcarena.eval.stats import wilson_interval
@@ -236,7 +236,7 @@ def _model_bytes(agent_path: Path | None, spec: ServingSpec, served: ServedModel
     if "model_bytes" in info:
         return int(info["model_bytes"])
     if spec.format == "torch" and agent_path is not None:
-        return agent_weights_file(agent_path).stat().st_size
+        return agent_weights(agent_path)[1]
     return served.model_bytes if served is not None else None
 
 

@@ -125,6 +125,25 @@ def test_frame_stacked_state_agent_exports_and_client_stack_matches_the_agent(tm
     _assert_client_stack_equals_agent_stack(agent, report.layout, "state")
 
 
+def test_composite_agent_exports_and_serves_from_its_folder(tmp_path):
+    from bcarena.agents.composite import CompositeAgent
+
+    torch.manual_seed(0)
+    movement = TorchAgent(ScoreModel(MLPPolicy(37, 5, (16,)), torch.zeros(37), torch.ones(37)),
+                          list(ACTION_NAMES[:5]), [], 1, name="movement")
+    skill = TorchAgent(ScoreModel(MLPPolicy(37, 4, (16,)), torch.zeros(37), torch.ones(37)),
+                       ["none", "light", "heavy", "special"], [1, 2, 3], 1, name="skill")
+    agent = CompositeAgent(movement, skill, list(ACTION_NAMES), list(SKILL_ACTIONS), [0, 1, 2, 3, 4], name="combo")
+    rec = record_from_matches(agent, 1000)
+    np.testing.assert_array_equal(agent.act(rec.inputs), rec.actions)
+    assert export_agent(agent, "onnx", tmp_path / "exp", rec, required=1000).parity.passed
+    folder = agent.save(tmp_path / "agent")
+    served = load_served(folder)  # torch format: the weights of both parts are hashed and counted
+    weights = sorted(folder.rglob("*.safetensors"))
+    assert len(weights) == 2 and served.model_bytes == sum(w.stat().st_size for w in weights)
+    np.testing.assert_array_equal(served.runtime.actions(rec.inputs), rec.actions)
+
+
 def test_cnn_agent_exports_with_parity_and_uint8_recording(tmp_path):
     agent = cnn_agent(k=2)
     rec = record_from_matches(agent, 400)  # the full 10,000 under -m slow

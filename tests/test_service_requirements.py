@@ -87,7 +87,7 @@ def test_check_measures_every_requirement_and_fails_what_is_not_met(tmp_path):
     report = check_requirements(agent, load_requirements(write(tmp_path, FULL)), path, parity_observations=500)
     rows = {r.requirement: r for r in report.rows}
     assert rows["device"].passed and rows["device"].measured == "cpu"
-    size = (path / "model.safetensors").stat().st_size
+    size = (path / "model.safetensors").stat().st_size  # the torch format serves the agent folder's weights
     assert rows["model size (torch)"].value == pytest.approx(size / 1e6) and rows["model size (torch)"].passed
     for name in ("latency batch 1 p50", "latency batch 1 p99", "latency batch 64 p99"):
         assert 0 < rows[name].value < 100 and rows[name].passed and rows[name].measured.endswith(" ms")
