@@ -137,6 +137,17 @@ class ScoreModel(nn.Module):
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).clone())
         self.register_buffer("class_offsets", torch.zeros(policy.num_actions))
 
+    @property
+    def obs_type(self) -> str:
+        return self.policy.obs_type
+
+    @property
+    def num_actions(self) -> int:
+        return self.policy.num_actions
+
+    def input_shape(self) -> tuple[int, ...]:
+        return self.policy.input_shape()
+
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Unnormalized logits (B, A) of raw observations (used by the training losses)."""
         return self.policy((x - self.mean) / self.std)

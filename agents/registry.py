@@ -1,3 +1,3 @@
 """Imports every module that registers an agent kind, so ``load_agent`` knows them all."""
 
-from bcarena.agents import torch_agent  # noqa: F401
+from bcarena.agents import composite, sb3, torch_agent  # noqa: F401

@@ -25,6 +25,11 @@ from bcarena.agents.selection import Selection, SelectionError, select
 WEIGHTS_FILE = "model.safetensors"
 
 
+def _tensor(x: np.ndarray) -> torch.Tensor:
+    """float32 tensor of ``x`` (copied only where needed: other dtype or a read-only array)."""
+    return torch.from_numpy(np.require(x, dtype=np.float32, requirements=["W", "C"]))
+
+
 class ObservationError(ValueError):
     """Observations of the wrong shape or type for an agent."""
 
@@ -52,15 +57,19 @@ def load_policy_weights(module: torch.nn.Module, path: Path, what: str) -> None:
 
 @register_agent
 class TorchAgent(SavableAgent):
-    """A trained policy as an Agent (greedy, sampled, tempered or threshold selection)."""
+    """A trained policy as an Agent (greedy, sampled, tempered or threshold selection).
+
+    ``model`` is a ``ScoreModel`` (or any module with ``obs_type``, ``num_actions``,
+    ``input_shape()`` and ``forward(x) -> scores``, as ``CompositeModel``).
+    """
 
     kind = "torch"
 
-    def __init__(self, model: ScoreModel, action_names: list[str], skill_actions: list[int], frame_stack: int = 1,
+    def __init__(self, model: torch.nn.Module, action_names: list[str], skill_actions: list[int], frame_stack: int = 1,
                  selection: Selection | None = None, name: str = "bc", info: dict[str, Any] | None = None) -> None:
         self.model = model.eval()
         self.name = name
-        self.obs_type = model.policy.obs_type
+        self.obs_type = model.obs_type
         self.action_names = list(action_names)
         self.skill_actions = list(skill_actions)
         self.frame_stack = int(frame_stack)
@@ -68,14 +77,14 @@ class TorchAgent(SavableAgent):
         self.info = dict(info or {})  # training provenance written to agent.json (dataset, metrics)
         self._stack: np.ndarray | None = None
         self._gen = torch.Generator().manual_seed(self.selection.seed)
-        if model.policy.num_actions != len(self.action_names):
-            raise ValueError(f"policy has {model.policy.num_actions} outputs but {len(self.action_names)} action names")
+        if model.num_actions != len(self.action_names):
+            raise ValueError(f"model has {model.num_actions} outputs but {len(self.action_names)} action names")
 
     # ----------------------------------------------------------------- acting
     @property
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one sample fed to ``export_module()`` (frames stacked)."""
-        return self.model.policy.input_shape()
+        return self.model.input_shape()
 
     def reset(self, batch_size: int) -> None:
         self._stack = None
@@ -115,12 +124,12 @@ class TorchAgent(SavableAgent):
     @torch.no_grad()
     def scores_stacked(self, x: np.ndarray) -> np.ndarray:
         """Scores (B, A) of already stacked model inputs (B, *input_shape)."""
-        return self.model(torch.as_tensor(np.asarray(x), dtype=torch.float32)).numpy()
+        return self.model(_tensor(x)).numpy()
 
     @torch.no_grad()
     def act_stacked(self, x: np.ndarray) -> np.ndarray:
         """Actions (B,) for already stacked model inputs, e.g. rows of a dataset (offline evaluation)."""
-        scores = self.model(torch.as_tensor(np.asarray(x), dtype=torch.float32))
+        scores = self.model(_tensor(x))
         return select(scores, self.selection, self._gen).numpy().astype(np.int64)
 
     def act(self, obs: np.ndarray) -> np.ndarray:
