@@ -1,0 +1,224 @@
+"""A person plays Duel against a bot in an OpenCV window at 10 FPS, and the episode is recorded.
+
+The keyboard is polled once per game tick (60 Hz), so the input log has tick resolution, and
+the game reads the action of each frame from the logged events with ``window-priority``
+alignment: what you pressed is exactly what the recording's dataset labels say.
+
+**Key releases.** OpenCV's ``waitKey`` reports key *presses* (repeated by the OS while a key
+is held, after its auto-repeat delay) and never releases. So:
+
+* a movement key (hold button) goes *down* at its first report and is held until another
+  movement key is pressed, the idle key (space) is pressed, or no report of it arrived for
+  ``release_after_s`` (0.55 s: longer than the usual 0.5 s auto-repeat delay, so a held key
+  is not split in two); its *up* is logged at that moment;
+* a skill key (tap button) goes down at its report and up ``TAP_UP_TICKS`` ticks later.
+
+A short tap on a movement key therefore walks for about half a second: that is the price of
+OpenCV's keyboard API, documented here rather than hidden.
+
+Tests drive :func:`play_duel` with a fake :class:`Screen` (scripted keys, no window).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from bcarena.envs.duel import DuelConfig, DuelMatch
+from bcarena.envs.duel.render import gray_frames, rgb_frame
+from bcarena.recordings.actions import DUEL_ACTION_MAP, ActionMap
+from bcarena.recordings.episode import EpisodeWriter, RecordingError
+from bcarena.recordings.games import EVENT_FIELDS, bcarena_version, flatten_columns
+from bcarena.recordings.inputlog import KeyEvents, align
+from bcarena.recordings.sources import Player, resolve_source
+
+# Key code (as cv2.waitKey returns it, lowercased) -> button of the Duel action map.
+DUEL_KEYS: dict[int, str] = {ord("a"): "left", ord("d"): "right", ord("w"): "up", ord("s"): "down",
+                             ord("j"): "light", ord("k"): "heavy", ord("l"): "special"}
+IDLE_KEY = ord(" ")
+QUIT_KEYS = (27, ord("q"))  # Esc, q
+TAP_UP_TICKS = 3
+HELP = "A/D move  W jump  S guard  SPACE stop  J light  K heavy  L special  Q quit"
+
+
+class Screen(Protocol):
+    """Where frames go and key presses come from (an OpenCV window, or a fake in tests)."""
+
+    def show(self, image: np.ndarray) -> None: ...
+
+    def poll(self, wait_ms: int) -> int:
+        """Wait up to ``wait_ms`` for a key press; its code, or -1."""
+
+    def close(self) -> None: ...
+
+
+class OpenCVScreen:
+    """A real window. Refuses to open without a display (cv2.imshow would abort the process)."""
+
+    def __init__(self, title: str = "bcarena Duel") -> None:
+        require_display()
+        self.title = title
+        cv2.namedWindow(title, cv2.WINDOW_AUTOSIZE)
+
+    def show(self, image: np.ndarray) -> None:
+        cv2.imshow(self.title, image)
+
+    def poll(self, wait_ms: int) -> int:
+        return cv2.waitKey(max(1, wait_ms))
+
+    def close(self) -> None:
+        cv2.destroyWindow(self.title)
+
+
+def require_display() -> None:
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise RecordingError("bcarena play needs a display: no $DISPLAY or $WAYLAND_DISPLAY is set (ssh -X, a "
+                             "desktop session, or xvfb-run for a virtual one)")
+
+
+class KeyboardLog:
+    """Turns key reports (presses only) into the down/up events of the input log; see the module docstring."""
+
+    def __init__(self, action_map: ActionMap, keys: dict[int, str], tick_rate: float,
+                 release_after_s: float = 0.55) -> None:
+        self.map = action_map
+        self.keys = keys
+        self.release_after = max(1, int(round(release_after_s * tick_rate)))
+        self._index = {name: i for i, name in enumerate(action_map.buttons)}
+        self._held: dict[int, int] = {}  # hold button -> tick of its last report
+        self._tap_up: dict[int, int] = {}  # tap button -> tick it comes up
+        self.ticks: list[int] = []
+        self.buttons: list[int] = []
+        self.downs: list[bool] = []
+
+    def _log(self, tick: int, button: int, down: bool) -> None:
+        self.ticks.append(tick)
+        self.buttons.append(button)
+        self.downs.append(down)
+
+    def advance(self, tick: int) -> None:
+        """Release what is due at ``tick`` (timed-out holds, finished taps)."""
+        for button, last in sorted(self._held.items()):
+            if tick - last >= self.release_after:
+                self._log(tick, button, False)
+                del self._held[button]
+        for button, up in sorted(self._tap_up.items()):
+            if tick >= up:
+                self._log(up, button, False)
+                del self._tap_up[button]
+
+    def press(self, key: int, tick: int) -> None:
+        """A key report at ``tick``; unmapped keys are ignored."""
+        self.advance(tick)
+        key = key & 0xFF if key >= 0 else key
+        if 0 <= key < 256 and chr(key).isupper():
+            key = ord(chr(key).lower())
+        if key == IDLE_KEY:
+            for button in sorted(self._held):
+                self._log(tick, button, False)
+            self._held.clear()
+            return
+        name = self.keys.get(key)
+        if name is None:
+            return
+        button = self._index[name]
+        if name in self.map.hold_buttons:
+            if button not in self._held:
+                for other in sorted(self._held):  # a new direction replaces the held one
+                    self._log(tick, other, False)
+                self._held.clear()
+                self._log(tick, button, True)
+            self._held[button] = tick
+        elif button not in self._tap_up:  # a repeat during a tap is the same press
+            self._log(tick, button, True)
+            self._tap_up[button] = tick + TAP_UP_TICKS
+
+    def events(self) -> KeyEvents:
+        return KeyEvents.concat([np.array(self.ticks, np.int64)], [np.array(self.buttons, np.int64)],
+                                [np.array(self.downs, bool)])
+
+    def close(self, tick: int) -> KeyEvents:
+        """Release everything still down at ``tick`` (the end of the recording) and return all events."""
+        self.advance(tick)
+        for button in sorted(self._held):
+            self._log(tick, button, False)
+        self._held.clear()
+        for button, up in sorted(self._tap_up.items()):
+            self._log(up, button, False)
+        self._tap_up.clear()
+        return self.events()
+
+
+def _next_index(out_dir: Path) -> int:
+    taken = [int(p.name.split("_")[-1]) for p in out_dir.glob("episode_*") if p.name.split("_")[-1].isdigit()]
+    return max(taken, default=-1) + 1
+
+
+def play_duel(opponent: Any = "pro", out_dir: str | os.PathLike = "runs/recordings/human", seed: int = 0,
+              config: DuelConfig | None = None, screen: Screen | None = None, player_name: str = "human",
+              video: bool = True, realtime: bool = True, max_frames: int | None = None) -> Path | None:
+    """Play one match as player 0 against ``opponent`` and record it; returns the episode folder.
+
+    Quitting before the end records nothing (an incomplete match is not an episode) and returns None.
+    """
+    config = config or DuelConfig()
+    out_dir = Path(out_dir)
+    screen = screen or OpenCVScreen()
+    rival: Player = resolve_source(opponent, config)
+    match = DuelMatch(1, config)
+    match.reset([seed])
+    core = match.core
+    keyboard = KeyboardLog(DUEL_ACTION_MAP, DUEL_KEYS, config.tick_rate_hz)
+    tpf = config.action_repeat
+    index = _next_index(out_dir) if out_dir.exists() else 0
+    snapshots: list[dict[str, np.ndarray]] = []
+    start = time.perf_counter()
+    try:
+        with EpisodeWriter(out_dir, index, config.decision_hz, video) as writer:
+            while not core.done[0] and writer.frames < (max_frames or config.max_decisions):
+                frame = writer.frames
+                image = rgb_frame(core, 0, (player_name, rival.name), caption=HELP)
+                writer.add_frame(gray_frames(core, 0)[0], image)
+                screen.show(image)
+                for tick in range(frame * tpf, (frame + 1) * tpf):
+                    wait = int((start + (tick + 1) / config.tick_rate_hz - time.perf_counter()) * 1000) if realtime \
+                        else 1
+                    key = screen.poll(max(1, wait))
+                    if key in QUIT_KEYS:
+                        return None
+                    keyboard.advance(tick)
+                    if key >= 0:
+                        keyboard.press(key, tick)
+                action = align(keyboard.events(), DUEL_ACTION_MAP, frame + 1, tpf)[frame]
+                snapshot = flatten_columns(core.get_state())
+                obs = match.observe("state") if rival.obs_type == "state" else gray_frames(core, 1)[..., None]
+                opp_action = rival.actions(obs[:, 1] if rival.obs_type == "state" else obs, core, 1)[0]
+                _, events = match.step(np.array([[action, opp_action]]))
+                snapshot.update(flatten_columns({name: getattr(events, name) for name in EVENT_FIELDS}))
+                snapshot.update(ended=events.ended.copy(), opponent_action=np.array([opp_action]))
+                snapshots.append({k: v[0] for k, v in snapshot.items()})
+            final = rgb_frame(core, 0, (player_name, rival.name), caption="match over - press any key")
+            screen.show(final)
+            log = pd.DataFrame(snapshots)
+            log.insert(0, "frame", np.arange(len(log), dtype=np.int32))
+            truncated = not bool(core.done[0])
+            winner = None if truncated else int(core.winner[0])
+            meta = {
+                "game": "duel", "game_version": f"bcarena-duel {bcarena_version()}", "game_config": config.to_dict(),
+                "fps": config.decision_hz, "tick_rate": config.tick_rate_hz, "ticks_per_frame": tpf, "player": 0,
+                "players": [{"name": player_name, "kind": "human", "obs_type": "screen"}, rival.describe()],
+                "seeds": {"recording": int(seed), "match": int(seed), "input": -1},
+                "result": {"winner": winner, "won": None if truncated else winner == 0, "ko": bool(core.ko[0]),
+                           "truncated": truncated, "hp": core.hp[0].tolist(), "frames": len(log)},
+            }
+            return writer.finish(keyboard.close(len(log) * tpf), DUEL_ACTION_MAP, log, meta)
+    finally:
+        screen.close()
+
