@@ -1,19 +1,17 @@
 """ALE Boxing: matches of an Agent against the console's built-in CPU, reported like Duel matches.
 
-Atari Boxing (ale-py ships the ROM): 2 minutes per bout, or a knock-out at 100 points; a punch
-that lands scores 1 or 2 points. The winner has more points at the end. Decisions at 10 FPS:
-frameskip 6 of the 60 Hz console, no sticky actions, so a seed and the agent's actions decide
-a bout completely.
+The game and its conventions come from ``bcarena.envs.boxing``: 10 decisions per second
+(frameskip 6), no sticky actions, a seeded number of NOOPs before each bout (the usual Atari
+evaluation protocol), 2 minutes or a KO at 100 points; the winner has more points. The agent
+observes what the recordings store: ``pixels`` = ``agent_view`` of the screen, (B, 84, 84, 1)
+uint8; ``state`` = ``ram_features`` (B, len(STATE_FEATURES)) float32.
 
-Bouts run ``num_envs`` at a time in a gymnasium vector env (``workers`` > 1: one process per
-worker, which is how ALE uses several cores); the agent acts once per step for the whole wave.
-The report is a :class:`~bcarena.eval.matches.MatchReport` in which, as Boxing has no hit
-points, the HP columns hold **points** (``hp_diff`` = own minus CPU points; ``damage_dealt`` =
-points scored, ``damage_taken`` = points conceded) and "skills" are punches (actions with FIRE).
-
-Observations: ``pixels`` agents get the 84x84 gray screen, (B, 84, 84, 1) uint8 (area
-downsampling of ALE's grayscale screen, as the Boxing recordings store it). State agents need
-the RAM feature function of ``bcarena.envs.boxing`` (``features_from_ram``).
+Bouts run ``num_envs`` at a time in a gymnasium vector env (``workers`` > 1: emulators in
+worker processes, which is how ALE uses several cores); the agent acts once per step for the
+whole wave. The report is a :class:`~bcarena.eval.matches.MatchReport` in which, as Boxing has
+no hit points, the HP columns hold **points** (``hp_diff`` = own minus CPU points;
+``damage_dealt`` = points scored, ``damage_taken`` = points conceded) and "skills" are punches
+(actions with FIRE).
 """
 
 from __future__ import annotations
@@ -21,82 +19,45 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-import cv2
 import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
 from bcarena.agents.base import Agent
+from bcarena.envs.boxing import (ACTION_NAMES, GRAY_SIZE, KO_SCORE, STATE_FEATURES, BoxingConfig, agent_view,
+                                 make_env, ram_features, ram_info, reset_with_noops)
 from bcarena.eval.errors import EvalError
 from bcarena.eval.matches import MatchReport, MatchResults, match_seeds, summarize
-
-GAME_ID = "ALE/Boxing-v5"
-FRAMESKIP = 6  # 60 Hz console / 6 = 10 decisions per second
-DECISION_HZ = 60 / FRAMESKIP
-KO_POINTS = 100
-FRAME_SIZE = 84
-_SCORE_RAM = (18, 19)  # BCD-encoded points of the player and of the CPU
-
-
-def _bcd(value: int) -> int:
-    return (value >> 4) * 10 + (value & 15)
 
 
 class BoxingView(gym.Wrapper):
     """One Boxing bout as the agent sees it, with both scores in ``info["score"]`` after every step."""
 
-    def __init__(self, obs_type: str = "pixels") -> None:
-        import ale_py
-
-        gym.register_envs(ale_py)
-        env = gym.make(GAME_ID, frameskip=FRAMESKIP, repeat_action_probability=0.0,
-                       obs_type="grayscale" if obs_type == "pixels" else "ram")
-        super().__init__(env)
+    def __init__(self, obs_type: str = "pixels", config: BoxingConfig | None = None) -> None:
+        super().__init__(make_env(config))
+        self.config = config or BoxingConfig()
         self.obs_type = obs_type
-        if obs_type == "pixels":
-            self.observation_space = gym.spaces.Box(0, 255, (FRAME_SIZE, FRAME_SIZE, 1), np.uint8)
-        else:
-            self._features = _ram_features()
-            probe = self._features(np.zeros((1, 128), dtype=np.uint8))
-            self.observation_space = gym.spaces.Box(-np.inf, np.inf, probe.shape[1:], np.float32)
+        self.observation_space = (gym.spaces.Box(0, 255, (GRAY_SIZE, GRAY_SIZE, 1), np.uint8) if obs_type == "pixels"
+                                  else gym.spaces.Box(-np.inf, np.inf, (len(STATE_FEATURES),), np.float32))
 
-    def _observe(self, obs: np.ndarray) -> np.ndarray:
-        if self.obs_type == "pixels":
-            return cv2.resize(obs, (FRAME_SIZE, FRAME_SIZE), interpolation=cv2.INTER_AREA)[..., None]
-        return self._features(obs[None])[0].astype(np.float32)
+    def _ram(self) -> np.ndarray:
+        return self.env.unwrapped.ale.getRAM()
+
+    def _observe(self, screen: np.ndarray) -> np.ndarray:
+        return agent_view(screen)[..., None] if self.obs_type == "pixels" else ram_features(self._ram())[0]
 
     def _info(self, info: dict[str, Any]) -> dict[str, Any]:
-        ram = self.env.unwrapped.ale.getRAM()
-        return {**info, "score": np.array([_bcd(int(ram[i])) for i in _SCORE_RAM])}
+        scores = ram_info(self._ram())
+        return {**info, "score": np.array([scores["player_score"][0], scores["enemy_score"][0]])}
 
-    def reset(self, **kwargs):
-        obs, info = self.env.reset(**kwargs)
-        return self._observe(obs), self._info(info)
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        # Without a seed (a vector env's autoreset, whose bout is not counted) the next seed is played.
+        self._seed = seed if seed is not None else getattr(self, "_seed", -1) + 1
+        return self._observe(reset_with_noops(self.env, self._seed, self.config)), self._info({})
 
     def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        return self._observe(obs), reward, terminated, truncated, self._info(info)
-
-
-def _ram_features():
-    try:
-        from bcarena.envs.boxing import features_from_ram
-    except ImportError:
-        raise EvalError("state agents for Boxing need bcarena.envs.boxing.features_from_ram, which this "
-                        "installation lacks; evaluate a pixels agent instead") from None
-    return features_from_ram
-
-
-def action_names() -> list[str]:
-    """Boxing's 18 actions, in ALE's order."""
-    import ale_py
-
-    gym.register_envs(ale_py)
-    env = gym.make(GAME_ID)
-    try:
-        return list(env.unwrapped.get_action_meanings())
-    finally:
-        env.close()
+        screen, reward, terminated, truncated, info = self.env.step(action)
+        return self._observe(screen), reward, terminated, truncated, self._info(info)
 
 
 def _check_boxing_agent(agent: Agent, names: list[str]) -> None:
@@ -109,15 +70,15 @@ def _check_boxing_agent(agent: Agent, names: list[str]) -> None:
 
 
 def evaluate_boxing(agent: Agent, num_matches: int, seed: int = 0, num_envs: int = 8, workers: int = 1,
-                    progress: bool = False) -> MatchReport:
+                    config: BoxingConfig | None = None, progress: bool = False) -> MatchReport:
     """``num_matches`` bouts of ``agent`` against the built-in CPU on seeds ``seed, seed + 1, ...``."""
     seeds = match_seeds(seed, num_matches)
     if num_envs < 1 or workers < 1:
         raise EvalError(f"num_envs and workers must be >= 1, got {num_envs} and {workers}")
-    names = action_names()
+    names = list(ACTION_NAMES)
     _check_boxing_agent(agent, names)
     size = min(num_envs, seeds.size)
-    factory = [partial(BoxingView, agent.obs_type)] * size  # picklable for worker processes
+    factory = [partial(BoxingView, agent.obs_type, config)] * size  # picklable for worker processes
     vector = (gym.vector.AsyncVectorEnv(factory, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP) if workers > 1
               else gym.vector.SyncVectorEnv(factory, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP))
     fire = np.array(["FIRE" in name for name in names])
@@ -132,7 +93,7 @@ def evaluate_boxing(agent: Agent, num_matches: int, seed: int = 0, num_envs: int
         vector.close()
     results = MatchResults.concat(parts)
     return summarize(results, agent.name, "boxing-cpu", seed, sides=[0], action_names=names,
-                     skill_actions=np.flatnonzero(fire).tolist(), decision_hz=DECISION_HZ)
+                     skill_actions=np.flatnonzero(fire).tolist(), decision_hz=(config or BoxingConfig()).fps)
 
 
 def _play_wave(agent: Agent, vector: gym.vector.VectorEnv, seeds: np.ndarray, fire: np.ndarray,
@@ -162,7 +123,7 @@ def _play_wave(agent: Agent, vector: gym.vector.VectorEnv, seeds: np.ndarray, fi
     winner = np.where(score[:, 0] > score[:, 1], 0, np.where(score[:, 1] > score[:, 0], 1, -1))
     action_counts = np.zeros((n, 2, num_actions), dtype=np.int64)  # the CPU's inputs are not observable
     action_counts[:, 0] = counts
-    return MatchResults(seeds=seeds, winner=winner.astype(np.int8), ko=(score >= KO_POINTS).any(axis=1),
+    return MatchResults(seeds=seeds, winner=winner.astype(np.int8), ko=(score >= KO_SCORE).any(axis=1),
                         hp=score.astype(np.float64), length=length, damage_dealt=score.astype(np.float64),
                         skills_used=np.stack([(counts * fire).sum(axis=1), np.zeros(n, dtype=np.int64)], axis=1),
                         action_counts=action_counts)

@@ -182,7 +182,7 @@ def gap(agent: list[str] = typer.Option(..., help="agents to compare (>= 3), rep
 
 @eval_app.command("boxing")
 @_clean_errors
-def boxing(agent: Path = typer.Option(..., help="agent folder of a Boxing agent (pixels, or state with envs.boxing)"),
+def boxing(agent: str = typer.Option(..., help="agent folder of a Boxing agent, or 'expert' (the scripted RAM boxer)"),
            num_matches: int = typer.Option(20, "--matches", min=1, help="bouts against the built-in CPU"),
            seed: int = typer.Option(0, help="first bout seed: seeds are seed, seed+1, ..."),
            num_envs: int = typer.Option(8, min=1, help="bouts played together"),
@@ -190,10 +190,12 @@ def boxing(agent: Path = typer.Option(..., help="agent folder of a Boxing agent 
            out: Path = typer.Option(None, help="also write the report as JSON here")) -> None:
     """ALE Boxing: bouts of an agent against the console's CPU, reported like Duel matches (points for HP)."""
     from bcarena.agents.base import load_agent
+    from bcarena.envs.boxing import BoxingExpert
     from bcarena.eval.boxing import evaluate_boxing
     from bcarena.eval.files import write_json
 
-    r = evaluate_boxing(load_agent(agent), num_matches, seed, num_envs, workers, progress=True)
+    player = BoxingExpert(seed=seed) if agent == "expert" else load_agent(agent)
+    r = evaluate_boxing(player, num_matches, seed, num_envs, workers, progress=True)
     lo, hi = r.win_rate_ci95
     console.print(f"{r.agent} vs Boxing CPU: {r.wins}/{r.draws}/{r.losses} (W/D/L), win rate {r.win_rate:.1%} "
                   f"[{lo:.1%}, {hi:.1%}], points {r.damage_dealt_mean:.1f} scored / {r.damage_taken_mean:.1f} "

@@ -82,7 +82,8 @@ class GapReport:
                                                         f"event_f1_{ANY_SKILL}")]
             lines.append(f"| {r.agent} | {r.win_rate:.1%} [{lo:.1%}, {hi:.1%}] | " + " | ".join(cells) + " |")
         lines += ["", "## Does the offline metric rank agents like win rate does?", "",
-                  "| offline metric | Spearman rho | bootstrap 95% CI | p | agents | note |", "|---|---|---|---|---|---|"]
+                  "| offline metric | Spearman rho | bootstrap 95% CI | p | agents | note |",
+                  "|---|---|---|---|---|---|"]
         for name, c in self.correlations.items():
             ci = f"[{c.ci95[0]:+.2f}, {c.ci95[1]:+.2f}]" if c.ci95 else "undefined"
             rho = f"{c.rho:+.2f}" if c.rho is not None else "undefined"

@@ -1,13 +1,14 @@
 """Offline evaluation: an agent's actions on held-out recorded frames against the expert's labels.
 
-The standard classification part is the agents layer's ``classification_metrics`` (the same
-numbers training validates on). Cheap and imperfect by design. Frame accuracy rewards copying the frequent "move / do nothing"
+Cheap and imperfect by design. Frame accuracy rewards copying the frequent "move / do nothing"
 frames, so next to it this module reports what exposes a clone that never presses a skill:
 balanced accuracy, per-class recall, the action-distribution divergence and **event-timing
 metrics** (a predicted skill counts if the expert pressed one within +-k frames).
 
 A metric that cannot be computed (the expert never used a class, the agent never predicted it)
-is ``None`` with the reason in ``undefined``, never a silent 0 or NaN.
+is ``None`` with the reason in ``undefined``, never a silent 0 or NaN. The standard
+classification part is the agents layer's ``classification_metrics`` (the numbers training
+validates on).
 """
 
 from __future__ import annotations
