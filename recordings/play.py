@@ -107,7 +107,7 @@ class KeyboardLog:
         """Release what is due at ``tick`` (timed-out holds, finished taps)."""
         for button, last in sorted(self._held.items()):
             if tick - last >= self.release_after:
-                self._log(tick, button, False)
+                self._log(last + self.release_after, button, False)
                 del self._held[button]
         for button, up in sorted(self._tap_up.items()):
             if tick >= up:

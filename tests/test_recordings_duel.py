@@ -253,3 +253,11 @@ def test_frames_to_nearest_event_columns(pro_dataset: ActionDataset) -> None:
             want = (np.abs(frames[:, None] - flags[None, :]).min(axis=1) if flags.size
                     else np.full(frames.size, NO_EVENT))
             assert (dist[rows] == want).all()
+
+
+def test_dataset_build_benchmark_fast_twin() -> None:
+    from bcarena.experiments.benchmarks.dataset_build import run
+
+    result = run(episodes=2, repeats=1)
+    assert result["frames"] > 100 and set(result["x_real_time"]) == {"pixels_threads", "pixels_one_thread", "state_only"}
+    assert result["x_real_time"]["state_only"] == pytest.approx(result["build_frames_per_s"]["state_only"] / 10)
