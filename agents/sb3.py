@@ -1,7 +1,7 @@
 """Stable-Baselines3 interop: PPO experts on Duel, SB3 policies as Agents, BC weights -> PPO.
 
 * ``DuelSB3VecEnv`` — an SB3 ``VecEnv`` over native ``DuelVectorEnv`` blocks, one block per
-  opponent of a bot pool (env i plays ``pool[i % len(pool)]``): no per-env Python loop.
+  opponent of a bot pool (contiguous env blocks, as even as possible): no per-env Python loop.
 * ``SB3Agent`` — an ``ActorCriticPolicy`` as an Agent (kind ``sb3_ppo``). Saved as safetensors
   + JSON (net_arch, activation, normalization): SB3's own .zip unpickles objects, so it is never
   read here. Like any Agent it can be a recording source.
@@ -29,7 +29,7 @@ from torch import nn
 
 from bcarena.agents.base import AgentFileError, SavableAgent, register_agent, require_keys
 from bcarena.agents.policies import ACTIVATIONS, MLPPolicy
-from bcarena.agents.torch_agent import WEIGHTS_FILE, TorchAgent, load_policy_weights
+from bcarena.agents.torch_agent import WEIGHTS_FILE, TorchAgent, load_policy_weights, unique_state
 from bcarena.envs.duel import ACTION_NAMES, NUM_ACTIONS, SKILL_ACTIONS, STATE_DIM, DuelMatch, DuelVectorEnv, bot_noise, make_bot
 from bcarena.envs.duel.env import observation_space
 
@@ -196,7 +196,7 @@ class SB3Agent(SavableAgent):
                 "skill_actions": self.skill_actions}
 
     def _save_files(self, folder: Path) -> None:
-        save_file({k: v.contiguous() for k, v in self.policy.state_dict().items()}, str(folder / WEIGHTS_FILE))
+        save_file(unique_state(self.policy), str(folder / WEIGHTS_FILE))
 
     @classmethod
     def _from_folder(cls, folder: Path, spec: dict[str, Any]) -> "SB3Agent":

@@ -34,15 +34,28 @@ class ObservationError(ValueError):
     """Observations of the wrong shape or type for an agent."""
 
 
+def unique_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``module``'s state dict without aliases (a tensor shared by several submodules appears once)."""
+    seen: set[int] = set()
+    out = {}
+    for key, value in module.state_dict().items():
+        if value.data_ptr() in seen and value.numel():
+            continue
+        seen.add(value.data_ptr())
+        out[key] = value.contiguous()
+    return out
+
+
 def load_policy_weights(module: torch.nn.Module, path: Path, what: str) -> None:
-    """Load safetensors ``path`` into ``module``; a key or shape mismatch names the tensors and ``what``."""
+    """Load safetensors ``path`` (written from ``unique_state``) into ``module``; a key or shape
+    mismatch names the tensors and ``what``."""
     try:
         tensors = load_file(str(path))
     except FileNotFoundError:
         raise AgentFileError(f"{path}: missing") from None
     except (SafetensorError, OSError) as exc:
         raise AgentFileError(f"{path}: unreadable safetensors ({exc})") from None
-    expected = module.state_dict()
+    expected = unique_state(module)
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     wrong = [f"{k}: file {tuple(tensors[k].shape)} vs expected {tuple(v.shape)}"
@@ -52,7 +65,7 @@ def load_policy_weights(module: torch.nn.Module, path: Path, what: str) -> None:
                              + (f"; missing tensors {missing[:4]}" if missing else "")
                              + (f"; unexpected tensors {unexpected[:4]}" if unexpected else "")
                              + (f"; shape mismatch {wrong[:4]}" if wrong else ""))
-    module.load_state_dict(tensors)
+    module.load_state_dict(tensors, strict=False)  # only aliases of loaded tensors are left out
 
 
 @register_agent
@@ -153,7 +166,7 @@ class TorchAgent(SavableAgent):
         }
 
     def _save_files(self, folder: Path) -> None:
-        save_file({k: v.contiguous() for k, v in self.model.policy.state_dict().items()}, str(folder / WEIGHTS_FILE))
+        save_file(unique_state(self.model.policy), str(folder / WEIGHTS_FILE))
 
     @classmethod
     def _from_folder(cls, folder: Path, spec: dict[str, Any]) -> "TorchAgent":
