@@ -170,3 +170,15 @@ def test_boxing_expert_beats_the_cpu_on_state_features_same_result_twice():
     assert r.wins == 2 and r.hp_diff_mean > 0 and 0.01 < r.skill_use_rate < 0.15
     again = evaluate_boxing(BoxingExpert(seed=0), 2, seed=0, num_envs=2)
     assert again.to_dict() == r.to_dict()
+
+
+def test_throughput_benchmark_reports_batched_and_loop_rates(one_torch_thread):
+    from bcarena.experiments.benchmarks.match_throughput import measure
+
+    out = measure(untrained_agent("mlp"), "brawler", (4, 8), matches=8, loop_matches=1)
+    assert set(out["batched"]) == {"4", "8"} and out["per_match_loop"]["matches"] == 1
+    for entry in out["batched"].values():
+        assert entry["matches_per_s"] > 0 and entry["decisions_per_s"] >= entry["matches_per_s"]
+    assert out["speedup_vs_loop"]["8"] == pytest.approx(
+        out["batched"]["8"]["matches_per_s"] / out["per_match_loop"]["matches_per_s"])
+    json.dumps(out)
