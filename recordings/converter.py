@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from bcarena.envs.duel import DuelConfig
 from bcarena.envs.video import VideoError, read_video
 from bcarena.recordings.dataset import (EVENTS, SCHEMA_VERSION, SPLITS, ActionDataset, DatasetError,
                                         frames_to_nearest)
@@ -256,7 +257,7 @@ def assemble(episodes: list[EpisodeData], alignment: str, split_of: np.ndarray, 
 
 def make_duel_dataset(out_dir: str | os.PathLike, player: Any = "pro", opponents: Sequence[Any] = ("brawler", "turtle",
                       "random", "pro"), episodes: int = 50, seed: int = 0, alignment: str = "window-priority",
-                      split: Sequence[float] = DEFAULT_SPLIT, config: Any = None, video: bool = False,
+                      split: Sequence[float] = DEFAULT_SPLIT, config: DuelConfig | None = None, video: bool = False,
                       pixels: bool = True, progress: bool = False) -> ActionDataset:
     """Record ``episodes`` Duel matches of ``player`` and build a dataset, in one call.
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from bcarena.envs.duel import DuelEnv, make_bot
+from bcarena.envs.duel import DuelEnv
 from bcarena.recordings import (ActionDataset, RecordingError, RecordOptions, build_dataset, load_episode,
                                 make_duel_dataset, record_duel)
 from bcarena.recordings.episode import META_FILE, STATES_FILE, parse_meta
