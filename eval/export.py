@@ -114,7 +114,8 @@ def export_module(agent: Agent) -> torch.nn.Module:
                           "only torch agents (MLP, CNN, composite) can be exported and served")
     module = agent.export_module()
     if not isinstance(module, torch.nn.Module):
-        raise ExportError(f"{type(agent).__name__}.export_module() returned {type(module).__name__}, not a torch.nn.Module")
+        raise ExportError(f"{type(agent).__name__}.export_module() returned {type(module).__name__}, "
+                          "not a torch.nn.Module")
     return module.eval()
 
 
@@ -301,7 +302,8 @@ def _import_onnxruntime():
     try:
         import onnxruntime
     except ImportError as exc:  # an optional extra
-        raise ExportError("ONNX Runtime is not installed; install the serving extra: pip install 'bcarena[serve]'") from exc
+        raise ExportError("ONNX Runtime is not installed; install the serving extra: "
+                          "pip install 'bcarena[serve]'") from exc
     return onnxruntime
 
 
@@ -336,7 +338,8 @@ def _save_onnx(module: torch.nn.Module, example: torch.Tensor, path: Path) -> No
     try:
         import onnxscript  # noqa: F401  (the torch.onnx exporter needs it)
     except ImportError as exc:
-        raise ExportError("ONNX export needs onnxscript; install the serving extra: pip install 'bcarena[serve]'") from exc
+        raise ExportError("ONNX export needs onnxscript; install the serving extra: "
+                          "pip install 'bcarena[serve]'") from exc
     batch = torch.export.Dim("batch", min=1, max=65536)
     with _quiet_export():
         # external_data=False embeds the weights: one self-contained file, no model.onnx.data beside it.

@@ -399,7 +399,8 @@ def _server_metadata(url: str, timeout: float) -> dict[str, Any]:
         ObsLayout.from_dict(meta["layout"])
         int(meta["max_batch"])
     except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-        raise LoadTestError(f"{url}/metadata did not answer like an agent server: {type(exc).__name__}: {exc}") from None
+        raise LoadTestError(f"{url}/metadata did not answer like an agent server: "
+                            f"{type(exc).__name__}: {exc}") from None
     return meta
 
 
@@ -474,8 +475,12 @@ def plot_loadtest(report: LoadTestReport, path: Path) -> Path:
     left.legend()
     right.plot(conc, [lv.decisions_per_s for lv in report.levels], marker="o", color="tab:green")
     right.set_xscale("log", base=2)
+    right.set_ylim(bottom=0)
     right.set_xlabel("concurrent requests")
     right.set_ylabel("decisions / s")
     right.set_title(f"throughput (batch {report.levels[0].batch})")
+    for ax in (left, right):
+        ax.set_xticks(conc, [str(c) for c in conc])
+        ax.minorticks_off()
     fig.suptitle(f"{report.server.get('agent', '?')} via {report.server.get('runtime', '?')} at {report.url}")
     return save_figure(fig, path)

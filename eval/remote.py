@@ -4,7 +4,10 @@
 remote side is stateless, so the client keeps the frame stack (``FrameStack``, built the way
 ``TorchAgent.stacked`` builds it) and sends each batch of stacks as one ``application/x-npy``
 request (split into ``max_batch`` chunks). Binary float32 keeps inputs bit-identical to what the
-in-process agent feeds its network, which is why the win rates on the same seeds are equal.
+in-process agent feeds its network, so on the same seeds a torch-served agent plays the very same
+matches. An ONNX-served agent can differ only where two action scores tie within float rounding
+(measured: 1 decision in 110,000, a 4.8e-7 margin, for the demo's MLP; the win rates over 500
+matches against brawler and pro were still equal).
 """
 
 from __future__ import annotations

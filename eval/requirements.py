@@ -40,14 +40,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bcarena.agents.base import Agent
 from bcarena.envs.duel import ACTION_NAMES, BOTS, SKILL_ACTIONS
 from bcarena.eval.export import (MIN_PARITY_OBSERVATIONS, ExportError, Recording, Runtime, ServedModel,
-                                 agent_weights, export_agent, is_greedy, load_export, record_observations,
+                                 agent_weights, export_agent, load_export, record_observations,
                                  served_from_agent)
 from bcarena.eval.matches import EvalError
 from bcarena.eval.stats import wilson_interval
 
 ANY_SKILL = "any_skill"
 _OFFLINE_METRIC = re.compile(
-    r"^(accuracy|balanced_accuracy|macro_f1|js_divergence|recall_(?P<cls>\w+)|event_(precision|recall|f1)_(?P<evt>\w+))$")
+    r"^(accuracy|balanced_accuracy|macro_f1|js_divergence"
+    r"|recall_(?P<cls>\w+)|event_(precision|recall|f1)_(?P<evt>\w+))$")
 
 
 class RequirementsError(EvalError):
@@ -111,7 +112,8 @@ class OfflineBounds(_Section):
             if match is None or (match["cls"] and match["cls"] not in ACTION_NAMES) or (
                     match["evt"] and match["evt"] not in known):
                 raise ValueError(f"unknown offline metric {name!r}; metrics: accuracy, balanced_accuracy, macro_f1, "
-                                 f"js_divergence, recall_<action>, event_<precision|recall|f1>_<{'|'.join(sorted(known))}> "
+                                 "js_divergence, recall_<action>, "
+                                 f"event_<precision|recall|f1>_<{'|'.join(sorted(known))}> "
                                  f"with actions {list(ACTION_NAMES)}")
         return bounds
 
@@ -140,7 +142,8 @@ def load_requirements(path: str | Path) -> Requirements:
     try:
         req = Requirements.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors())
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+                             for err in exc.errors())
         raise RequirementsError(f"{path}: {problems}") from None
     if req.offline is not None and req.offline.dataset is not None:
         dataset = Path(req.offline.dataset)
@@ -221,9 +224,13 @@ def _served(agent: Agent, agent_path: Path | None, spec: ServingSpec, recording:
             return served_from_agent(agent, agent_path, "torch", spec.device), info
         except ExportError as exc:
             return None, {"error": str(exc)}
-    report = export_agent(agent, spec.format, tmp / "export", recording, required=len(recording),
-                          agent_source=str(agent_path) if agent_path else None)
+    try:
+        report = export_agent(agent, spec.format, tmp / "export", recording, required=len(recording),
+                              agent_source=str(agent_path) if agent_path else None)
+    except ExportError as exc:  # e.g. parity failed: reported as not met, the other rows still measured
+        return None, {"error": str(exc), "parity_error": str(exc)}
     info["parity"] = asdict(report.parity)
+    info["parity_passed"] = report.parity.passed
     info["model_bytes"] = report.model_bytes
     try:
         return load_export(report.path, spec.device), info
@@ -240,8 +247,8 @@ def _model_bytes(agent_path: Path | None, spec: ServingSpec, served: ServedModel
     return served.model_bytes if served is not None else None
 
 
-def check_requirements(agent: Agent, req: Requirements, agent_path: Path | None = None, dataset_path: Path | None = None,
-                       work_dir: Path | None = None, progress: bool = False,
+def check_requirements(agent: Agent, req: Requirements, agent_path: Path | None = None,
+                       dataset_path: Path | None = None, work_dir: Path | None = None, progress: bool = False,
                        parity_observations: int = MIN_PARITY_OBSERVATIONS) -> CheckReport:
     """Measure ``agent`` against every requirement in ``req``.
 
@@ -269,12 +276,13 @@ def check_requirements(agent: Agent, req: Requirements, agent_path: Path | None 
         unavailable = "the serving model/device is unavailable here (see the device row)"
         rows.append(CheckRow("device", spec.device, served.runtime.device if served else "unavailable",
                              served is not None, spec.device if served else None, info.get("error", "")))
+        parity_label = f"action parity ({spec.format} vs torch)"
         if "parity" in info:
             parity = info["parity"]
-            rows.append(CheckRow(f"action parity ({spec.format} vs torch)", "0 mismatches",
-                                 f"{parity['mismatches']} / {parity['observations']}",
-                                 parity["mismatches"] == 0 and (parity["module_mismatches"] == 0 or not is_greedy(agent)),
-                                 parity["mismatches"]))
+            rows.append(CheckRow(parity_label, "0 mismatches", f"{parity['mismatches']} / {parity['observations']}",
+                                 info["parity_passed"], parity["mismatches"]))
+        elif "parity_error" in info:
+            rows.append(_not_measured(parity_label, "0 mismatches", info["parity_error"]))
         size = _model_bytes(agent_path, spec, served, info)
         if spec.max_model_mb is not None:
             rows.append(CheckRow(f"model size ({spec.format})", f"<= {spec.max_model_mb:g} MB",
@@ -288,7 +296,8 @@ def check_requirements(agent: Agent, req: Requirements, agent_path: Path | None 
             if served is None:
                 for key in ("p50", "p99"):
                     if getattr(bound, f"{key}_ms") is not None:
-                        rows.append(_not_measured(f"{label} {key}", f"<= {getattr(bound, f'{key}_ms'):g} ms", unavailable))
+                        limit = getattr(bound, f"{key}_ms")
+                        rows.append(_not_measured(f"{label} {key}", f"<= {limit:g} ms", unavailable))
                 continue
             lat = measure_latency(served.runtime, recording.inputs, bound.batch)
             details[label] = lat

@@ -86,7 +86,8 @@ class ObservationParser:
 
     def expected(self) -> str:
         one = tuple(self.shape)
-        return f"one observation of shape {one} or a batch (B, {', '.join(map(str, one))}) with 1 <= B <= {self.max_batch}"
+        batch = ", ".join(map(str, one))
+        return f"one observation of shape {one} or a batch (B, {batch}) with 1 <= B <= {self.max_batch}"
 
     def content_type(self, header: str | None) -> str:
         kind = (header or JSON_TYPE).split(";")[0].strip().lower()
@@ -126,7 +127,8 @@ class ObservationParser:
         try:
             arr = np.asarray(payload["obs"])
         except (ValueError, TypeError, OverflowError, RecursionError):
-            raise RequestError(422, f"obs must be a rectangular (nested) list of numbers; expected {self.expected()}") from None
+            raise RequestError(422, "obs must be a rectangular (nested) list of numbers; "
+                                    f"expected {self.expected()}") from None
         if arr.dtype.kind not in "iuf":
             what = {"b": "booleans", "U": "strings", "O": "mixed or non-numeric values or huge integers"}.get(
                 arr.dtype.kind, f"dtype {arr.dtype}")
@@ -139,7 +141,8 @@ class ObservationParser:
         try:
             arr = np.load(io.BytesIO(body), allow_pickle=False)
         except Exception as exc:  # noqa: BLE001 - any unreadable payload is the client's error
-            raise RequestError(400, f"body is not a readable .npy array ({type(exc).__name__}: {str(exc)[:120]})") from None
+            raise RequestError(400, f"body is not a readable .npy array "
+                                    f"({type(exc).__name__}: {str(exc)[:120]})") from None
         if not isinstance(arr, np.ndarray):
             raise RequestError(400, "body must be a single .npy array, not an .npz archive")
         if arr.dtype != np.dtype(self.layout.wire_dtype):

@@ -40,7 +40,7 @@ latency:
   - {batch: 64, p99_ms: 200}
 throughput: {min_decisions_per_s: 100, batch: 64}
 win_rate:
-  - {opponent: turtle, min: 0.0, matches: 10}
+  - {opponent: turtle, min: 0.0, matches: 4}
   - {opponent: idle, min: 0.5, matches: 10, seed: 5}
 offline:
   min: {balanced_accuracy: 0.1, recall_light: 0.0}
@@ -147,3 +147,23 @@ def test_cli_errors_are_one_line(tmp_path):
     assert result.exit_code == 2 and "latncy: Extra inputs are not permitted" in result.output
     result = runner.invoke(app, ["export", str(tmp_path / "missing"), "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and "error:" in result.output
+
+
+def test_failed_parity_is_a_failed_row_not_a_crash(tmp_path, monkeypatch):
+    from bcarena.eval import export as ex
+
+    agent = mlp_agent()
+    real = ex.FORMATS["torchscript"]
+
+    def save_broken(module, example, path):
+        with torch.no_grad():
+            module.class_offsets[7] += 5.0  # a different policy: always SPECIAL
+        real.save(module, example, path)
+
+    monkeypatch.setitem(ex.FORMATS, "torchscript", ex.Format("torchscript", real.filename, save_broken, real.load))
+    req = load_requirements(write(tmp_path, "serving: {format: torchscript}\nlatency:\n  - {batch: 1, p99_ms: 100}\n"))
+    report = check_requirements(agent, req, agent.save(tmp_path / "agent"), parity_observations=300)
+    rows = {r.requirement: r for r in report.rows}
+    parity = rows["action parity (torchscript vs torch)"]
+    assert not parity.passed and "export refused" in parity.reason
+    assert not rows["latency batch 1 p99"].passed and not report.passed

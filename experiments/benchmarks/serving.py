@@ -57,7 +57,8 @@ def in_process(agent: Agent, export_dir: Path, calls: int, observations: int) ->
     export_agent(agent, "onnx", export_dir, recording, required=observations)
     module = export_module(agent)
     default_threads = torch.get_num_threads()
-    runtimes = {"torch_eager": lambda: TorchRuntime(module), "onnxruntime": lambda: OnnxRuntime(export_dir / "model.onnx")}
+    runtimes = {"torch_eager": lambda: TorchRuntime(module),
+                "onnxruntime": lambda: OnnxRuntime(export_dir / "model.onnx")}
     results: dict[str, Any] = {"observations": observations, "calls": calls, "torch_threads_default": default_threads}
     for batch in (1, 64):
         row: dict[str, Any] = {}
