@@ -112,6 +112,71 @@ def evaluate_agent(agent: Agent, dataset: ActionDataset | None, exp: Experiment)
     return out
 
 
+# ------------------------------------------------------------------------------------ tasks
+@dataclass(frozen=True)
+class StageTask:
+    """One cached unit of work (train one variant x seed, or evaluate one agent).
+
+    Tasks are plain data and ``run_task`` is a top-level function, so an executor can ship them to
+    other processes or machines (Ray); the shared cache folder is where results meet.
+    """
+
+    kind: str  # "train" | "evaluate" | "reference"
+    label: str
+    cache_root: str
+    key: str
+    experiment: Experiment
+    dataset_dir: str | None = None
+    variant: VariantSpec | None = None
+    seed: int | None = None
+    agent_dir: str | None = None  # evaluate: the agent folder; reference: None (the bot is experiment.evaluation.reference)
+    progress: bool = False
+
+
+@dataclass
+class TaskOutcome:
+    label: str
+    path: str | None  # cache folder of the result; None on failure
+    reused: bool
+    seconds: float
+    error: str | None = None
+    trace: str | None = None  # the formatted traceback of a failure
+
+
+STAGE_OF = {"train": "agents", "evaluate": "evaluations", "reference": "evaluations"}
+
+
+def _make(task: StageTask) -> Callable[[Path], None]:
+    exp = task.experiment
+    dataset = ActionDataset.load(task.dataset_dir) if task.dataset_dir else None
+    if task.kind == "train":
+        return lambda tmp: train_variant(task.variant, task.seed, dataset, tmp, task.progress)
+    if task.kind == "evaluate":
+        return lambda tmp: write_json_atomic(tmp / EVAL_FILE, evaluate_agent(load_agent(task.agent_dir), dataset, exp))
+    return lambda tmp: write_json_atomic(tmp / EVAL_FILE,
+                                         evaluate_agent(BotAgent(exp.evaluation.reference), None, exp))
+
+
+def run_task(task: StageTask) -> TaskOutcome:
+    """Build (or reuse) one task's cache entry. Failures come back as data, never as exceptions."""
+    start = time.perf_counter()
+    try:
+        path, reused = StageCache(task.cache_root).build(STAGE_OF[task.kind], task.key, _make(task))
+    except Exception as exc:  # one failing variant must not sink the others
+        return TaskOutcome(task.label, None, False, time.perf_counter() - start, f"{type(exc).__name__}: {exc}",
+                           traceback.format_exc())
+    return TaskOutcome(task.label, str(path), reused, time.perf_counter() - start)
+
+
+class LocalExecutor:
+    """Runs tasks one after another in this process (the default)."""
+
+    name = "local"
+
+    def map(self, fn: Callable[[StageTask], TaskOutcome], tasks: list[StageTask]) -> list[TaskOutcome]:
+        return [fn(task) for task in tasks]
+
+
 # ------------------------------------------------------------------------------------- the run
 @dataclass
 class RunPaths:
@@ -141,8 +206,9 @@ class ExperimentRunner:
     """Runs one experiment. ``run()`` returns the run folder."""
 
     def __init__(self, experiment: Experiment, runs_root: str | Path = "runs", source: Path | None = None,
-                 progress: bool = True, console: Console | None = None) -> None:
+                 progress: bool = True, console: Console | None = None, executor=None) -> None:
         self.exp = experiment
+        self.executor = executor or LocalExecutor()
         self.runs_root = Path(runs_root)
         self.source = source
         self.progress = progress
@@ -156,11 +222,22 @@ class ExperimentRunner:
     def _stage(self, stage: str, key: str, label: str, make: Callable[[Path], None]) -> Path:
         start = time.perf_counter()
         path, reused = self.cache.build(stage, key, make)
-        seconds = time.perf_counter() - start
-        self.timings[label] = seconds
-        self.console.print(f"  {'[dim]cached[/]' if reused else '[green]done[/]  '} {label}"
-                           + ("" if reused else f" ({seconds:.1f} s)"))
+        self._say(TaskOutcome(label, str(path), reused, time.perf_counter() - start))
         return path
+
+    def _say(self, outcome: TaskOutcome) -> None:
+        self.timings[outcome.label] = outcome.seconds
+        if outcome.error:
+            self.console.print(f"  [red]failed[/] {outcome.label}: {outcome.error}")
+        else:
+            self.console.print(f"  {'[dim]cached[/]' if outcome.reused else '[green]done[/]  '} {outcome.label}"
+                               + ("" if outcome.reused else f" ({outcome.seconds:.1f} s)"))
+
+    def _run_tasks(self, tasks: list[StageTask]) -> list[TaskOutcome]:
+        outcomes = self.executor.map(run_task, tasks)
+        for outcome in outcomes:
+            self._say(outcome)
+        return outcomes
 
     def run(self) -> Path:
         exp = self.exp
@@ -214,59 +291,57 @@ class ExperimentRunner:
         return dataset_key, dataset
 
     # ------------------------------------------------------------------ stage 3: train
+    def _task(self, kind: str, label: str, key: str, dataset: ActionDataset | None, **fields: Any) -> StageTask:
+        return StageTask(kind=kind, label=label, cache_root=str(self.cache.root), key=key, experiment=self.exp,
+                         dataset_dir=str(dataset.path) if dataset is not None else None,
+                         progress=self.progress and isinstance(self.executor, LocalExecutor), **fields)
+
     def _train_all(self, dataset_key: str, dataset: ActionDataset) -> list[dict[str, Any]]:
-        agents = []
+        entries, tasks = [], []
         for variant in self.exp.variants:
             for seed in self.exp.seeds:
                 agent_id = f"{variant.name}-s{seed}"
                 key = content_key("agent", variant, seed, dataset_key)
-                entry = {"agent_id": agent_id, "variant": variant.name, "seed": seed, "kind": variant.kind,
-                         "key": key, "path": None, "error": None}
-                try:
-                    folder = self._stage("agents", key, f"train {agent_id}",
-                                         lambda tmp, v=variant, s=seed: train_variant(v, s, dataset, tmp,
-                                                                                      self.progress))
-                    entry["path"] = folder
-                except Exception as exc:  # one failing variant must not sink the others
-                    entry["error"] = f"{type(exc).__name__}: {exc}"
-                    (self.run_dir / "failures").mkdir(exist_ok=True)
-                    (self.run_dir / "failures" / f"{agent_id}.txt").write_text(traceback.format_exc())
-                    self.console.print(f"  [red]failed[/] train {agent_id}: {entry['error']}")
-                agents.append(entry)
-        return agents
+                entries.append({"agent_id": agent_id, "variant": variant.name, "seed": seed, "kind": variant.kind,
+                                "key": key, "path": None, "error": None})
+                tasks.append(self._task("train", f"train {agent_id}", key, dataset, variant=variant, seed=seed))
+        for entry, outcome in zip(entries, self._run_tasks(tasks)):
+            entry["path"] = Path(outcome.path) if outcome.path else None
+            entry["error"] = outcome.error
+            if outcome.error:
+                (self.run_dir / "failures").mkdir(exist_ok=True)
+                (self.run_dir / "failures" / f"{entry['agent_id']}.txt").write_text(outcome.trace or outcome.error)
+        return entries
 
     # --------------------------------------------------------------- stage 4: evaluate
     def _evaluate_all(self, agents: list[dict[str, Any]], dataset: ActionDataset) -> RunResults:
         exp = self.exp
-        results: list[AgentResult] = []
-        for entry in agents:
-            result = AgentResult(agent_id=entry["agent_id"], variant=entry["variant"], seed=entry["seed"],
-                                 kind=entry["kind"], agent_path=None, error=entry["error"])
-            if entry["path"] is not None:
-                agent_path = entry["path"] / "agent"
-                result.agent_path = str(agent_path)
+        results = [AgentResult(agent_id=e["agent_id"], variant=e["variant"], seed=e["seed"], kind=e["kind"],
+                               agent_path=str(e["path"] / "agent") if e["path"] else None, error=e["error"])
+                   for e in agents]
+        tasks, owners = [], []
+        for entry, result in zip(agents, results):
+            if result.agent_path is not None:
                 key = content_key("evaluation", exp.evaluation, entry["key"])
-                try:
-                    folder = self._stage("evaluations", key, f"evaluate {entry['agent_id']}",
-                                         lambda tmp, p=agent_path: write_json_atomic(
-                                             tmp / EVAL_FILE, evaluate_agent(load_agent(p), dataset, exp)))
-                    evaluation = json.loads((folder / EVAL_FILE).read_text())
-                    result.offline, result.online = evaluation["offline"], evaluation["online"]
-                    result.latency_ms_p50 = evaluation["latency_ms_p50"]
-                    self._copy_artifacts(entry, evaluation)
-                except Exception as exc:
-                    result.error = f"evaluation failed: {type(exc).__name__}: {exc}"
-                    self.console.print(f"  [red]failed[/] evaluate {entry['agent_id']}: {exc}")
+                tasks.append(self._task("evaluate", f"evaluate {entry['agent_id']}", key, dataset,
+                                        agent_dir=result.agent_path))
+                owners.append((entry, result))
+        reference = exp.evaluation.reference
+        if reference:
+            result = AgentResult(agent_id=reference, variant=reference, seed=None, kind="bot", agent_path=None)
+            tasks.append(self._task("reference", f"evaluate reference {reference}",
+                                    content_key("reference", exp.evaluation, reference), None))
+            owners.append((None, result))
             results.append(result)
-        if exp.evaluation.reference:
-            reference = exp.evaluation.reference
-            key = content_key("reference", exp.evaluation, reference)
-            folder = self._stage("evaluations", key, f"evaluate reference {reference}",
-                                 lambda tmp: write_json_atomic(tmp / EVAL_FILE,
-                                                               evaluate_agent(BotAgent(reference), None, exp)))
-            evaluation = json.loads((folder / EVAL_FILE).read_text())
-            results.append(AgentResult(agent_id=reference, variant=reference, seed=None, kind="bot", agent_path=None,
-                                       online=evaluation["online"]))
+        for (entry, result), outcome in zip(owners, self._run_tasks(tasks)):
+            if outcome.error:
+                result.error = f"evaluation failed: {outcome.error}"
+                continue
+            evaluation = json.loads((Path(outcome.path) / EVAL_FILE).read_text())
+            result.offline, result.online = evaluation["offline"], evaluation["online"]
+            result.latency_ms_p50 = evaluation["latency_ms_p50"]
+            if entry is not None:
+                self._copy_artifacts(entry, evaluation)
         return RunResults(experiment=exp.name, run_id=self.run_dir.name, agents=results,
                           primary_opponent=exp.evaluation.opponents[0])
 
@@ -444,10 +519,11 @@ def load(path: str | Path) -> Experiment:
 
 
 def run_experiment(path: str | Path, runs_root: str | Path = "runs", progress: bool = True,
-                   console: Console | None = None) -> Path:
+                   console: Console | None = None, executor=None) -> Path:
     """Load, validate and run an experiment file; returns the run folder."""
     experiment = load(path)
-    return ExperimentRunner(experiment, runs_root, Path(path), progress, console).run()
+    return ExperimentRunner(experiment, runs_root, Path(path), progress, console, executor).run()
 
 
-__all__ = ["ExperimentError", "ExperimentRunner", "load", "run_experiment", "train_variant", "variant_configs"]
+__all__ = ["ExperimentError", "ExperimentRunner", "LocalExecutor", "StageTask", "TaskOutcome", "load", "run_experiment",
+           "run_task", "train_variant", "variant_configs"]
