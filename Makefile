@@ -22,4 +22,4 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
 bench: $(STAMP)
-	$(BIN)/bcarena bench env
+	for b in env dataset train matches serving; do $(BIN)/bcarena bench $$b --out runs/benchmarks/$$b.json || exit 1; done

@@ -71,10 +71,15 @@ class MatchResults:
 # ------------------------------------------------------------------------------------------ agents
 def load_player(spec: str | Path | Agent, config: DuelConfig | None = None, seed: int = 0) -> Agent:
     """An Agent from a bot name (``pro``, ``brawler``, ...), a perturbed bot (``pro[skill_drop=0.9]``,
-    see :mod:`bcarena.eval.perturbed`) or an agent folder; Agents pass through."""
+    see :mod:`bcarena.eval.perturbed`), an agent folder, or the URL of a ``bcarena serve`` server
+    (played through the service); Agents pass through."""
     if isinstance(spec, Agent):
         return spec
     text = str(spec)
+    if text.startswith(("http://", "https://")):
+        from bcarena.eval.remote import RemoteAgent
+
+        return RemoteAgent(text)
     if text in BOTS:
         return BotAgent(text, seed=seed, config=config)
     perturbed = parse_perturbed(text, config, seed)
@@ -83,7 +88,7 @@ def load_player(spec: str | Path | Agent, config: DuelConfig | None = None, seed
     if Path(text).is_dir():
         return load_agent(text)
     raise EvalError(f"unknown player {text!r}: not a bot name (one of {sorted(BOTS)}), not a perturbed bot "
-                    "like 'pro[skill_drop=0.9]', and not an agent folder")
+                    "like 'pro[skill_drop=0.9]', not an agent folder and not a server URL (http://...)")
 
 
 def display_names(specs: list[str | Path | Agent], agents: list[Agent]) -> list[str]:

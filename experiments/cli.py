@@ -73,13 +73,30 @@ def match(player0: str = typer.Argument("pro", help=f"bot for player 0, one of {
                   f"{result['decisions']} frames -> {out}")
 
 
-@bench_app.command("env")
-def bench_env(out: Path = typer.Option(Path("runs/benchmarks/env_throughput.json"), help="JSON output"),
-              min_seconds: float = typer.Option(2.0, help="time each measurement at least this long")) -> None:
-    """Vector env decisions/s at N = 1..4096 vs SyncVectorEnv, and batched 84x84 rendering frames/s."""
-    from bcarena.experiments.benchmarks import env_throughput
+BENCHMARKS: dict[str, tuple[str, str]] = {  # command -> (module in experiments/benchmarks, summary)
+    "env": ("env_throughput", "Vector env decisions/s at N = 1..4096 vs SyncVectorEnv; batched 84x84 rendering."),
+    "dataset": ("dataset_build", "Dataset build throughput: frames/s and multiple of real time."),
+    "train": ("train_throughput", "BC training samples/s (MLP, CNN; index batching vs DataLoader) and peak memory."),
+    "matches": ("match_throughput", "Matches/s of MLP and CNN agents, batched vs one match at a time."),
+    "serving": ("serving", "Latency per decision (torch vs ONNX Runtime), HTTP latency and throughput."),
+}
 
-    env_throughput.main(out, min_seconds)
+
+def _register_benchmark(name: str, module: str, summary: str) -> None:
+    # Forwarding keeps `bcarena --help` fast: a benchmark's heavy imports load only when it runs.
+    @bench_app.command(name, help=f"{summary} JSON output; `bcarena bench {name} --help` lists its options.",
+                       context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                                         "help_option_names": []})
+    def command(ctx: typer.Context) -> None:
+        import importlib
+
+        bench = typer.Typer(add_completion=False)
+        bench.command()(importlib.import_module(f"bcarena.experiments.benchmarks.{module}").main)
+        typer.main.get_command(bench).main(args=ctx.args, prog_name=f"bcarena bench {name}")
+
+
+for _name, (_module, _summary) in BENCHMARKS.items():
+    _register_benchmark(_name, _module, _summary)
 
 
 @app.command("run")
