@@ -137,6 +137,8 @@ def save_agent(agent: SavableAgent, path: str | os.PathLike, overwrite: bool = F
 
 def read_agent_spec(path: str | os.PathLike) -> dict[str, Any]:
     """The validated ``agent.json`` of an agent folder (format, version and kind checked)."""
+    import bcarena.agents.registry  # noqa: F401  (registers every built-in agent kind)
+
     folder = Path(path)
     spec_path = folder / AGENT_FILE
     if not folder.is_dir():
@@ -161,8 +163,6 @@ def read_agent_spec(path: str | os.PathLike) -> dict[str, Any]:
 
 def load_agent(path: str | os.PathLike) -> SavableAgent:
     """Load an agent folder written by ``save_agent``. Only data is read: no code from the folder runs."""
-    import bcarena.agents.registry  # noqa: F401  (registers every built-in agent kind)
-
     folder = Path(path)
     spec = read_agent_spec(folder)
     return AGENT_KINDS[spec["kind"]]._from_folder(folder, spec)

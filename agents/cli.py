@@ -159,7 +159,7 @@ def expert_train(out: Path = typer.Option(..., help="run folder; the expert is s
     from bcarena.agents.sb3 import random_ppo
 
     widths = [int(h) for h in hidden.split(",")]
-    _ppo_run(lambda env: random_ppo(env, widths, seed=seed, n_steps=128, batch_size=1024, verbose=0), opponents,
+    _ppo_run(lambda env: random_ppo(env, widths, seed=seed, n_steps=128, batch_size=min(1024, 128 * env.num_envs), verbose=0), opponents,
              timesteps, num_envs, seed, out, "ppo-expert", eval_matches, quiet)
 
 
@@ -179,7 +179,7 @@ def expert_finetune(bc: Path = typer.Option(..., help="BC agent folder (MLP on s
         agent = load_agent(bc)
     except AgentFileError as exc:
         _fail(exc)
-    _ppo_run(lambda env: ppo_from_bc(agent, env, seed=seed, n_steps=128, batch_size=1024, verbose=0), opponents,
+    _ppo_run(lambda env: ppo_from_bc(agent, env, seed=seed, n_steps=128, batch_size=min(1024, 128 * env.num_envs), verbose=0), opponents,
              timesteps, num_envs, seed, out, f"{bc.name}-ppo", eval_matches, quiet)
 
 

@@ -171,3 +171,27 @@ def test_train_benchmark_fast_twin():
     cnn = run_case("cnn", "dataloader", frames=300, batch_size=16, min_seconds=0.05, frame_stack=2, threads=1)
     assert mlp["samples_per_s"] > 0 and cnn["samples_per_s"] > 0 and cnn["frame_stack"] == 2
     assert mlp["peak_rss_mb"] > 10 and mlp["tracemalloc_peak_mb"] > 0
+
+
+def test_cli_composite_expert_and_agent_info(pro_ds, tmp_path):
+    from typer.testing import CliRunner
+
+    from bcarena.experiments.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "comp"
+    result = runner.invoke(app, ["train-composite", "--dataset", str(pro_ds.path), "--out", str(out), "--set-movement",
+                                 "epochs=1", "--set-skill", "epochs=1", "--set-skill", "allow_missing_classes=true",
+                                 "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "skill" / "config.json").read_text())["loss"] == "weighted_ce"  # the skill default
+    info = runner.invoke(app, ["agent", "info", str(out / "agent")])
+    assert info.exit_code == 0 and '"kind": "composite"' in info.output
+    result = runner.invoke(app, ["expert", "finetune", "--bc", str(out / "agent"), "--out", str(tmp_path / "ft"),
+                                 "--timesteps", "0", "--quiet"])
+    assert result.exit_code == 2 and "needs a TorchAgent with an MLP policy" in " ".join(result.output.split())
+    result = runner.invoke(app, ["expert", "train", "--out", str(tmp_path / "ex"), "--timesteps", "256",
+                                 "--num-envs", "4", "--eval-matches", "4", "--opponents", "brawler,turtle",
+                                 "--hidden", "32,32", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert isinstance(load_agent(tmp_path / "ex" / "agent"), SB3Agent) and "turtle" in result.output
