@@ -13,7 +13,7 @@ from bcarena.agents.config import ConfigError, load_train_config, make_train_con
 from bcarena.agents.train import TrainError, train_bc
 from bcarena.experiments.cli import app
 from bcarena.recordings.converter import make_duel_dataset
-from bcarena.recordings.dataset import ActionDataset, DatasetError
+from bcarena.recordings.dataset import ActionDataset
 
 runner = CliRunner()
 
