@@ -30,11 +30,12 @@ def _clean_errors(command: Callable) -> Callable:
         from bcarena.envs.duel.bots import UnknownBotError
         from bcarena.envs.video import VideoError
         from bcarena.eval.errors import EvalError
+        from bcarena.eval.ray_map import RayUnavailable
         from bcarena.recordings.dataset import DatasetError
 
         try:
             return command(*args, **kwargs)
-        except (EvalError, DatasetError, AgentFileError, UnknownBotError, VideoError) as exc:
+        except (EvalError, DatasetError, AgentFileError, UnknownBotError, VideoError, RayUnavailable) as exc:
             err_console.print(f"error: {exc}", style="red")
             raise typer.Exit(2) from None
 
@@ -209,11 +210,21 @@ def tournament(players: list[str] = typer.Argument(..., help="2+ players: " + PL
                seed: int = typer.Option(0, help="first match seed"),
                both_sides: bool = typer.Option(True, help="play every seed from both sides"),
                out: Path = typer.Option(Path("runs/eval/tournament"),
-                                        help="folder for tournament.json, win_rate.png, ratings.png")) -> None:
+                                        help="folder for tournament.json, win_rate.png, ratings.png"),
+               executor: str = typer.Option("local", help="local (this process) | ray (pairings sharded over Ray "
+                                                          "workers; pip install -e .[ray])"),
+               address: str = typer.Option(None, help="Ray cluster to join (auto, ray://head:10001); default: a "
+                                                      "local Ray instance"),
+               shard_size: int = typer.Option(None, min=1, help="pairings per Ray task (default: 4 shards per CPU)")
+               ) -> None:
     """Round-robin tournament: win-rate matrix (heatmap) and OpenSkill ratings with their uncertainty."""
+    from bcarena.eval.ray_map import RayMap
     from bcarena.eval.tournament import run_tournament
 
-    result = run_tournament(players, num_matches, seed, both_sides, progress=True)
+    if executor not in ("local", "ray"):
+        raise typer.BadParameter(f"--executor must be local or ray, got {executor!r}")
+    runner = RayMap(address=address, shard_size=shard_size) if executor == "ray" else map
+    result = run_tournament(players, num_matches, seed, both_sides, progress=True, runner=runner)
     table = Table("rank", "player", "mu", "sigma", "ordinal (mu - 3 sigma)")
     for r in result.ratings:
         table.add_row(str(r.rank), r.player, f"{r.mu:.2f}", f"{r.sigma:.2f}", f"{r.ordinal:.2f}")

@@ -13,7 +13,7 @@ from bcarena.agents import cli as agents_cli
 from bcarena.envs.duel import BOTS, DuelConfig
 from bcarena.eval import cli as eval_cli
 from bcarena.eval import service_cli
-from bcarena.experiments import dashboard
+from bcarena.experiments import dashboard, sweep
 from bcarena.recordings import cli as recordings_cli
 
 SEED_STORY = Path(__file__).with_name("seed_story.yaml")
@@ -24,7 +24,7 @@ bench_app = typer.Typer(no_args_is_help=True, help="Throughput benchmarks (JSON 
 app.add_typer(bots_app, name="bots")
 app.add_typer(bench_app, name="bench")
 console = Console(width=None if Console().is_terminal else 120)  # tables stay readable in logs
-for layer in (recordings_cli, agents_cli, eval_cli, service_cli, dashboard):
+for layer in (recordings_cli, agents_cli, eval_cli, service_cli, dashboard, sweep):
     layer.register(app)
 
 
@@ -102,14 +102,29 @@ for _name, (_module, _summary) in BENCHMARKS.items():
 @app.command("run")
 def run_command(experiment: Path = typer.Argument(..., help="experiment YAML file"),
                 runs: Path = typer.Option(Path("runs"), help="root folder of run folders (and the stage cache)"),
-                progress: bool = typer.Option(True, help="show progress bars")) -> None:
+                progress: bool = typer.Option(True, help="show progress bars"),
+                executor: str = typer.Option("local", help="local (this process) | ray (Ray tasks; needs .[ray])"),
+                address: str = typer.Option(None, help="Ray cluster to join (auto, ray://head:10001); "
+                                                       "default: start a local Ray instance"),
+                gpus_per_task: float = typer.Option(0.0, min=0, help="GPUs each training task reserves on Ray")
+                ) -> None:
     """Run an experiment end to end (record -> dataset -> train -> evaluate -> report), cached by stage."""
+    from bcarena.eval.ray_map import RayUnavailable
     from bcarena.experiments.config import ExperimentError
     from bcarena.experiments.runner import run_experiment
 
+    if executor not in ("local", "ray"):
+        raise typer.BadParameter(f"--executor must be local or ray, got {executor!r}")
+    if executor == "local" and (address or gpus_per_task):
+        raise typer.BadParameter("--address and --gpus-per-task need --executor ray")
+    chosen = None
+    if executor == "ray":
+        from bcarena.experiments.ray_executor import RayExecutor
+
+        chosen = RayExecutor(address=address, num_gpus_per_task=gpus_per_task, progress=progress)
     try:
-        run_experiment(experiment, runs, progress, console)
-    except ExperimentError as exc:
+        run_experiment(experiment, runs, progress, console, chosen)
+    except (ExperimentError, RayUnavailable) as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
 
