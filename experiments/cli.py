@@ -117,6 +117,9 @@ def run_command(experiment: Path = typer.Argument(..., help="experiment YAML fil
         raise typer.BadParameter(f"--executor must be local or ray, got {executor!r}")
     if executor == "local" and (address or gpus_per_task):
         raise typer.BadParameter("--address and --gpus-per-task need --executor ray")
+    if address and not runs.is_absolute():  # every node reads and writes the stage cache under it
+        raise typer.BadParameter(f"with --address, --runs must be an absolute path on storage every node mounts, "
+                                 f"got {str(runs)!r}")
     chosen = None
     if executor == "ray":
         from bcarena.experiments.ray_executor import RayExecutor

@@ -75,18 +75,22 @@ class RayExecutor:
             return []
         init_ray(self.address, self.num_cpus)
         self._check_paths(tasks)
-        batches = self._submit(fn, tasks)
-        return self._gather(batches, tasks)
+        results: list[Any] = [None] * len(tasks)
+        batches = self._submit(fn, tasks, results)
+        return self._gather(batches, tasks, results)
 
-    def _submit(self, fn: Callable[[Any], Any], tasks: list[Any]) -> list[_Batch]:
+    def _submit(self, fn: Callable[[Any], Any], tasks: list[Any], results: list[Any]) -> list[_Batch]:
+        """Start the Ray tasks; a training task the local instance can never schedule fails at once, in ``results``."""
         cpus = cluster_cpus()
         batches: list[_Batch] = []
         train = [i for i, t in enumerate(tasks) if isinstance(t, StageTask) and t.kind == "train"]
         for i in train:
             num_cpus, num_gpus = self.train_resources(tasks[i])
-            if self.address is None and num_cpus > cpus:
-                raise ValueError(f"{tasks[i].label} needs {num_cpus:g} CPUs (num_threads / num_cpus_per_task) but "
-                                 f"the local Ray instance has {cpus}; lower them or join a cluster with --address")
+            if self.address is None and num_cpus > cpus:  # Ray would wait forever for a bigger node
+                results[i] = TaskOutcome(tasks[i].label, None, False, 0.0,
+                                         f"needs {num_cpus:g} CPUs (num_threads, num_cpus_per_task) but the local Ray "
+                                         f"instance has {cpus}; lower them or join a cluster with --address")
+                continue
             [ref] = submit(fn, [[tasks[i]]], num_cpus, num_gpus, self.max_retries)
             batches.append(_Batch([i], ref))
         rest = sorted(set(range(len(tasks))) - set(train))  # evaluations (and any other items)
@@ -96,12 +100,12 @@ class RayExecutor:
             batches.append(_Batch(chunk, ref))
         return batches
 
-    def _gather(self, batches: list[_Batch], tasks: list[Any]) -> list[Any]:
+    def _gather(self, batches: list[_Batch], tasks: list[Any], results: list[Any]) -> list[Any]:
         ray = import_ray()
-        results: list[Any] = [None] * len(tasks)
         by_ref = {batch.ref: batch for batch in batches}
         pending = list(by_ref)
-        with tqdm(total=len(tasks), desc="ray tasks", unit="task", disable=not self.progress) as bar:
+        with tqdm(total=len(tasks), initial=len(tasks) - sum(len(b.positions) for b in batches), desc="ray tasks",
+                  unit="task", disable=not self.progress) as bar:
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
                 batch = by_ref[done[0]]
