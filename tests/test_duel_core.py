@@ -53,11 +53,14 @@ def test_time_out_goes_to_the_hp_lead():
     assert core.hp[0, 0] == core.config.max_hp - core.config.skills[0].damage
 
 
-def test_guard_blocks_light_attacks():
+@pytest.mark.parametrize("defence, fraction", [(Action.GUARD, "guard_through"), (Action.IDLE, None)])
+def test_guard_lets_only_chip_damage_through(defence, fraction):
     core = _core(1, start_gap=1.0, start_jitter=0.0)
-    for _ in range(20):
-        core.step(np.array([[Action.LIGHT, Action.GUARD]]))
-    assert core.hp[0, 1] == core.config.max_hp  # light has guard_through 0
+    light = core.config.skills[0]
+    core.step(np.array([[Action.LIGHT, defence]]))  # startup 4 + active 3 ticks: the hit lands in this decision
+    expected = light.damage * (light.guard_through if fraction else 1.0)
+    assert core.hp[0, 1] == pytest.approx(core.config.max_hp - expected)
+    assert core.hp[0, 0] == core.config.max_hp
 
 
 def test_cooldown_limits_special_presses():

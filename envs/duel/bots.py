@@ -154,10 +154,9 @@ class ProBot(Bot):
 
     name = "pro"
     description = "spaces, guards on time, uses skills rarely and at the right moment"
-    noise_dims = 3
+    noise_dims = 1
     punish_chance: ClassVar[float] = 0.18  # per frame, opponent recovering or stunned
     poke_chance: ClassVar[float] = 0.03  # per frame, opponent merely open (or guarding vs. special)
-    guard_chance: ClassVar[float] = 0.96  # per frame, guard reaction to an incoming or possible attack
     band: ClassVar[tuple[float, float]] = (1.3, 1.55)  # m, preferred distance: outside light, inside heavy reach
 
     def opportune(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -182,7 +181,8 @@ class ProBot(Bot):
         # Light attacks start faster than one 10 FPS frame, so they cannot be seen coming: up close,
         # against an opponent free to attack, the guard goes up before.
         in_jab_range = (v.distance <= self._reach[1] + 0.15) & ~(v.opp_recovery | v.opp_hitstun)
-        guard = (self._threatened(v, 0.3) | (in_jab_range & ~press)) & (noise[:, 1] < self.guard_chance)
+        # Defence is reliable (a pro's guard is a reflex); the hesitation is all in when to attack.
+        guard = self._threatened(v, 0.3) | (in_jab_range & ~press)
         lo, hi = self.band
         spacing = np.where(v.distance > hi, v.toward,
                   np.where((v.distance < lo) & ~v.cornered, v.away, Action.IDLE))

@@ -59,9 +59,9 @@ class SkillSpec:
 
 def _default_skills() -> tuple[SkillSpec, SkillSpec, SkillSpec]:
     light = SkillSpec(startup=4, active=3, recovery=8, reach=1.2, damage=6.0, cooldown=18,
-                      hitstun=14, knockback=2.0, guard_through=0.0, hits_airborne=False)
+                      hitstun=14, knockback=2.0, guard_through=0.15, hits_airborne=False)
     heavy = SkillSpec(startup=9, active=4, recovery=16, reach=1.6, damage=12.0, cooldown=48,
-                      hitstun=22, knockback=5.0, guard_through=0.1, hits_airborne=False)
+                      hitstun=22, knockback=5.0, guard_through=0.2, hits_airborne=False)
     special = SkillSpec(startup=12, active=6, recovery=24, reach=2.6, damage=24.0, cooldown=420,
                         hitstun=30, knockback=8.0, guard_through=0.5, hits_airborne=True)
     return (light, heavy, special)
