@@ -79,6 +79,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {  # command -> (module in experiments/
     "train": ("train_throughput", "BC training samples/s (MLP, CNN; index batching vs DataLoader) and peak memory."),
     "matches": ("match_throughput", "Matches/s of MLP and CNN agents, batched vs one match at a time."),
     "serving": ("serving", "Latency per decision (torch vs ONNX Runtime), HTTP latency and throughput."),
+    "ray": ("ray_scaling", "Local vs Ray executor (identical metrics, wall-time ratio); 1,000-agent tournament cost."),
 }
 
 

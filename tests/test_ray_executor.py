@@ -216,3 +216,13 @@ def test_executor_options_are_checked(tmp_path):
 def test_the_cli_does_not_import_ray_until_asked():
     code = "import sys, bcarena.experiments.cli; assert 'ray' not in sys.modules, 'ray imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_eight_variants_by_two_seeds_give_identical_metrics_locally_and_on_ray():
+    from bcarena.experiments.benchmarks.ray_scaling import parity
+
+    result = parity(variants=8, seeds=2)
+    print(json.dumps(result, indent=2))
+    assert result["agents"] == 16 and not result["failed_agents"]
+    assert result["identical_metrics"], result["differing_agents"]
