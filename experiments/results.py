@@ -4,6 +4,7 @@ Layout of ``runs/<experiment>/<run_id>/``:
   config.resolved.yaml   the experiment with every default filled in
   environment.json       versions, git commit, python, platform, start/end times, wall seconds
   results.json           ``RunResults`` (below) as JSON
+  table.md               the printed offline-vs-online table, as Markdown
   leaderboard.parquet    one row per agent (``LEADERBOARD_COLUMNS``), best first
   dataset_stats.json     class counts / event counts of the dataset (and its manifest name)
   curves/<agent_id>.json training history: list of {epoch, train_loss, val_<metric>...}

@@ -472,26 +472,34 @@ class ExperimentRunner:
         self.console.print(f"  [green]done[/]   side-by-side replay -> {out}")
 
     def print_table(self, results: RunResults) -> None:
-        opponent = results.primary_opponent
-        table = Table(title=f"{results.experiment}: offline vs online (opponent: {opponent})")
-        for column in ("agent", "frame acc.", "balanced acc.", "skill recall", "skill-event F1",
-                       f"win rate vs {opponent} [95% CI]", "skill use"):
+        opponents = self.exp.evaluation.opponents
+        table = Table(title=f"{results.experiment}: offline (held-out episodes) vs online (matches)")
+        columns = ["agent", "frame acc.", "balanced acc.", "skill recall", "skill-event F1"]
+        columns += [f"win rate vs {o} [95% CI]" for o in opponents] + [f"skill use vs {opponents[0]}"]
+        for column in columns:
             table.add_column(column, justify="left" if column == "agent" else "right")
 
         def pct(value: Any) -> str:
             return "—" if value is None else f"{value:.1%}"
 
+        def win(online: dict[str, Any] | None) -> str:
+            if not online:
+                return "—"
+            return f"{online['win_rate']:.1%} [{online['win_rate_low']:.1%}, {online['win_rate_high']:.1%}]"
+
         for a in results.agents:
             if a.error:
-                table.add_row(a.agent_id, "[red]failed[/]", "", "", "", a.error[:40], "")
+                table.add_row(a.agent_id, "[red]failed[/]", a.error[:60], *[""] * (len(columns) - 3))
                 continue
-            online = a.online.get(opponent, {})
-            win = (f"{online['win_rate']:.1%} [{online['win_rate_low']:.1%}, {online['win_rate_high']:.1%}]"
-                   if online else "—")
             table.add_row(a.agent_id + (" (reference)" if a.kind == "bot" else ""), pct(a.offline.get("accuracy")),
                           pct(a.offline.get("balanced_accuracy")), pct(a.offline.get("skill_recall")),
-                          pct(a.offline.get("skill_f1")), win, pct(online.get("skill_use_rate")))
+                          pct(a.offline.get("skill_f1")), *[win(a.online.get(o)) for o in opponents],
+                          pct(a.online.get(opponents[0], {}).get("skill_use_rate")))
         self.console.print(table)
+        markdown = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        markdown += ["| " + " | ".join(str(cell).replace("[red]failed[/]", "failed") for cell in row) + " |"
+                     for row in zip(*[c.cells for c in table.columns])]
+        (self.run_dir / "table.md").write_text("\n".join(markdown) + "\n")
 
     def _track(self, results: RunResults) -> None:
         from bcarena.experiments.tracking import TrackingUnavailable, default_uri, log_run
