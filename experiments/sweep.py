@@ -28,7 +28,6 @@ and ``best_experiment.yaml``: the source experiment with two variants, the base 
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,7 +39,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from bcarena.agents.config import ConfigError, TrainConfig, make_train_config
+from bcarena.agents.config import TrainConfig, make_train_config
 from bcarena.experiments.config import Experiment, ExperimentError
 
 SEED_OFFSET = 1_000_000  # sweep match seeds start here above evaluation.seed
