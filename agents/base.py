@@ -15,6 +15,7 @@ import numpy as np
 
 from bcarena.envs.duel.bots import Bot, make_bot
 from bcarena.envs.duel.config import DuelConfig
+from bcarena.recordings.sources import RESOLVERS, resolve_source
 
 
 class Agent(ABC):
@@ -212,3 +213,12 @@ class BotAgent(SavableAgent):
             return cls(str(spec["bot"]), int(spec["seed"]), config)
         except (KeyError, ValueError) as exc:
             raise AgentFileError(f"{folder / AGENT_FILE}: invalid bot agent ({exc})") from None
+
+
+def _is_agent_folder(source: Any) -> bool:
+    return isinstance(source, (str, os.PathLike)) and (Path(source) / AGENT_FILE).is_file()
+
+
+# Agent folders are recording sources and opponents for `bcarena play`. The recordings layer sits
+# below agents and cannot load them, so agents register the resolver (ahead of bot names).
+RESOLVERS.insert(1, (_is_agent_folder, lambda source, config: resolve_source(load_agent(source), config)))

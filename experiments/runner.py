@@ -416,7 +416,7 @@ class ExperimentRunner:
         plots.mkdir(exist_ok=True)
         board = results.leaderboard()
         fig, ax = plt.subplots(figsize=(7, 5))
-        for _, row in board.iterrows():
+        for index, row in board.iterrows():
             if row["win_rate"] is None or np.isnan(row["win_rate"]):
                 continue
             if row["accuracy"] is None or np.isnan(row["accuracy"]):
@@ -427,7 +427,7 @@ class ExperimentRunner:
             yerr = [[row["win_rate"] - row["win_rate_low"]], [row["win_rate_high"] - row["win_rate"]]]
             ax.errorbar([row["accuracy"]], [row["win_rate"]], yerr=yerr, fmt="o", capsize=3)
             ax.annotate(row["agent_id"], (row["accuracy"], row["win_rate"]), textcoords="offset points",
-                        xytext=(5, 4), fontsize=8)
+                        xytext=(5, 4 - 11 * (index % 3)), fontsize=8)  # staggered: tied agents stay legible
         ax.set_xlabel("frame accuracy (offline, held-out episodes)")
         ax.set_ylabel(f"win rate vs {results.primary_opponent} (Wilson 95%)")
         ax.set_ylim(-0.05, 1.05)

@@ -49,11 +49,11 @@ def record(source: str = typer.Option("pro", help="Duel: a bot name; Boxing: 'ex
     console.print(f"recorded {len(folders)} episodes -> {out}")
 
 
-def play(opponent: str = typer.Option("pro", help="the bot you play against"),
+def play(opponent: str = typer.Option("pro", help="the bot (name) or trained agent (folder) you play against"),
          out: Path = typer.Option(Path("runs/recordings/human"), help="folder of episode folders"),
          seed: int = typer.Option(0, help="match seed"),
          name: str = typer.Option("human", help="your name in the recording")) -> None:
-    """Play Duel against a bot in a window at 10 FPS (keys on screen); the match is recorded."""
+    """Play Duel against a bot or a trained agent in a window at 10 FPS (keys on screen); the match is recorded."""
     from bcarena.recordings.play import play_duel
 
     try:
