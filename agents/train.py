@@ -35,6 +35,7 @@ from bcarena.agents.losses import LOSSES, Loss, class_weights
 from bcarena.agents.policies import ScoreModel, build_policy
 from bcarena.agents.samplers import EpochSampler, SamplingReport, event_weights, smote_rows
 from bcarena.agents.selection import Selection, tune_class_offsets
+from bcarena.agents.threads import torch_threads
 from bcarena.agents.torch_agent import TorchAgent
 from bcarena.agents.validation import ClassificationMetrics, classification_metrics
 from bcarena.recordings.dataset import ActionDataset, DatasetError
@@ -195,12 +196,8 @@ def train_bc(dataset: ActionDataset | str | os.PathLike, config: TrainConfig, ou
     ``stop_after_epochs`` ends this call after that many epochs of the run (as if killed after the
     checkpoint); ``resume=True`` continues from ``out_dir/checkpoint.pt``.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(config.num_threads)
-    try:
+    with torch_threads(config.num_threads):
         return _train(dataset, config, out_dir, resume, progress, target, stop_after_epochs, name, on_epoch)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(dataset: ActionDataset | str | os.PathLike, cfg: TrainConfig, out_dir: str | os.PathLike | None,

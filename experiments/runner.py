@@ -28,6 +28,7 @@ from rich.table import Table
 from bcarena.agents.base import Agent, BotAgent, load_agent
 from bcarena.agents.composite import train_composite
 from bcarena.agents.config import ConfigError, make_train_config
+from bcarena.agents.threads import torch_threads
 from bcarena.agents.train import train_bc
 from bcarena.eval.gap import AgentGapRow, GapReport
 from bcarena.eval.matches import evaluate_matches
@@ -93,6 +94,11 @@ def _latency_ms(agent: Agent, obs: np.ndarray, calls: int = 200) -> float:
 
 def evaluate_agent(agent: Agent, dataset: ActionDataset | None, exp: Experiment) -> dict[str, Any]:
     """Offline (when a dataset is given) and online results of one agent, as JSON-able data."""
+    with torch_threads(1):  # as in training: small nets, and a shared machine (see agents.threads)
+        return _evaluate_agent(agent, dataset, exp)
+
+
+def _evaluate_agent(agent: Agent, dataset: ActionDataset | None, exp: Experiment) -> dict[str, Any]:
     ev = exp.evaluation
     out: dict[str, Any] = {"offline": {}, "online": {}, "confusion": None, "latency_ms_p50": None}
     if dataset is not None:
