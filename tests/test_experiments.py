@@ -139,10 +139,13 @@ def test_a_killed_run_resumes_from_the_cache(tmp_path, monkeypatch):
     assert all(a.error is None for a in load_results(run_dir).agents)
 
 
-def test_shipped_experiment_files_are_valid():
+def test_shipped_experiment_and_requirement_files_are_valid():
     from pathlib import Path
 
+    from bcarena.eval.requirements import load_requirements
+
     folder = Path(runner_module.__file__).parent
-    for path in sorted(folder.glob("*.yaml")):
-        experiment = load(path)
-        assert experiment.variants, path
+    for name in ("seed_story.yaml", "gap_study.yaml"):
+        assert len(load(folder / name).variants) >= 4, name
+    assert load(folder / "gap_study.yaml").evaluation.gap_report
+    assert load_requirements(folder / "service_requirements.yaml").win_rate
