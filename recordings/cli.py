@@ -87,7 +87,7 @@ def dataset_stats_cmd(path: Path = typer.Argument(..., help="dataset folder"),
                       json_out: Path = typer.Option(None, "--json", help="also write the stats as JSON here")) -> None:
     """Class distribution table and bar chart, event counts, imbalance ratio, episode lengths."""
     from bcarena.recordings.dataset import ActionDataset
-    from bcarena.recordings.stats import dataset_stats, plot_class_distribution
+    from bcarena.recordings.stats import plot_class_distribution
 
     try:
         dataset = ActionDataset.load(path)

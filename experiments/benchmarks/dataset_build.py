@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import typer
-
+from bcarena.experiments.benchmarks import emit
 from bcarena.recordings import RecordOptions, build_dataset, record_duel
 
 TARGET_X_REAL_TIME = 300.0
@@ -73,11 +73,7 @@ def main(episodes: int = typer.Option(50, min=1, help="Duel episodes to record a
          out: Path = typer.Option(None, help="also write the JSON here")) -> None:
     """Measure dataset build throughput and print JSON."""
     results = run(episodes, repeats)
-    text = json.dumps(results, indent=2)
-    print(text)
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n")
+    emit(results, out)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ measured in the same run, so the ratio is meaningful on any machine.
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from pathlib import Path
@@ -16,9 +15,9 @@ from typing import Callable
 import gymnasium as gym
 import numpy as np
 import typer
-
 from bcarena.envs.duel import NUM_ACTIONS, DuelCore, DuelEnv, DuelVectorEnv
 from bcarena.envs.duel.render import gray_frames
+from bcarena.experiments.benchmarks import emit
 
 
 def rate(step: Callable[[], int], min_seconds: float, min_calls: int = 3) -> float:
@@ -66,11 +65,7 @@ def main(out: Path = typer.Option(None, help="also write the JSON here"),
          min_seconds: float = typer.Option(2.0, help="time each measurement at least this long")) -> None:
     """Measure and print JSON (decisions/s per N, speedup over SyncVectorEnv, frames/s)."""
     results = run(min_seconds=min_seconds)
-    text = json.dumps(results, indent=2)
-    print(text)
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n")
+    emit(results, out)
 
 
 if __name__ == "__main__":

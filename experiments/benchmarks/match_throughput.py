@@ -15,7 +15,6 @@ weights, but match length does: the JSON says which was used and reports decisio
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from pathlib import Path
@@ -23,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import typer
-
 from bcarena.agents.base import Agent, load_agent
 from bcarena.agents.policies import ScoreModel, build_policy
 from bcarena.agents.torch_agent import TorchAgent
 from bcarena.envs.duel import ACTION_NAMES, NUM_ACTIONS, SKILL_ACTIONS, STATE_DIM, DuelConfig, DuelEnv
 from bcarena.eval.matches import check_agent, load_player, match_seeds, play_matches
+from bcarena.experiments.benchmarks import emit
 
 
 def untrained_agent(policy: str = "mlp", frame_stack: int = 4, seed: int = 0, state_dim: int = STATE_DIM) -> TorchAgent:
@@ -130,13 +129,7 @@ def main(out: Path = typer.Option(None, help="also write the JSON here"),
     """Measure and print JSON: matches/s batched (256, 1024) vs the per-match loop, MLP and CNN agents."""
     results = run(mlp_agent, cnn_agent, opponent, matches, cnn_matches, loop_matches=loop_matches,
                   torch_threads=torch_threads or None)
-    text = json.dumps(results, indent=2)
-    print(text)
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.partial")
-        tmp.write_text(text + "\n")
-        tmp.replace(out)
+    emit(results, out)
 
 
 if __name__ == "__main__":

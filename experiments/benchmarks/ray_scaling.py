@@ -15,7 +15,6 @@ Run: ``bcarena bench ray [--variants 8 --seeds 2] [--out FILE.json]`` (needs ``p
 
 from __future__ import annotations
 
-import json
 import platform
 import shutil
 import tempfile
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import typer
+from bcarena.experiments.benchmarks import emit
 from rich.console import Console
 
 VARIANT_RECIPES = [  # trainer options of the parity experiment's variants, cycled
@@ -96,12 +96,11 @@ def tournament_cost(players: int = 4, matches: int = 50, agents: int = 1000, wor
                     256, 1024), epochs: int = 2) -> dict:
     """Seconds per pairing of trained MLP agents (local), the Ray tournament on the same players, and the
     estimate for ``agents`` players on ``workers`` CPUs."""
-    from openskill.models import PlackettLuce
-
     from bcarena.eval.matches import match_seeds
     from bcarena.eval.ray_map import RayMap, cluster_cpus
     from bcarena.eval.tournament import play_pairing, run_tournament
     from bcarena.experiments.runner import ExperimentRunner, load
+    from openskill.models import PlackettLuce
 
     with tempfile.TemporaryDirectory(prefix="bcarena-ray-tournament-") as tmp:
         root = Path(tmp)
@@ -156,7 +155,6 @@ def run(variants: int = 8, seeds: int = 2, episodes: int = 24, epochs: int = 3, 
         num_cpus: int | None = None, tournament_players: int = 4, tournament_matches: int = 50,
         torch_threads: int | None = 1) -> dict:
     import torch
-
     from bcarena.eval.ray_map import import_ray
 
     if torch_threads:
@@ -187,10 +185,4 @@ def main(out: Path = typer.Option(None, help="also write the JSON here"),
     cost behind the 1,000-agent tournament estimate."""
     results = run(variants, seeds, episodes, epochs, matches, num_cpus, tournament_players, tournament_matches,
                   torch_threads or None)
-    text = json.dumps(results, indent=2)
-    print(text)
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.partial")
-        tmp.write_text(text + "\n")
-        tmp.replace(out)
+    emit(results, out)

@@ -15,7 +15,6 @@ the JSON records the load average before and after.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -27,13 +26,13 @@ from typing import Any
 
 import torch
 import typer
-
 from bcarena.agents import load_agent
 from bcarena.agents.base import Agent
-from bcarena.eval.export import (OnnxRuntime, TorchRuntime, export_agent, export_module, record_from_matches)
+from bcarena.eval.export import OnnxRuntime, TorchRuntime, export_agent, export_module, record_from_matches
 from bcarena.eval.loadtest import run_loadtest
 from bcarena.eval.requirements import measure_latency
 from bcarena.eval.server import NPY_TYPE, free_port
+from bcarena.experiments.benchmarks import emit
 
 IN_PROCESS_P99_TARGET_MS = 1.0
 HTTP_P99_TARGET_MS = 10.0
@@ -145,11 +144,7 @@ def main(agent: Path = typer.Argument(None, help="agent folder (default: an untr
          requests: int = typer.Option(3000, help="HTTP requests per concurrency level")) -> None:
     """Measure and print JSON: in-process p50/p99 per decision (torch vs ONNX Runtime) and HTTP latency/throughput."""
     results = run(agent, calls=calls, requests=requests)
-    text = json.dumps(results, indent=2)
-    print(text)
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n")
+    emit(results, out)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ that case's own.
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import platform
 import resource
@@ -23,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import typer
-
 from bcarena.agents.data import SplitData, stack_rows
 from bcarena.agents.losses import CrossEntropy
 from bcarena.agents.policies import CNNPolicy, MLPPolicy, ScoreModel
 from bcarena.envs.duel import NUM_ACTIONS, STATE_DIM
+from bcarena.experiments.benchmarks import emit
 
 
 def _data(policy: str, frames: int, frame_stack: int, episode_len: int = 300) -> SplitData:
@@ -125,13 +124,7 @@ def main(out: Path = typer.Option(None, help="also write the JSON here"),
          cnn_frames: int = typer.Option(4_000, help="84x84 frames held in memory")) -> None:
     """Measure and print JSON: samples/s (index batching and the DataLoader baseline) and peak memory."""
     results = run(mlp_frames, cnn_frames, min_seconds, threads)
-    text = json.dumps(results, indent=2)
-    print(text)
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(text + "\n")
-        tmp.replace(out)
+    emit(results, out)
 
 
 if __name__ == "__main__":
