@@ -37,11 +37,11 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-
 from bcarena.agents.base import Agent, BotAgent
 from bcarena.envs.duel import ACTION_NAMES, STATE_FEATURES, DuelConfig, DuelMatch
 from bcarena.eval.matches import EvalError
 from bcarena.recordings.dataset import ActionDataset
+from bcarena.recordings.episode import sha256_file
 
 MIN_PARITY_OBSERVATIONS = 10_000
 EXPORT_FILE = "export.json"
@@ -406,14 +406,6 @@ def parity_check(module: torch.nn.Module, runtime: Runtime, recording: Recording
 
 
 # ----------------------------------------------------------------------------- export
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _versions() -> dict[str, str]:
     versions = {"torch": torch.__version__}
     for name in ("onnx", "onnxruntime", "onnxscript"):
