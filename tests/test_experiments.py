@@ -149,3 +149,22 @@ def test_shipped_experiment_and_requirement_files_are_valid():
         assert len(load(folder / name).variants) >= 4, name
     assert load(folder / "gap_study.yaml").evaluation.gap_report
     assert load_requirements(folder / "service_requirements.yaml").win_rate
+
+
+def test_runs_are_tracked_in_mlflow(tmp_path):
+    mlflow = pytest.importorskip("mlflow")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    text = (TINY.replace("  - name: needs_pixels\n    train: {policy: cnn, epochs: 1}\n", "")
+            .replace("  replay: {side_by_side: [naive, weighted], opponent: brawler, seed: 2}\n", "")
+            .replace("tracking: {mlflow: false}", f"tracking: {{mlflow: true, uri: '{uri}'}}"))
+    run_dir, log = _run(tmp_path, text)
+    assert "MLflow run" in log
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["tiny"])
+    assert len(runs) == 1 and runs.loc[0, "tags.run_dir"] == str(run_dir)
+    results = {a.agent_id: a for a in load_results(run_dir).agents}
+    logged = runs.loc[0, "metrics.naive-s0.online.brawler.win_rate"]
+    assert logged == pytest.approx(results["naive-s0"].online["brawler"]["win_rate"])
+    assert runs.loc[0, "params.evaluation.matches"] == "20"
+    artifacts = mlflow.artifacts.list_artifacts(run_id=runs.loc[0, "run_id"])
+    assert {"results.json", "plots"} <= {a.path for a in artifacts}
