@@ -22,4 +22,4 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
 bench: $(STAMP)
-	for b in env dataset train matches serving; do $(BIN)/bcarena bench $$b --out runs/benchmarks/$$b.json || exit 1; done
+	for b in env dataset train matches serving ray; do $(BIN)/bcarena bench $$b --out runs/benchmarks/$$b.json || exit 1; done

@@ -208,6 +208,18 @@ def _versions() -> dict[str, str]:
     return versions
 
 
+def _new_folder(path: Path) -> Path:
+    """Create ``path``, or ``path-2``, ``path-3``, ... when runs start within the same second."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    candidate, number = path, 2
+    while True:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            candidate, number = path.with_name(f"{path.name}-{number}"), number + 1
+
+
 class ExperimentRunner:
     """Runs one experiment. ``run()`` returns the run folder."""
 
@@ -248,14 +260,14 @@ class ExperimentRunner:
     def run(self) -> Path:
         exp = self.exp
         started = time.perf_counter()
-        self.run_dir.mkdir(parents=True, exist_ok=False)
+        self.run_dir = _new_folder(self.run_dir)
         (self.run_dir / "config.resolved.yaml").write_text(yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False))
         environment = {"git_commit": _git_commit(Path(__file__).resolve().parents[1]), "versions": _versions(),
                        "python": platform.python_version(), "platform": platform.platform(),
                        "started": datetime.now(timezone.utc).isoformat(), "experiment_file": str(self.source)}
         self.console.rule(f"[bold]{exp.name}[/]: {len(exp.variants)} variant(s) x {len(exp.seeds)} seed(s)")
 
-        dataset_key, dataset = self._dataset()
+        dataset_key, dataset = self.prepare_dataset()
         agents = self._train_all(dataset_key, dataset)
         results = self._evaluate_all(agents, dataset)
         self._report(results, dataset, agents)
@@ -270,7 +282,8 @@ class ExperimentRunner:
         return self.run_dir
 
     # ---------------------------------------------------------------- stages 1-2: data
-    def _dataset(self) -> tuple[str, ActionDataset]:
+    def prepare_dataset(self) -> tuple[str, ActionDataset]:
+        """Record (or reuse) the gameplay and build (or reuse) the dataset: (dataset cache key, dataset)."""
         exp = self.exp
         rec = exp.recording
         if rec.path is not None:

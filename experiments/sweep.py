@@ -266,7 +266,7 @@ def _dataset_dir(exp: Experiment, source: Path, runs_root: Path, folder: Path, c
 
     runner = ExperimentRunner(exp, runs_root, source, progress=False, console=console)
     runner.run_dir = folder  # dataset_stats.json lands in the sweep folder
-    _, dataset = runner._dataset()
+    _, dataset = runner.prepare_dataset()
     return Path(dataset.path).resolve()
 
 

@@ -109,7 +109,7 @@ def test_a_trial_reports_win_rate_after_each_chunk_of_epochs(experiment, tmp_pat
     runner = ExperimentRunner(load(experiment), tmp_path / "runs", experiment, progress=False,
                               console=Console(quiet=True))
     runner.run_dir = tmp_path
-    _, dataset = runner._dataset()
+    _, dataset = runner.prepare_dataset()
     setup = TrialSetup(dataset_dir=str(dataset.path), base_train={"hidden": [16]}, fixed={}, opponent="idle",
                        matches=4, match_seed=7, epochs=3, eval_every=2, train_seed=0, game={"round_seconds": 8.0})
     reports = []
