@@ -23,7 +23,7 @@ bots_app = typer.Typer(no_args_is_help=True, help="Scripted Duel bots: list them
 bench_app = typer.Typer(no_args_is_help=True, help="Throughput benchmarks (JSON output).")
 app.add_typer(bots_app, name="bots")
 app.add_typer(bench_app, name="bench")
-console = Console(width=None if Console().is_terminal else 120)  # tables stay readable in logs
+console = Console(width=None if Console().is_terminal else 200)  # tables stay readable in logs
 for layer in (recordings_cli, agents_cli, eval_cli, service_cli, dashboard, sweep):
     layer.register(app)
 

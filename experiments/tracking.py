@@ -8,6 +8,7 @@ plain-folder store is deprecated; any tracking URI (a server, a database) can be
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,8 @@ def log_run(uri: str, experiment: str, run_name: str, params: dict[str, Any], me
             artifacts_dir: Path, tags: dict[str, str] | None = None) -> str:
     """Log one experiment run; returns the MLflow run id. ``metrics`` may be nested (flattened with dots)."""
     mlflow = _mlflow()
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # no database-migration chatter in run logs
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(experiment) is None:
         mlflow.create_experiment(experiment, artifact_location=_artifact_root(uri))
