@@ -54,7 +54,7 @@ def test_plain_clone_fails_and_every_fix_raises_skill_recall(pro100):
             assert m.skill_recall >= plain.skill_recall + 0.15, name
 
 
-def test_bc_initialized_ppo_starts_and_stays_above_random_ppo(pro100):
+def test_bc_initialized_ppo_starts_above_random_ppo_and_stays_ahead(pro100):
     bc = train_bc(pro100, make_train_config({**BASE, "loss": "weighted_ce"}), progress=False).agent
     seeds = np.arange(20_000, 20_200)
     results = {}
@@ -66,7 +66,8 @@ def test_bc_initialized_ppo_starts_and_stays_above_random_ppo(pro100):
         results[name] = (start, win_rate(SB3Agent.from_model(model), "brawler", seeds)["win"])
     print(f"\nwin rate vs brawler (200 matches) at PPO step 0 -> after 20480 steps: {results}")
     assert results["bc-init"][0] >= results["random-init"][0] + 0.5
-    assert results["bc-init"][1] > results["random-init"][1]
+    # RL fine-tuning must not destroy what BC gave (random init may catch up against a weak bot).
+    assert results["bc-init"][1] >= results["random-init"][1] and results["bc-init"][1] >= 0.9
 
 
 def test_killed_training_process_resumes_to_the_same_weights(pro100, tmp_path):

@@ -68,7 +68,7 @@ def parity(variants: int = 8, seeds: int = 2, episodes: int = 24, epochs: int = 
         exp = load(path)
         data = ExperimentRunner(exp, root / "data", path, progress=False, console=quiet)
         data.run_dir.mkdir(parents=True)
-        data._dataset()  # recordings and dataset, shared by both runs so only train + evaluate are timed
+        data.prepare_dataset()  # recordings and dataset, shared by both runs so only train + evaluate are timed
         roots = {}
         for name in ("local", "ray"):
             roots[name] = root / name
