@@ -229,17 +229,17 @@ class DuelCore:
 
         stunned = self.hitstun > 0
         slide = np.sign(self.vx) * np.maximum(np.abs(self.vx) - cfg.friction * dt, 0.0)
+        # Matches that already ended move on here too; ``step`` puts their final state back.
         self.vx = np.where(walking, direction * cfg.walk_speed * ~self.guarding,
                            np.where(stunned | ~grounded, np.where(stunned, slide, self.vx), 0.0))
-        self.vx *= live2
         # Integrate, land, keep inside the arena.
         self.x = self.x + self.vx * dt
         airborne = (self.y > 0.0) | (self.vy > 0.0)
         self.vy = np.where(airborne, self.vy - cfg.gravity * dt, 0.0)
         self.y = self.y + self.vy * dt
         landed = self.y <= 0.0
-        self.y = np.where(landed, 0.0, self.y)
-        self.vy = np.where(landed, 0.0, self.vy)
+        self.y[landed] = 0.0
+        self.vy[landed] = 0.0
         self._separate()
 
         gap = self.x[:, ::-1] - self.x  # opponent minus self, m
