@@ -82,6 +82,9 @@ class TrainConfig(_Strict):
     num_threads: int = Field(1, ge=1, description="torch CPU threads while training (1 is fastest for small MLPs and "
                                                   "on a shared machine; raise it for CNNs on free cores)")
     allow_missing_classes: bool = False
+    # Where the network trains: small MLPs are fastest on one CPU thread; "auto" takes a GPU when
+    # torch sees one (CNNs on stacked frames gain most). The saved agent always runs on the CPU.
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainConfig":

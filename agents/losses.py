@@ -75,6 +75,13 @@ class Loss:
         self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float32)
         self.label_smoothing = float(label_smoothing)
 
+    def to(self, device: torch.device) -> "Loss":
+        """Move the loss's constant tensors (weights, adjustments) to ``device``; returns self."""
+        for name, value in vars(self).items():
+            if isinstance(value, torch.Tensor):
+                setattr(self, name, value.to(device))
+        return self
+
     def _plain(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, float, float]:
         log_p = F.log_softmax(logits.detach(), dim=-1).gather(1, labels[:, None])[:, 0]
         return log_p, float(-log_p.mean()), float(log_p.exp().mean())

@@ -114,18 +114,29 @@ def build_model(cfg: TrainConfig, input_shape: tuple[int, ...], num_classes: int
     return ScoreModel(policy, mean, std)
 
 
+def training_device(choice: str) -> torch.device:
+    """The torch device for ``TrainConfig.device`` ("cpu", "cuda" or "auto")."""
+    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise TrainError("device 'cuda' was asked for but torch sees no CUDA GPU here "
+                         f"(torch {torch.__version__}); use device: cpu or auto")
+    return torch.device("cuda")
+
+
 @torch.no_grad()
 def predict_scores(model: ScoreModel, data: SplitData) -> np.ndarray:
-    """Scores (n, A) of every row of ``data``."""
+    """Scores (n, A) of every row of ``data`` (on the model's device; returned on the CPU)."""
     model.eval()
-    return torch.cat([model(x) for _, x in data.all_inputs()]).numpy()
+    device = model.class_offsets.device
+    return torch.cat([model(x.to(device)).cpu() for _, x in data.all_inputs()]).numpy()
 
 
 def evaluate(model: ScoreModel, data: SplitData, labels: np.ndarray, target: Target) -> tuple[ClassificationMetrics, float]:
     """(metrics, mean NLL) of ``model`` on rows with ``labels`` >= 0."""
     scores = predict_scores(model, data)
     keep = labels >= 0
-    log_p = torch.log_softmax(torch.as_tensor(scores[keep] - model.class_offsets.numpy()), dim=-1)
+    log_p = torch.log_softmax(torch.as_tensor(scores[keep] - model.class_offsets.cpu().numpy()), dim=-1)
     nll = float(-log_p.gather(1, torch.as_tensor(labels[keep])[:, None]).mean())
     metrics = classification_metrics(labels[keep], scores[keep].argmax(axis=1), target.class_names,
                                      target.skill_classes)
@@ -153,7 +164,7 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 def _load_checkpoint(path: Path, cfg: TrainConfig, fingerprint: str) -> dict[str, Any]:
     try:
-        state = torch.load(path, weights_only=True)
+        state = torch.load(path, weights_only=True, map_location="cpu")  # resumable on another device
     except Exception as exc:  # torch raises several types for corrupt or foreign files
         raise TrainError(f"{path}: unreadable checkpoint ({exc})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
@@ -230,8 +241,9 @@ def _train(dataset: ActionDataset | str | os.PathLike, cfg: TrainConfig, out_dir
             frame_w = np.concatenate([frame_w, np.ones(synthetic)])
     sampler = EpochSampler(y_train, cfg, target.class_names, frame_w, synthetic)
     sampling = sampler.report()
-    model = build_model(cfg, train.input_shape, len(target.class_names), mean, std)
-    loss_fn = make_loss(cfg, counts)
+    device = training_device(cfg.device)
+    model = build_model(cfg, train.input_shape, len(target.class_names), mean, std).to(device)
+    loss_fn = make_loss(cfg, counts).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     y_train_t = torch.as_tensor(y_train)
     fingerprint = _fingerprint(y_train, y_val, np.asarray(train.input_shape), target.label_map)
@@ -265,7 +277,7 @@ def _train(dataset: ActionDataset | str | os.PathLike, cfg: TrainConfig, out_dir
                      disable=not progress)
         for begin in inner:
             idx = order[begin:begin + cfg.batch_size]
-            metrics = loss_fn(model.logits(train.batch(idx)), y_train_t[idx])
+            metrics = loss_fn(model.logits(train.batch(idx).to(device)), y_train_t[idx].to(device))
             optimizer.zero_grad(set_to_none=True)
             metrics.loss.backward()
             optimizer.step()
@@ -298,6 +310,7 @@ def _train(dataset: ActionDataset | str | os.PathLike, cfg: TrainConfig, out_dir
         epochs_run += 1
     bar.close()
     finished = stopped_early or len(history) >= cfg.epochs
+    model.to("cpu")  # threshold tuning, the final metrics and the agent all run on the CPU
     if cfg.restore_best and best_state is not None:
         model.load_state_dict(best_state)
     extra: dict[str, Any] = {}
