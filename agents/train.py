@@ -242,10 +242,13 @@ def _train(dataset: ActionDataset | str | os.PathLike, cfg: TrainConfig, out_dir
     sampler = EpochSampler(y_train, cfg, target.class_names, frame_w, synthetic)
     sampling = sampler.report()
     device = training_device(cfg.device)
+    if device.type != "cpu":  # hold the training rows on the GPU once instead of copying every batch
+        train.inputs = train.inputs.to(device)
+        train.stack_index = train.stack_index.to(device) if train.stack_index is not None else None
     model = build_model(cfg, train.input_shape, len(target.class_names), mean, std).to(device)
     loss_fn = make_loss(cfg, counts).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    y_train_t = torch.as_tensor(y_train)
+    y_train_t = torch.as_tensor(y_train).to(device)
     fingerprint = _fingerprint(y_train, y_val, np.asarray(train.input_shape), target.label_map)
 
     start, history, best_value, best_epoch, bad_epochs, best_state = 0, [], -math.inf, -1, 0, None
@@ -277,7 +280,8 @@ def _train(dataset: ActionDataset | str | os.PathLike, cfg: TrainConfig, out_dir
                      disable=not progress)
         for begin in inner:
             idx = order[begin:begin + cfg.batch_size]
-            metrics = loss_fn(model.logits(train.batch(idx).to(device)), y_train_t[idx].to(device))
+            idx = idx.to(device)
+            metrics = loss_fn(model.logits(train.batch(idx)), y_train_t[idx])
             optimizer.zero_grad(set_to_none=True)
             metrics.loss.backward()
             optimizer.step()
