@@ -43,6 +43,13 @@ class PairingResult:
     wins_b: int
     outcomes: list[int]  # per match, in play order: +1 a won, 0 draw, -1 b won
 
+    @classmethod
+    def from_winners(cls, a: int, b: int, winner: np.ndarray) -> "PairingResult":
+        """From per-match winners as match results give them (0: ``a`` won, 1: ``b`` won, -1: draw)."""
+        outcomes = np.where(winner == 0, 1, np.where(winner == 1, -1, 0))
+        return cls(a=a, b=b, matches=int(outcomes.size), wins_a=int((outcomes == 1).sum()),
+                   draws=int((outcomes == 0).sum()), wins_b=int((outcomes == -1).sum()), outcomes=outcomes.tolist())
+
     @property
     def win_rate_a(self) -> float:
         return self.wins_a / self.matches
@@ -59,11 +66,7 @@ def play_pairing(a: int, b: int, players: list[PlayerSpec], seeds: np.ndarray, b
     results = [play_matches(agent_a, agent_b, seeds, config, batch_size=batch_size).winner]
     if both_sides:
         results.append(play_matches(agent_b, agent_a, seeds, config, batch_size=batch_size).swapped().winner)
-    winner = np.concatenate(results)
-    outcomes = np.where(winner == 0, 1, np.where(winner == 1, -1, 0))
-    return PairingResult(a=a, b=b, matches=int(winner.size), wins_a=int((outcomes == 1).sum()),
-                         draws=int((outcomes == 0).sum()), wins_b=int((outcomes == -1).sum()),
-                         outcomes=outcomes.tolist())
+    return PairingResult.from_winners(a, b, np.concatenate(results))
 
 
 @dataclass

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel
 
-CACHE_FORMAT = 1  # bump when a stage's outputs change meaning, to invalidate old entries
+CACHE_FORMAT = 2  # bump when a stage's outputs change meaning, to invalidate old entries
 
 
 def _canonical(value: Any) -> Any:

@@ -35,7 +35,7 @@ from bcarena.eval.matches import evaluate_matches
 from bcarena.eval.offline import evaluate_offline
 from bcarena.eval.replays import record_side_by_side
 from bcarena.eval.stats import spearman_bootstrap, wilson_interval
-from bcarena.eval.tournament import compute_ratings
+from bcarena.eval.tournament import PairingResult, compute_ratings
 from bcarena.experiments.cache import StageCache, content_key
 from bcarena.experiments.config import Experiment, ExperimentError, VariantSpec, load_experiment
 from bcarena.experiments.results import AgentResult, RunResults, save_results, write_json_atomic
@@ -112,9 +112,8 @@ def _evaluate_agent(agent: Agent, dataset: ActionDataset | None, exp: Experiment
     for opponent in ev.opponents:
         match = evaluate_matches(agent, opponent, ev.matches, ev.seed, config=exp.duel_config)
         lo, hi = match.win_rate_ci95
-        winner = match.results.winner
         out["online"][opponent] = {**match.to_dict(), "win_rate_low": lo, "win_rate_high": hi,
-                                   "outcomes": np.where(winner == 0, 1, np.where(winner == 1, -1, 0)).tolist()}
+                                   "winners": match.results.winner.tolist()}
     return out
 
 
@@ -390,16 +389,13 @@ class ExperimentRunner:
 
     def _ratings(self, agents: list[AgentResult], opponent: str) -> dict[str, dict[str, float]]:
         """OpenSkill ratings from every agent's matches against the shared opponent (one ladder)."""
-        from bcarena.eval.tournament import PairingResult
-
         names = [a.agent_id for a in agents] + [f"bot:{opponent}"]
         pairings = []
         for index, a in enumerate(agents):
             o = a.online.get(opponent)
             if o is None:
                 continue
-            pairings.append(PairingResult(a=index, b=len(agents), matches=o["matches"], wins_a=o["wins"],
-                                          draws=o["draws"], wins_b=o["losses"], outcomes=o["outcomes"]))
+            pairings.append(PairingResult.from_winners(index, len(agents), np.asarray(o["winners"])))
         return {r.player: {"mu": r.mu, "sigma": r.sigma, "ordinal": r.ordinal}
                 for r in compute_ratings(names, pairings) if not r.player.startswith("bot:")}
 
