@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -14,6 +13,7 @@ from bcarena.envs.duel import BOTS, DuelConfig
 from bcarena.eval import cli as eval_cli
 from bcarena.eval import service_cli
 from bcarena.experiments import dashboard, sweep
+from bcarena.experiments.results import write_json_atomic
 from bcarena.recordings import cli as recordings_cli
 
 SEED_STORY = Path(__file__).with_name("seed_story.yaml")
@@ -55,7 +55,8 @@ def bots_report(matches: int = typer.Option(400, min=1, help="matches per pairin
     for opponent, rate in report["pro_opportune_press_rate"].items():
         console.print(f"pro vs {opponent}: P(press | opportune state) = {rate:.3f}")
     if out:
-        _write_json(out, report)
+        write_json_atomic(out, report)
+        console.print(f"wrote {out}")
 
 
 @app.command()
@@ -136,18 +137,10 @@ def run_command(experiment: Path = typer.Argument(..., help="experiment YAML fil
 @app.command()
 def demo(runs: Path = typer.Option(Path("runs"), help="root folder of run folders (and the stage cache)"),
          progress: bool = typer.Option(False, help="show per-stage progress bars")) -> None:
-    """The main job: reproduce the seed story (99% accuracy, 0% wins) and its fixes, with a side-by-side replay."""
+    """The main job: reproduce the seed story (~96% frame accuracy, 0% wins) and its fixes, with a side-by-side replay."""
     from bcarena.experiments.runner import run_experiment
 
     run_experiment(SEED_STORY, runs, progress, console)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
-    console.print(f"wrote {path}")
 
 
 if __name__ == "__main__":

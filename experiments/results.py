@@ -24,6 +24,8 @@ from typing import Any
 
 import pandas as pd
 
+from bcarena.eval.files import write_text
+
 LEADERBOARD_COLUMNS: tuple[str, ...] = (
     "agent_id", "variant", "seed", "kind", "accuracy", "balanced_accuracy", "macro_f1", "skill_recall",
     "skill_f1", "event_f1", "opponent", "matches", "win_rate", "win_rate_low", "win_rate_high", "rating_mu",
@@ -86,10 +88,8 @@ class RunResults:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    """Indented JSON written atomically; values JSON lacks (paths, numpy scalars) are written as text."""
+    write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def save_results(run_dir: Path, results: RunResults) -> None:

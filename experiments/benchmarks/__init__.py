@@ -9,13 +9,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bcarena.eval.files import write_text
+
 
 def emit(results: dict[str, Any], out: Path | None) -> None:
     """Print the results as JSON and, with ``out``, also write them there atomically."""
     text = json.dumps(results, indent=2)
     print(text)
     if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.partial")
-        tmp.write_text(text + "\n")
-        tmp.replace(out)
+        write_text(out, text + "\n")
