@@ -30,7 +30,7 @@ def _clean_errors(command: Callable) -> Callable:
         from bcarena.envs.duel.bots import UnknownBotError
         from bcarena.envs.video import VideoError
         from bcarena.eval.errors import EvalError
-        from bcarena.eval.ray_map import RayUnavailable
+        from bcarena.experiments.ray_map import RayUnavailable
         from bcarena.recordings.dataset import DatasetError
 
         try:
@@ -218,7 +218,7 @@ def tournament(players: list[str] = typer.Argument(..., help="2+ players: " + PL
                shard_size: int = typer.Option(None, min=1, help="pairings per Ray task (default: 4 shards per CPU)")
                ) -> None:
     """Round-robin tournament: win-rate matrix (heatmap) and OpenSkill ratings with their uncertainty."""
-    from bcarena.eval.ray_map import RayMap
+    from bcarena.experiments.ray_map import RayMap
     from bcarena.eval.tournament import run_tournament
 
     if executor not in ("local", "ray"):

@@ -77,7 +77,7 @@ def load_player(spec: str | Path | Agent, config: DuelConfig | None = None, seed
         return spec
     text = str(spec)
     if text.startswith(("http://", "https://")):
-        from bcarena.eval.remote import RemoteAgent
+        from bcarena.eval.service.client import RemoteAgent
 
         return RemoteAgent(text)
     if text in BOTS:

@@ -25,7 +25,7 @@ def _clean_errors(command: Callable) -> Callable:
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         from bcarena.agents.base import AgentFileError
-        from bcarena.eval.matches import EvalError
+        from bcarena.eval.errors import EvalError
         from bcarena.recordings.dataset import DatasetError
 
         try:
@@ -54,7 +54,7 @@ def check(agent: Path = typer.Argument(..., help="agent folder"),
     size, device, win rates, offline metrics) and print pass/fail with the measured value beside each bound.
     Exit code 1 when any requirement is not met."""
     from bcarena.agents import load_agent
-    from bcarena.eval.requirements import check_requirements, load_requirements
+    from bcarena.eval.service.requirements import check_requirements, load_requirements
 
     req = load_requirements(requirements)
     report = check_requirements(load_agent(agent), req, agent, dataset, progress=True,
@@ -82,7 +82,7 @@ def export(agent: Path = typer.Argument(..., help="agent folder"),
     """Export an agent to ONNX (weights embedded) or TorchScript; refused unless the exported model picks the
     torch agent's argmax action on every one of >= 10,000 recorded observations."""
     from bcarena.agents import load_agent
-    from bcarena.eval.export import export_agent, record_observations
+    from bcarena.eval.service.export import export_agent, record_observations
     from bcarena.recordings.dataset import ActionDataset
 
     loaded = load_agent(agent)
@@ -108,9 +108,9 @@ def serve(agent: Path = typer.Argument(..., help="agent folder or export folder"
           ) -> None:
     """Serve an agent over HTTP (FastAPI + uvicorn): POST /act, GET /health, GET /metadata. Pixel agents
     take the frame stack from the client (see GET /metadata layout)."""
-    from bcarena.eval.export import load_served
-    from bcarena.eval.server import ServerSettings, require_serving_extra
-    from bcarena.eval.server import serve as run_server
+    from bcarena.eval.service.export import load_served
+    from bcarena.eval.service.server import ServerSettings, require_serving_extra
+    from bcarena.eval.service.server import serve as run_server
 
     require_serving_extra()
     served = load_served(agent, backend, device)
@@ -130,8 +130,8 @@ def loadtest(url: str = typer.Option("http://127.0.0.1:8000", help="agent server
              ) -> None:
     """Load-test an agent server on loopback: latency p50/p95/p99 and throughput per concurrency level,
     5xx and dropped requests, then fuzzed malformed requests. Exit code 1 unless all clean."""
-    from bcarena.eval.loadtest import LoadTestError, plot_loadtest, run_loadtest
-    from bcarena.eval.server import JSON_TYPE, NPY_TYPE
+    from bcarena.eval.service.loadtest import LoadTestError, plot_loadtest, run_loadtest
+    from bcarena.eval.service.server import JSON_TYPE, NPY_TYPE
 
     types = {"json": JSON_TYPE, "npy": NPY_TYPE}
     if encoding not in types:

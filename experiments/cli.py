@@ -111,7 +111,7 @@ def run_command(experiment: Path = typer.Argument(..., help="experiment YAML fil
                 gpus_per_task: float = typer.Option(0.0, min=0, help="GPUs each training task reserves on Ray")
                 ) -> None:
     """Run an experiment end to end (record -> dataset -> train -> evaluate -> report), cached by stage."""
-    from bcarena.eval.ray_map import RayUnavailable
+    from bcarena.experiments.ray_map import RayUnavailable
     from bcarena.experiments.config import ExperimentError
     from bcarena.experiments.runner import run_experiment
 

@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 from tqdm.auto import tqdm
 
-from bcarena.eval.ray_map import (DEFAULT_MAX_RETRIES, cluster_cpus, default_shard_size, import_ray, init_ray, shards,
+from bcarena.experiments.ray_map import (DEFAULT_MAX_RETRIES, cluster_cpus, default_shard_size, import_ray, init_ray, shards,
                                   submit)
 from bcarena.experiments.runner import StageTask, TaskOutcome, variant_configs
 

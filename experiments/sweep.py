@@ -368,7 +368,7 @@ def run_sweep(experiment_path: str | Path, out: str | Path | None = None, settin
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    from bcarena.eval.ray_map import cluster_cpus, init_ray
+    from bcarena.experiments.ray_map import cluster_cpus, init_ray
     from bcarena.experiments.results import write_json_atomic
     from bcarena.experiments.runner import load
 
@@ -459,7 +459,7 @@ def sweep_command(experiment: Path = typer.Argument(..., help="experiment YAML f
                                                          "a local Ray instance")) -> None:
     """Tune a variant's trainer options for win rate (Ray Tune + Optuna, ASHA early stopping); writes the best
     config as an experiment file that `bcarena run` accepts."""
-    from bcarena.eval.ray_map import RayUnavailable
+    from bcarena.experiments.ray_map import RayUnavailable
 
     console = Console(width=None if Console().is_terminal else 120)
     try:

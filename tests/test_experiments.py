@@ -142,7 +142,7 @@ def test_a_killed_run_resumes_from_the_cache(tmp_path, monkeypatch):
 def test_shipped_experiment_and_requirement_files_are_valid():
     from pathlib import Path
 
-    from bcarena.eval.requirements import load_requirements
+    from bcarena.eval.service.requirements import load_requirements
 
     folder = Path(runner_module.__file__).parent
     for name in ("seed_story.yaml", "gap_study.yaml"):

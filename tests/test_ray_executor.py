@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 ray = pytest.importorskip("ray")
 
-from bcarena.eval.ray_map import RayMap, default_shard_size, shards  # noqa: E402
+from bcarena.experiments.ray_map import RayMap, default_shard_size, shards  # noqa: E402
 from bcarena.eval.tournament import run_tournament  # noqa: E402
 from bcarena.experiments.cli import app  # noqa: E402
 from bcarena.experiments.ray_executor import RayExecutor  # noqa: E402

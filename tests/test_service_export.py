@@ -10,10 +10,10 @@ from bcarena.agents.policies import CNNPolicy, MLPPolicy, ScoreModel
 from bcarena.agents.selection import Selection
 from bcarena.agents.torch_agent import TorchAgent
 from bcarena.envs.duel import ACTION_NAMES, SKILL_ACTIONS, DuelMatch
-from bcarena.eval import export as ex
-from bcarena.eval.export import (EXPORT_FILE, ExportError, ObsLayout, export_agent, load_export, load_served,
+from bcarena.eval.service import export as ex
+from bcarena.eval.service.export import (EXPORT_FILE, ExportError, ObsLayout, export_agent, load_export, load_served,
                                  record_from_dataset, record_from_matches)
-from bcarena.eval.remote import FrameStack
+from bcarena.eval.service.client import FrameStack
 
 pytest.importorskip("onnxruntime")
 

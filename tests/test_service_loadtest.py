@@ -13,9 +13,9 @@ import torch
 from bcarena.agents.policies import MLPPolicy, ScoreModel
 from bcarena.agents.torch_agent import TorchAgent
 from bcarena.envs.duel import ACTION_NAMES, SKILL_ACTIONS
-from bcarena.eval.export import served_from_agent
-from bcarena.eval.loadtest import FUZZ_CASES, LoadTestError, check_loopback, plot_loadtest, run_loadtest
-from bcarena.eval.server import NPY_TYPE, BackgroundServer, ServerSettings, free_port
+from bcarena.eval.service.export import served_from_agent
+from bcarena.eval.service.loadtest import FUZZ_CASES, LoadTestError, check_loopback, plot_loadtest, run_loadtest
+from bcarena.eval.service.server import NPY_TYPE, BackgroundServer, ServerSettings, free_port
 
 pytest.importorskip("fastapi")
 
@@ -68,7 +68,7 @@ def test_small_load_test_is_clean_and_fuzz_is_all_4xx(tmp_path):
 
 def test_dropped_requests_are_counted_not_hidden():
     port = free_port()  # nothing listens here: every request is dropped
-    from bcarena.eval import loadtest
+    from bcarena.eval.service import loadtest
 
     meta = {"layout": {"obs_type": "state", "shape": [37], "wire_dtype": "float32"}, "max_batch": 4}
     report = loadtest.asyncio.run(loadtest._run(f"http://127.0.0.1:{port}", meta, (2,), 5, 1, "application/json",

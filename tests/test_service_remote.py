@@ -8,10 +8,10 @@ from bcarena.agents.base import BotAgent
 from bcarena.agents.policies import CNNPolicy, MLPPolicy, ScoreModel
 from bcarena.agents.torch_agent import TorchAgent
 from bcarena.envs.duel import ACTION_NAMES, SKILL_ACTIONS
-from bcarena.eval.export import served_from_agent
+from bcarena.eval.service.export import served_from_agent
 from bcarena.eval.matches import play_matches
-from bcarena.eval.remote import RemoteAgent, RemoteError
-from bcarena.eval.server import BackgroundServer, ServerSettings, free_port
+from bcarena.eval.service.client import RemoteAgent, RemoteError
+from bcarena.eval.service.server import BackgroundServer, ServerSettings, free_port
 
 pytest.importorskip("fastapi")
 

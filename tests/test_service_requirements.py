@@ -12,7 +12,7 @@ from bcarena.agents.policies import MLPPolicy, ScoreModel
 from bcarena.agents.torch_agent import TorchAgent
 from bcarena.envs.duel import ACTION_NAMES, SKILL_ACTIONS
 from bcarena.eval.matches import play_matches
-from bcarena.eval.requirements import RequirementsError, check_requirements, load_requirements
+from bcarena.eval.service.requirements import RequirementsError, check_requirements, load_requirements
 from bcarena.experiments.cli import app
 
 runner = CliRunner()
@@ -150,7 +150,7 @@ def test_cli_errors_are_one_line(tmp_path):
 
 
 def test_failed_parity_is_a_failed_row_not_a_crash(tmp_path, monkeypatch):
-    from bcarena.eval import export as ex
+    from bcarena.eval.service import export as ex
 
     agent = mlp_agent()
     real = ex.FORMATS["torchscript"]

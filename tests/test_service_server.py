@@ -11,9 +11,9 @@ import torch
 from bcarena.agents.policies import CNNPolicy, MLPPolicy, ScoreModel
 from bcarena.agents.torch_agent import TorchAgent
 from bcarena.envs.duel import ACTION_NAMES, SKILL_ACTIONS, STATE_FEATURES
-from bcarena.eval.export import served_from_agent
-from bcarena.eval.loadtest import FUZZ_CASES, fuzz_requests
-from bcarena.eval.server import JSON_TYPE, NPY_TYPE, BackgroundServer, ServerSettings, create_app
+from bcarena.eval.service.export import served_from_agent
+from bcarena.eval.service.loadtest import FUZZ_CASES, fuzz_requests
+from bcarena.eval.service.server import JSON_TYPE, NPY_TYPE, BackgroundServer, ServerSettings, create_app
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402

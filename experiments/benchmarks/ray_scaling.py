@@ -83,7 +83,7 @@ def parity(variants: int = 8, seeds: int = 2, episodes: int = 24, epochs: int = 
         ray_s = time.perf_counter() - start  # includes starting the local Ray instance
         local, remote = _metrics(local_dir), _metrics(ray_dir)
         differing = sorted(k for k in local if local[k] != remote.get(k))
-    from bcarena.eval.ray_map import cluster_cpus
+    from bcarena.experiments.ray_map import cluster_cpus
 
     return {"variants": variants, "seeds": seeds, "agents": variants * seeds, "episodes": episodes, "epochs": epochs,
             "matches_per_agent": matches, "ray_cpus": cluster_cpus(), "local_seconds": round(local_s, 2),
@@ -97,7 +97,7 @@ def tournament_cost(players: int = 4, matches: int = 50, agents: int = 1000, wor
     """Seconds per pairing of trained MLP agents (local), the Ray tournament on the same players, and the
     estimate for ``agents`` players on ``workers`` CPUs."""
     from bcarena.eval.matches import match_seeds
-    from bcarena.eval.ray_map import RayMap, cluster_cpus
+    from bcarena.experiments.ray_map import RayMap, cluster_cpus
     from bcarena.eval.tournament import play_pairing, run_tournament
     from bcarena.experiments.runner import ExperimentRunner, load
     from openskill.models import PlackettLuce
@@ -155,7 +155,7 @@ def run(variants: int = 8, seeds: int = 2, episodes: int = 24, epochs: int = 3, 
         num_cpus: int | None = None, tournament_players: int = 4, tournament_matches: int = 50,
         torch_threads: int | None = 1) -> dict:
     import torch
-    from bcarena.eval.ray_map import import_ray
+    from bcarena.experiments.ray_map import import_ray
 
     if torch_threads:
         # Ray gives each 1-CPU worker one thread (OMP_NUM_THREADS=1); the driver gets the same, or on a busy

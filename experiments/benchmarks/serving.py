@@ -28,10 +28,10 @@ import torch
 import typer
 from bcarena.agents import load_agent
 from bcarena.agents.base import Agent
-from bcarena.eval.export import OnnxRuntime, TorchRuntime, export_agent, export_module, record_from_matches
-from bcarena.eval.loadtest import run_loadtest
-from bcarena.eval.requirements import measure_latency
-from bcarena.eval.server import NPY_TYPE, free_port
+from bcarena.eval.service.export import OnnxRuntime, TorchRuntime, export_agent, export_module, record_from_matches
+from bcarena.eval.service.loadtest import run_loadtest
+from bcarena.eval.service.requirements import measure_latency
+from bcarena.eval.service.server import NPY_TYPE, free_port
 from bcarena.experiments.benchmarks import emit
 
 IN_PROCESS_P99_TARGET_MS = 1.0

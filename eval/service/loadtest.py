@@ -25,9 +25,8 @@ from urllib.parse import urlsplit
 import numpy as np
 from tqdm.auto import tqdm
 
-from bcarena.eval.export import ObsLayout
-from bcarena.eval.matches import EvalError
-from bcarena.eval.server import JSON_TYPE, NPY_TYPE
+from bcarena.eval.service.layout import JSON_TYPE, NPY_TYPE, ObsLayout
+from bcarena.eval.errors import EvalError
 
 MAX_CONCURRENCY = 256
 MAX_REQUESTS = 1_000_000

@@ -39,10 +39,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bcarena.agents.base import Agent
 from bcarena.envs.duel import ACTION_NAMES, BOTS, SKILL_ACTIONS
-from bcarena.eval.export import (MIN_PARITY_OBSERVATIONS, ExportError, Recording, Runtime, ServedModel,
+from bcarena.eval.service.export import (MIN_PARITY_OBSERVATIONS, ExportError, Recording, Runtime, ServedModel,
                                  agent_weights, export_agent, load_export, record_observations,
                                  served_from_agent)
-from bcarena.eval.matches import EvalError
+from bcarena.eval.errors import EvalError
 from bcarena.eval.stats import wilson_interval
 
 ANY_SKILL = "any_skill"

@@ -18,9 +18,8 @@ from typing import Any
 import numpy as np
 
 from bcarena.agents.base import Agent
-from bcarena.eval.export import ObsLayout
-from bcarena.eval.matches import EvalError
-from bcarena.eval.server import NPY_TYPE
+from bcarena.eval.service.layout import NPY_TYPE, ObsLayout
+from bcarena.eval.errors import EvalError
 
 
 class RemoteError(EvalError):

@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from bcarena.eval.export import ExportError, ServedModel
+from bcarena.eval.service.export import ServedModel
+from bcarena.eval.service.layout import JSON_TYPE, NPY_TYPE, ExportError
 
-JSON_TYPE, NPY_TYPE = "application/json", "application/x-npy"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
