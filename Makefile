@@ -1,25 +1,40 @@
 # Two commands do all the set-up on a fresh machine: `make demo` (the main job) and `make test`.
+# `make demo` installs the core and what the demo uses (MLflow tracking); `make test` adds every optional part
+# and the test tools (Ray, Streamlit, ONNX Runtime, selenium, ...) to the same virtualenv.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
+TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test test-slow bench
+.PHONY: demo test lint test-slow bench
 
-$(STAMP): pyproject.toml constraints.txt
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
-	touch $(STAMP)
 
-demo: $(STAMP)
+$(DEMO_STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[tracking]"
+	touch $(DEMO_STAMP)
+
+$(TEST_STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
+	touch $(TEST_STAMP) $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(BIN)/bcarena demo
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
 
-test-slow: $(STAMP)
+# The lint gate: ruff (with a complexity limit) and a type check of the public API modules.
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test-slow: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	for b in env dataset train matches serving ray; do $(BIN)/bcarena bench $$b --out runs/benchmarks/$$b.json || exit 1; done

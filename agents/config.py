@@ -11,22 +11,26 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from bcarena.envs.errors import BcarenaError
+from bcarena.envs.limits import MAX_EPOCHS, MAX_PARALLEL, MAX_SEED
+from bcarena.envs.yaml_files import YamlError, parse_yaml
 from bcarena.recordings.dataset import EVENTS
 
 # Which class weights a loss uses when the config leaves ``class_weights`` unset.
 DEFAULT_CLASS_WEIGHTS = {"ce": "none", "weighted_ce": "inverse", "focal": "none", "logit_adjusted": "none"}
-EARLY_STOP_METRICS = ("val_loss", "accuracy", "balanced_accuracy", "macro_f1", "skill_recall")
+# Validation metrics early stopping can monitor (``ClassificationMetrics`` fields, or the val NLL).
+EARLY_STOP_METRICS = ("val_loss", "accuracy", "balanced_accuracy", "macro_f1", "skill_frame_recall")
 
 
-class ConfigError(ValueError):
+class TrainConfigError(BcarenaError, ValueError):
     """A training config is invalid; the message names the file and field."""
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf/NaN are never meaningful options: ``lr: inf`` would train an all-NaN agent
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class EventWeighting(_Strict):
@@ -51,7 +55,7 @@ class TrainConfig(_Strict):
     cnn_hidden: int = Field(256, ge=1)
     frame_stack: int = Field(1, ge=1, le=16)
 
-    epochs: int = Field(20, ge=1)
+    epochs: int = Field(20, ge=1, le=MAX_EPOCHS)
     batch_size: int = Field(512, ge=1)
     lr: float = Field(1e-3, gt=0)
     lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
@@ -78,22 +82,30 @@ class TrainConfig(_Strict):
     temperature: float = Field(1.0, gt=0)
     threshold_metric: Literal["balanced_accuracy", "macro_f1", "accuracy"] = "macro_f1"
 
-    seed: int = 0
-    num_threads: int = Field(1, ge=1, description="torch CPU threads while training (1 is fastest for small MLPs and "
-                                                  "on a shared machine; raise it for CNNs on free cores)")
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    num_threads: int = Field(
+        1,
+        ge=1,
+        le=MAX_PARALLEL,
+        description="torch CPU threads while training (1 is fastest for small MLPs and on a "
+        "shared machine; raise it for CNNs on free cores)",
+    )
     allow_missing_classes: bool = False
     # Where the network trains: small MLPs are fastest on one CPU thread; "auto" takes a GPU when
     # torch sees one (CNNs on stacked frames gain most). The saved agent always runs on the CPU.
     device: Literal["cpu", "cuda", "auto"] = "cpu"
 
     @model_validator(mode="after")
-    def _consistent(self) -> "TrainConfig":
+    def _consistent(self) -> TrainConfig:
         if self.sampler == "smote" and self.policy != "mlp":
-            raise ValueError(f"sampler 'smote' interpolates state features and cannot be used with pixel "
-                             f"observations (policy {self.policy!r}); use 'oversample' or 'weighted'")
+            raise ValueError(
+                f"sampler 'smote' interpolates state features and cannot be used with pixel "
+                f"observations (policy {self.policy!r}); use 'oversample' or 'weighted'"
+            )
         if self.loss == "ce" and self.class_weights not in (None, "none"):
-            raise ValueError(f"loss 'ce' with class_weights {self.class_weights!r} is class-weighted CE: "
-                             "set loss: weighted_ce")
+            raise ValueError(
+                f"loss 'ce' with class_weights {self.class_weights!r} is class-weighted CE: set loss: weighted_ce"
+            )
         if self.loss == "weighted_ce" and self.class_weights == "none":
             raise ValueError("loss 'weighted_ce' needs class_weights inverse, sqrt_inverse or effective_number")
         if len(self.cnn_channels) != 3:
@@ -131,22 +143,23 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"override {key!r}: {part!r} is not a section")
+            raise TrainConfigError(f"override {key!r}: {part!r} is not a section")
     node[parts[-1]] = value
 
 
-def make_train_config(data: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None,
-                      where: str = "config") -> TrainConfig:
+def make_train_config(
+    data: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None, where: str = "config"
+) -> TrainConfig:
     """Validate ``data`` with dotted-key ``overrides`` (``{"event_weighting.weight": 5}``) applied."""
     merged = json.loads(json.dumps(data or {}))
     if not isinstance(merged, dict):
-        raise ConfigError(f"{where}: a training config must be a mapping of keys to values")
+        raise TrainConfigError(f"{where}: a training config must be a mapping of keys to values")
     for key, value in (overrides or {}).items():
         _set_dotted(merged, key, value)
     try:
         return TrainConfig.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, where)) from None
+        raise TrainConfigError(format_validation_error(exc, where)) from None
 
 
 def load_train_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -157,9 +170,11 @@ def load_train_config(path: str | Path | None, overrides: dict[str, Any] | None 
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
+        raise TrainConfigError(f"{path}: config file not found") from None
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} ({exc})") from None
+        data = json.loads(text) if path.suffix == ".json" else parse_yaml(text, str(path))
+    except json.JSONDecodeError as exc:
+        raise TrainConfigError(f"{path}: not valid JSON ({exc})") from None
+    except YamlError as exc:
+        raise TrainConfigError(str(exc)) from None
     return make_train_config(data or {}, overrides, str(path))

@@ -10,8 +10,8 @@ none, inverse frequency, sqrt inverse frequency, effective number of samples (Cu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -31,7 +31,10 @@ def _effective_number(counts: np.ndarray, beta: float) -> np.ndarray:
 
 
 CLASS_WEIGHTS: dict[str, Callable[[np.ndarray, float], np.ndarray] | None] = {
-    "none": None, "inverse": _inverse, "sqrt_inverse": _sqrt_inverse, "effective_number": _effective_number,
+    "none": None,
+    "inverse": _inverse,
+    "sqrt_inverse": _sqrt_inverse,
+    "effective_number": _effective_number,
 }
 
 
@@ -75,7 +78,7 @@ class Loss:
         self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float32)
         self.label_smoothing = float(label_smoothing)
 
-    def to(self, device: torch.device) -> "Loss":
+    def to(self, device: torch.device) -> Loss:
         """Move the loss's constant tensors (weights, adjustments) to ``device``; returns self."""
         for name, value in vars(self).items():
             if isinstance(value, torch.Tensor):
@@ -106,8 +109,9 @@ class WeightedCrossEntropy(CrossEntropy):
 
     def __init__(self, weights: np.ndarray | None = None, label_smoothing: float = 0.0) -> None:
         if weights is None:
-            raise ValueError("loss 'weighted_ce' needs class weights (class_weights: inverse, sqrt_inverse or "
-                             "effective_number)")
+            raise ValueError(
+                "loss 'weighted_ce' needs class weights (class_weights: inverse, sqrt_inverse or effective_number)"
+            )
         super().__init__(weights, label_smoothing)
 
 
@@ -139,8 +143,9 @@ class LogitAdjustedLoss(Loss):
 
     name = "logit_adjusted"
 
-    def __init__(self, weights: np.ndarray | None = None, label_smoothing: float = 0.0, *,
-                 prior: np.ndarray, tau: float = 1.0) -> None:
+    def __init__(
+        self, weights: np.ndarray | None = None, label_smoothing: float = 0.0, *, prior: np.ndarray, tau: float = 1.0
+    ) -> None:
         super().__init__(weights, label_smoothing)
         prior = np.asarray(prior, dtype=np.float64)
         self.adjustment = torch.as_tensor(float(tau) * np.log(prior / prior.sum() + 1e-12), dtype=torch.float32)
@@ -152,5 +157,6 @@ class LogitAdjustedLoss(Loss):
         return LossMetrics(loss, float(loss.detach()), nll, p_true, {"adjusted_nll": float(loss.detach())})
 
 
-LOSSES: dict[str, type[Loss]] = {cls.name: cls for cls in (CrossEntropy, WeightedCrossEntropy, FocalLoss,
-                                                           LogitAdjustedLoss)}
+LOSSES: dict[str, type[Loss]] = {
+    cls.name: cls for cls in (CrossEntropy, WeightedCrossEntropy, FocalLoss, LogitAdjustedLoss)
+}

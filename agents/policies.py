@@ -4,21 +4,43 @@ Both map an already-normalized float batch to action logits (B, A). ``ScoreModel
 policy with the normalization statistics fitted on the training split and the per-class
 score offsets of threshold selection, so one ``nn.Module`` maps RAW observations to scores:
 that module is what agents export (ONNX, serving) and what their ``argmax`` action comes from.
+
+Each policy's JSON config has a pydantic model (``Policy.Config``) and ``parameter_shapes(config)``
+gives the tensor shapes it implies by arithmetic alone, so an agent folder's weights can be checked
+against the config before a single parameter is allocated.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import torch
+from pydantic import Field, StrictInt, ValidationError
 from torch import nn
 from torch.nn import functional as F
 
+from bcarena.agents.specs import FrameStack, Strict, Width, describe_errors, one_of
+from bcarena.envs.errors import BcarenaError
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
+MAX_HIDDEN_LAYERS = 16
+CNN_KERNELS = ((8, 4), (4, 2), (3, 1))  # (kernel size, stride) of the three conv layers
+MIN_FRAME_SIZE = 36  # the smallest frame the three convs reduce to at least 1x1
+MAX_FRAME_SIZE = 1024
 
 
-class PolicyConfigError(ValueError):
+class PolicyConfigError(BcarenaError, ValueError):
     """A policy name or one of its settings is invalid."""
+
+
+class PolicyConfig(Strict):
+    """The validated JSON config of a policy; every policy has ``num_actions`` outputs."""
+
+    num_actions: Width
+
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one (unbatched) input sample of the policy this config builds."""
+        raise NotImplementedError
 
 
 class Policy(nn.Module):
@@ -26,6 +48,7 @@ class Policy(nn.Module):
 
     name: ClassVar[str] = ""
     obs_type: ClassVar[str] = ""
+    Config: ClassVar[type[PolicyConfig]]  # the validated form of ``config()``
 
     def config(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -33,6 +56,22 @@ class Policy(nn.Module):
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one (unbatched) input sample."""
         raise NotImplementedError
+
+    @staticmethod
+    def parameter_shapes(config: Any) -> dict[str, tuple[int, ...]]:
+        """State-dict tensor name -> shape of the policy ``Config`` instance ``config`` describes."""
+        raise NotImplementedError
+
+
+class MLPConfig(PolicyConfig):
+    input_dim: Width
+    hidden: Annotated[list[Width], Field(min_length=1, max_length=MAX_HIDDEN_LAYERS)] = Field(
+        default_factory=lambda: [256, 256]
+    )
+    activation: Annotated[str, one_of(ACTIVATIONS)] = "relu"
+
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.input_dim,)
 
 
 class MLPPolicy(Policy):
@@ -44,9 +83,15 @@ class MLPPolicy(Policy):
 
     name = "mlp"
     obs_type = "state"
+    Config = MLPConfig
 
-    def __init__(self, input_dim: int, num_actions: int, hidden: tuple[int, ...] | list[int] = (256, 256),
-                 activation: str = "relu") -> None:
+    def __init__(
+        self,
+        input_dim: int,
+        num_actions: int,
+        hidden: tuple[int, ...] | list[int] = (256, 256),
+        activation: str = "relu",
+    ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
             raise PolicyConfigError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
@@ -66,11 +111,50 @@ class MLPPolicy(Policy):
         return self.head(self.body(x))
 
     def config(self) -> dict[str, Any]:
-        return {"input_dim": self.input_dim, "num_actions": self.num_actions, "hidden": self.hidden,
-                "activation": self.activation}
+        return {
+            "input_dim": self.input_dim,
+            "num_actions": self.num_actions,
+            "hidden": self.hidden,
+            "activation": self.activation,
+        }
 
     def input_shape(self) -> tuple[int, ...]:
         return (self.input_dim,)
+
+    @staticmethod
+    def parameter_shapes(config: MLPConfig) -> dict[str, tuple[int, ...]]:
+        return linear_stack_shapes("body", config.input_dim, config.hidden) | {
+            "head.weight": (config.num_actions, config.hidden[-1]),
+            "head.bias": (config.num_actions,),
+        }
+
+
+def linear_stack_shapes(prefix: str, input_dim: int, hidden: list[int]) -> dict[str, tuple[int, ...]]:
+    """Shapes of ``nn.Sequential(Linear, activation, Linear, activation, ...)`` named ``prefix``."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    width = input_dim
+    for i, h in enumerate(hidden):
+        shapes[f"{prefix}.{2 * i}.weight"], shapes[f"{prefix}.{2 * i}.bias"] = (h, width), (h,)
+        width = h
+    return shapes
+
+
+def conv_output_size(frame_size: int) -> int:
+    """Side of the feature map the three convs leave of a ``frame_size`` x ``frame_size`` frame (7 for 84)."""
+    size = frame_size
+    for kernel, stride in CNN_KERNELS:
+        size = (size - kernel) // stride + 1
+    return size
+
+
+class CNNConfig(PolicyConfig):
+    frame_stack: FrameStack
+    channels: Annotated[list[Width], Field(min_length=3, max_length=3)] = Field(default_factory=lambda: [16, 32, 32])
+    hidden: Width = 256
+    frame_size: Annotated[StrictInt, Field(ge=MIN_FRAME_SIZE, le=MAX_FRAME_SIZE)] = 84
+
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.frame_stack, self.frame_size, self.frame_size)
 
 
 class CNNPolicy(Policy):
@@ -78,47 +162,77 @@ class CNNPolicy(Policy):
 
     name = "cnn"
     obs_type = "pixels"
+    Config = CNNConfig
 
-    def __init__(self, frame_stack: int, num_actions: int, channels: tuple[int, ...] | list[int] = (16, 32, 32),
-                 hidden: int = 256, frame_size: int = 84) -> None:
+    def __init__(
+        self,
+        frame_stack: int,
+        num_actions: int,
+        channels: tuple[int, ...] | list[int] = (16, 32, 32),
+        hidden: int = 256,
+        frame_size: int = 84,
+    ) -> None:
         super().__init__()
         if len(channels) != 3 or any(int(c) < 1 for c in channels):
             raise PolicyConfigError(f"channels must list 3 positive conv widths, got {list(channels)}")
+        if int(frame_size) < MIN_FRAME_SIZE:
+            raise PolicyConfigError(f"frame_size must be >= {MIN_FRAME_SIZE}, got {frame_size}")
         self.frame_stack, self.num_actions = int(frame_stack), int(num_actions)
         self.channels, self.hidden, self.frame_size = [int(c) for c in channels], int(hidden), int(frame_size)
-        c1, c2, c3 = self.channels
-        self.conv = nn.Sequential(
-            nn.Conv2d(self.frame_stack, c1, 8, stride=4), nn.ReLU(),
-            nn.Conv2d(c1, c2, 4, stride=2), nn.ReLU(),
-            nn.Conv2d(c2, c3, 3, stride=1), nn.ReLU(),
-            nn.Flatten(),
-        )
-        with torch.no_grad():
-            flat = self.conv(torch.zeros(1, self.frame_stack, self.frame_size, self.frame_size)).shape[1]
+        widths = [self.frame_stack, *self.channels]
+        convs: list[nn.Module] = []
+        for (kernel, stride), c_in, c_out in zip(CNN_KERNELS, widths, widths[1:]):
+            convs += [nn.Conv2d(c_in, c_out, kernel, stride=stride), nn.ReLU()]
+        self.conv = nn.Sequential(*convs, nn.Flatten())
+        flat = self.channels[-1] * conv_output_size(self.frame_size) ** 2
         self.fc = nn.Sequential(nn.Linear(flat, self.hidden), nn.ReLU(), nn.Linear(self.hidden, self.num_actions))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.conv(x))
 
     def config(self) -> dict[str, Any]:
-        return {"frame_stack": self.frame_stack, "num_actions": self.num_actions, "channels": self.channels,
-                "hidden": self.hidden, "frame_size": self.frame_size}
+        return {
+            "frame_stack": self.frame_stack,
+            "num_actions": self.num_actions,
+            "channels": self.channels,
+            "hidden": self.hidden,
+            "frame_size": self.frame_size,
+        }
 
     def input_shape(self) -> tuple[int, ...]:
         return (self.frame_stack, self.frame_size, self.frame_size)
+
+    @staticmethod
+    def parameter_shapes(config: CNNConfig) -> dict[str, tuple[int, ...]]:
+        shapes: dict[str, tuple[int, ...]] = {}
+        widths = [config.frame_stack, *config.channels]
+        for i, ((kernel, _), c_in, c_out) in enumerate(zip(CNN_KERNELS, widths, widths[1:])):
+            shapes[f"conv.{2 * i}.weight"], shapes[f"conv.{2 * i}.bias"] = (c_out, c_in, kernel, kernel), (c_out,)
+        flat = config.channels[-1] * conv_output_size(config.frame_size) ** 2
+        return shapes | {
+            "fc.0.weight": (config.hidden, flat),
+            "fc.0.bias": (config.hidden,),
+            "fc.2.weight": (config.num_actions, config.hidden),
+            "fc.2.bias": (config.num_actions,),
+        }
 
 
 POLICIES: dict[str, type[Policy]] = {cls.name: cls for cls in (MLPPolicy, CNNPolicy)}
 
 
-def build_policy(name: str, config: dict[str, Any]) -> Policy:
-    """Instantiate a registered policy from its JSON config (errors name the bad key)."""
+def policy_config(name: str, config: Any) -> PolicyConfig:
+    """The validated config of policy ``name`` (a PolicyConfigError names the bad field and value)."""
     if name not in POLICIES:
         raise PolicyConfigError(f"unknown policy {name!r}; policies: {sorted(POLICIES)}")
     try:
-        return POLICIES[name](**config)
-    except TypeError as exc:
-        raise PolicyConfigError(f"policy {name!r}: bad config {config} ({exc})") from None
+        return POLICIES[name].Config.model_validate(config)
+    except ValidationError as exc:
+        raise PolicyConfigError(f"policy {name!r}: {describe_errors(exc)}") from None
+
+
+def build_policy(name: str, config: dict[str, Any]) -> Policy:
+    """Instantiate a registered policy from its JSON config (errors name the bad key)."""
+    return POLICIES[name](**policy_config(name, config).model_dump())
 
 
 class ScoreModel(nn.Module):

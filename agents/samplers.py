@@ -12,15 +12,15 @@ Every epoch's draw is a function of (seed, epoch) only, which is what makes ``--
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 from imblearn.over_sampling import SMOTE, RandomOverSampler
 from imblearn.under_sampling import RandomUnderSampler
 
-from bcarena.agents.config import ConfigError, EventWeighting, TrainConfig
+from bcarena.agents.config import EventWeighting, TrainConfig, TrainConfigError
 from bcarena.agents.losses import class_weights
 from bcarena.recordings.dataset import ActionDataset
 
@@ -64,17 +64,20 @@ def _strategy(cfg: TrainConfig, action_names: list[str]) -> str | dict[int, int]
         return cfg.resample_strategy
     unknown = sorted(set(cfg.resample_strategy) - set(action_names))
     if unknown:
-        raise ConfigError(f"resample_strategy: unknown class name(s) {unknown}; classes are {action_names}")
+        raise TrainConfigError(f"resample_strategy: unknown class name(s) {unknown}; classes are {action_names}")
     return {action_names.index(k): int(v) for k, v in cfg.resample_strategy.items()}
 
 
-def _imblearn(sampler_cls, labels: np.ndarray, pool: np.ndarray, cfg: TrainConfig, names: list[str],
-              seed: int) -> np.ndarray:
+def _imblearn(
+    sampler_cls, labels: np.ndarray, pool: np.ndarray, cfg: TrainConfig, names: list[str], seed: int
+) -> np.ndarray:
     sampler = sampler_cls(sampling_strategy=_strategy(cfg, names), random_state=seed)
     try:
         rows, _ = sampler.fit_resample(pool.reshape(-1, 1), labels[pool])
     except ValueError as exc:
-        raise ConfigError(f"sampler {cfg.sampler!r} with resample_strategy {cfg.resample_strategy!r}: {exc}") from None
+        raise TrainConfigError(
+            f"sampler {cfg.sampler!r} with resample_strategy {cfg.resample_strategy!r}: {exc}"
+        ) from None
     return rows[:, 0].astype(np.int64)
 
 
@@ -98,11 +101,18 @@ def _undersample(labels, pool, cfg, names, seed):
     return _imblearn(RandomUnderSampler, labels, pool, cfg, names, seed), None
 
 
-SAMPLERS: dict[str, PoolFn] = {"uniform": _uniform, "weighted": _weighted, "oversample": _oversample,
-                               "undersample": _undersample, "smote": _uniform}
+SAMPLERS: dict[str, PoolFn] = {
+    "uniform": _uniform,
+    "weighted": _weighted,
+    "oversample": _oversample,
+    "undersample": _undersample,
+    "smote": _uniform,
+}
 
 
-def smote_rows(features: np.ndarray, labels: np.ndarray, cfg: TrainConfig, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def smote_rows(
+    features: np.ndarray, labels: np.ndarray, cfg: TrainConfig, names: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
     """Synthetic state rows (m, F) and labels (m,) from SMOTE over training rows (labels >= 0)."""
     keep = labels >= 0
     x, y = features[keep], labels[keep]
@@ -110,15 +120,20 @@ def smote_rows(features: np.ndarray, labels: np.ndarray, cfg: TrainConfig, names
     present = counts[counts > 0]
     if present.min() < 2:
         rare = [names[c] for c in np.flatnonzero((counts > 0) & (counts < 2))]
-        raise ConfigError(f"sampler 'smote' needs >= 2 training frames of every class it oversamples; "
-                          f"{rare} have 1 (use a resample_strategy dict or sampler 'oversample')")
-    smote = SMOTE(sampling_strategy=_strategy(cfg, names), k_neighbors=min(cfg.smote_k, int(present.min()) - 1),
-                  random_state=cfg.seed)
+        raise TrainConfigError(
+            f"sampler 'smote' needs >= 2 training frames of every class it oversamples; "
+            f"{rare} have 1 (use a resample_strategy dict or sampler 'oversample')"
+        )
+    smote = SMOTE(
+        sampling_strategy=_strategy(cfg, names),
+        k_neighbors=min(cfg.smote_k, int(present.min()) - 1),
+        random_state=cfg.seed,
+    )
     try:
         x_res, y_res = smote.fit_resample(x, y)
     except ValueError as exc:
-        raise ConfigError(f"sampler 'smote': {exc}") from None
-    return x_res[len(x):].astype(np.float32), y_res[len(x):].astype(np.int64)
+        raise TrainConfigError(f"sampler 'smote': {exc}") from None
+    return x_res[len(x) :].astype(np.float32), y_res[len(x) :].astype(np.int64)
 
 
 @dataclass
@@ -139,8 +154,14 @@ class SamplingReport:
 class EpochSampler:
     """Draws each epoch's training row indices. ``labels`` (n,) uses -1 for rows not trained on."""
 
-    def __init__(self, labels: np.ndarray, cfg: TrainConfig, class_names: list[str],
-                 frame_weights: np.ndarray | None = None, synthetic_rows: int = 0) -> None:
+    def __init__(
+        self,
+        labels: np.ndarray,
+        cfg: TrainConfig,
+        class_names: list[str],
+        frame_weights: np.ndarray | None = None,
+        synthetic_rows: int = 0,
+    ) -> None:
         self.labels = np.asarray(labels, dtype=np.int64)
         self.cfg, self.names = cfg, class_names
         self.frame_weights = frame_weights
@@ -148,8 +169,9 @@ class EpochSampler:
         self.synthetic_rows = synthetic_rows
 
     def _draw(self, epoch: int) -> tuple[np.ndarray, np.ndarray | None]:
-        rows, weights = SAMPLERS[self.cfg.sampler](self.labels, self.pool, self.cfg, self.names,
-                                                   epoch_seed(self.cfg.seed, epoch) % 2**32)
+        rows, weights = SAMPLERS[self.cfg.sampler](
+            self.labels, self.pool, self.cfg, self.names, epoch_seed(self.cfg.seed, epoch) % 2**32
+        )
         if self.frame_weights is not None:
             weights = self.frame_weights[rows] * (1.0 if weights is None else weights)
         return rows, weights
@@ -160,8 +182,9 @@ class EpochSampler:
         gen = torch.Generator().manual_seed(epoch_seed(self.cfg.seed, epoch))
         if weights is None:
             return torch.as_tensor(rows)[torch.randperm(len(rows), generator=gen)]
-        pick = torch.multinomial(torch.as_tensor(weights, dtype=torch.float64), len(rows), replacement=True,
-                                 generator=gen)
+        pick = torch.multinomial(
+            torch.as_tensor(weights, dtype=torch.float64), len(rows), replacement=True, generator=gen
+        )
         return torch.as_tensor(rows)[pick]
 
     def report(self) -> SamplingReport:
@@ -170,6 +193,11 @@ class EpochSampler:
         data = np.bincount(self.labels[self.pool], minlength=k).astype(np.float64)
         sampled = np.bincount(self.labels[rows], weights=weights, minlength=k).astype(np.float64)
         fw = self.frame_weights
-        return SamplingReport(self.cfg.sampler, len(rows), (data / data.sum()).tolist(),
-                              (sampled / sampled.sum()).tolist(),
-                              float(np.mean(fw[self.pool] > 1)) if fw is not None else 0.0, self.synthetic_rows)
+        return SamplingReport(
+            self.cfg.sampler,
+            len(rows),
+            (data / data.sum()).tolist(),
+            (sampled / sampled.sum()).tolist(),
+            float(np.mean(fw[self.pool] > 1)) if fw is not None else 0.0,
+            self.synthetic_rows,
+        )

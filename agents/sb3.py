@@ -8,18 +8,21 @@
 * ``ppo_from_bc(agent, env)`` — a PPO whose policy network carries a BC MLP's weights (same
   ``net_arch``; normalization inside the features extractor; the BC class offsets folded into
   the action bias), so at step 0 it acts exactly like the BC agent.
-* ``win_rate`` — a small vectorized evaluation against a bot (the eval layer sits above this one).
+* ``win_rate`` — win/draw/loss rates against a bot, for PPO callbacks (the eval layer sits above this one).
 """
 
 from __future__ import annotations
 
+import copy
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Annotated, Any
 
 import gymnasium as gym
 import numpy as np
 import torch
+from pydantic import Field, StrictBool, StrictInt, model_validator
 from safetensors.torch import save_file
 from stable_baselines3 import PPO
 from stable_baselines3.common.policies import ActorCriticPolicy
@@ -27,22 +30,27 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 from torch import nn
 
-from bcarena.agents.base import AgentFileError, SavableAgent, register_agent, require_keys
-from bcarena.agents.policies import ACTIVATIONS, MLPPolicy
-from bcarena.agents.torch_agent import WEIGHTS_FILE, TorchAgent, load_policy_weights, unique_state
-from bcarena.envs.duel import ACTION_NAMES, NUM_ACTIONS, SKILL_ACTIONS, STATE_DIM, DuelMatch, DuelVectorEnv, bot_noise, make_bot
+from bcarena.agents.base import AGENT_FILE, AgentFileError, BotAgent, SavableAgent
+from bcarena.agents.capabilities import Exportable, FrameStacked, Stochastic
+from bcarena.agents.policies import ACTIVATIONS, MAX_HIDDEN_LAYERS, MLPPolicy, linear_stack_shapes
+from bcarena.agents.specs import Header, Seed, Strict, Width, check_weights, one_of
+from bcarena.agents.torch_agent import WEIGHTS_FILE, TorchAgent, load_weights, unique_state
+from bcarena.envs.duel import ACTION_NAMES, NUM_ACTIONS, SKILL_ACTIONS, STATE_DIM, DuelVectorEnv
 from bcarena.envs.duel.env import observation_space
+from bcarena.envs.errors import BcarenaError
+from bcarena.envs.play import DuelBatch, play
 
 
-class SB3Error(ValueError):
+class SB3Error(BcarenaError, ValueError):
     """An SB3 model or BC agent that cannot be converted as asked."""
 
 
 class NormalizedFeatures(BaseFeaturesExtractor):
     """(x - mean) / std on state observations; the statistics are buffers saved with the policy."""
 
-    def __init__(self, observation_space: gym.spaces.Box, mean: Sequence[float] | None = None,
-                 std: Sequence[float] | None = None) -> None:
+    def __init__(
+        self, observation_space: gym.spaces.Box, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
+    ) -> None:
         dim = int(np.prod(observation_space.shape))
         super().__init__(observation_space, features_dim=dim)
         self.register_buffer("mean", torch.as_tensor(np.zeros(dim) if mean is None else mean, dtype=torch.float32))
@@ -52,15 +60,21 @@ class NormalizedFeatures(BaseFeaturesExtractor):
         return (observations.flatten(1) - self.mean) / self.std
 
 
-def policy_kwargs(hidden: Sequence[int], activation: str, mean: Sequence[float] | None = None,
-                  std: Sequence[float] | None = None) -> dict[str, Any]:
+def policy_kwargs(
+    hidden: Sequence[int], activation: str, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
+) -> dict[str, Any]:
     """SB3 ``policy_kwargs`` of an MLP actor-critic matching an ``MLPPolicy``'s layers."""
     if activation not in ACTIVATIONS:
         raise SB3Error(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-    return {"net_arch": {"pi": list(hidden), "vf": list(hidden)}, "activation_fn": ACTIVATIONS[activation],
-            "features_extractor_class": NormalizedFeatures,
-            "features_extractor_kwargs": {"mean": None if mean is None else list(mean),
-                                          "std": None if std is None else list(std)}}
+    return {
+        "net_arch": {"pi": list(hidden), "vf": list(hidden)},
+        "activation_fn": ACTIVATIONS[activation],
+        "features_extractor_class": NormalizedFeatures,
+        "features_extractor_kwargs": {
+            "mean": None if mean is None else list(mean),
+            "std": None if std is None else list(std),
+        },
+    }
 
 
 class DuelSB3VecEnv(VecEnv):
@@ -108,8 +122,10 @@ class DuelSB3VecEnv(VecEnv):
         """Nothing to release: the blocks are plain numpy."""
 
     def get_attr(self, attr_name: str, indices=None) -> list[Any]:
-        return [getattr(self.blocks[int(np.searchsorted(self._bounds, i, side="right") - 1)], attr_name)
-                for i in self._get_indices(indices)]
+        return [
+            getattr(self.blocks[int(np.searchsorted(self._bounds, i, side="right") - 1)], attr_name)
+            for i in self._get_indices(indices)
+        ]
 
     def set_attr(self, attr_name: str, value: Any, indices=None) -> None:
         raise SB3Error("DuelSB3VecEnv blocks share state; set_attr is not supported")
@@ -133,25 +149,70 @@ class PolicyLogits(nn.Module):
         return self.action_net(self.policy_net(self.features(x)))
 
 
-@register_agent
-class SB3Agent(SavableAgent):
+class SB3Spec(Strict):
+    """The ``agent.json`` fields of a PPO expert: an MLP actor-critic on Duel state observations."""
+
+    hidden: Annotated[list[Width], Field(min_length=1, max_length=MAX_HIDDEN_LAYERS)]
+    activation: Annotated[str, one_of(ACTIVATIONS)]
+    deterministic: StrictBool
+    seed: Seed = 0
+    input_shape: list[StrictInt] = Field(default_factory=lambda: [STATE_DIM])
+    action_names: list[str] = Field(default_factory=lambda: list(ACTION_NAMES))
+    skill_actions: list[StrictInt] = Field(default_factory=lambda: list(SKILL_ACTIONS))
+
+    @model_validator(mode="after")
+    def _duel(self) -> SB3Spec:
+        if self.input_shape != [STATE_DIM]:
+            raise ValueError(f"input_shape must be [{STATE_DIM}] (Duel state observations), got {self.input_shape}")
+        if self.action_names != list(ACTION_NAMES) or self.skill_actions != list(SKILL_ACTIONS):
+            raise ValueError(
+                f"action_names/skill_actions must be Duel's {list(ACTION_NAMES)} / {list(SKILL_ACTIONS)}, "
+                f"got {self.action_names} / {self.skill_actions}"
+            )
+        return self
+
+
+def sb3_parameter_shapes(hidden: Sequence[int]) -> dict[str, tuple[int, ...]]:
+    """State-dict shapes of the ``ActorCriticPolicy`` that ``policy_kwargs(hidden, ...)`` builds on Duel states."""
+    return {
+        "features_extractor.mean": (STATE_DIM,),
+        "features_extractor.std": (STATE_DIM,),
+        **linear_stack_shapes("mlp_extractor.policy_net", STATE_DIM, list(hidden)),
+        **linear_stack_shapes("mlp_extractor.value_net", STATE_DIM, list(hidden)),
+        "action_net.weight": (NUM_ACTIONS, hidden[-1]),
+        "action_net.bias": (NUM_ACTIONS,),
+        "value_net.weight": (1, hidden[-1]),
+        "value_net.bias": (1,),
+    }
+
+
+class SB3Agent(SavableAgent, Exportable, FrameStacked, Stochastic):
     """An SB3 ``ActorCriticPolicy`` on Duel state observations as an Agent (greedy by default)."""
 
     kind = "sb3_ppo"
+    Spec = SB3Spec
     obs_type = "state"
+    frame_stack = 1  # the policy reads one observation: its model input is the observation itself
 
-    def __init__(self, policy: ActorCriticPolicy, hidden: Sequence[int], activation: str, deterministic: bool = True,
-                 name: str = "ppo", seed: int = 0) -> None:
+    def __init__(
+        self,
+        policy: ActorCriticPolicy,
+        hidden: Sequence[int],
+        activation: str,
+        deterministic: bool = True,
+        name: str = "ppo",
+        seed: int = 0,
+    ) -> None:
         if not isinstance(policy, ActorCriticPolicy) or not isinstance(policy.action_space, gym.spaces.Discrete):
             raise SB3Error("SB3Agent wraps a discrete-action ActorCriticPolicy (e.g. PPO('MlpPolicy', ...).policy)")
         self.policy = policy.eval()
         self.hidden, self.activation = [int(h) for h in hidden], activation
-        self.deterministic, self.name, self.seed = deterministic, name, int(seed)
+        self.deterministic, self.name, self._seed = deterministic, name, int(seed)
         self.action_names, self.skill_actions = list(ACTION_NAMES), list(SKILL_ACTIONS)
         self._gen = torch.Generator().manual_seed(self.seed)
 
     @classmethod
-    def from_model(cls, model: PPO, name: str = "ppo", deterministic: bool = True) -> "SB3Agent":
+    def from_model(cls, model: PPO, name: str = "ppo", deterministic: bool = True) -> SB3Agent:
         """Wrap a PPO model built with ``policy_kwargs(...)`` (or SB3's default MlpPolicy)."""
         kw = model.policy_kwargs or {}
         arch = kw.get("net_arch", {"pi": [64, 64]})
@@ -166,14 +227,23 @@ class SB3Agent(SavableAgent):
     def input_shape(self) -> tuple[int, ...]:
         return (STATE_DIM,)
 
+    @property
+    def seed(self) -> int:
+        return self._seed
+
+    @property
+    def greedy(self) -> bool:
+        return bool(self.deterministic)
+
     def reset(self, batch_size: int) -> None:
         self._gen.manual_seed(self.seed)
 
     def stacked(self, obs: np.ndarray) -> np.ndarray:
-        obs = np.asarray(obs, dtype=np.float32)
-        if obs.ndim != 2 or obs.shape[1] != STATE_DIM:
-            raise SB3Error(f"{self.name}: expected state observations (B, {STATE_DIM}), got {obs.shape}")
-        return obs
+        return self.check_observations(obs)
+
+    @torch.no_grad()
+    def scores_stacked(self, x: np.ndarray) -> np.ndarray:
+        return PolicyLogits(self.policy)(torch.as_tensor(np.array(x, dtype=np.float32))).numpy()
 
     @torch.no_grad()
     def act_stacked(self, x: np.ndarray) -> np.ndarray:
@@ -182,33 +252,41 @@ class SB3Agent(SavableAgent):
             return logits.argmax(dim=1).numpy().astype(np.int64)
         return torch.multinomial(torch.softmax(logits, 1), 1, generator=self._gen)[:, 0].numpy().astype(np.int64)
 
-    def act(self, obs: np.ndarray) -> np.ndarray:
-        return self.act_stacked(self.stacked(obs))
+    def _act(self, obs: np.ndarray) -> np.ndarray:
+        return self.act_stacked(obs)
 
     def export_module(self) -> nn.Module:
-        import copy
-
         return copy.deepcopy(PolicyLogits(self.policy)).eval()
 
     def _spec(self) -> dict[str, Any]:
-        return {"hidden": self.hidden, "activation": self.activation, "deterministic": self.deterministic,
-                "seed": self.seed, "input_shape": [STATE_DIM], "action_names": self.action_names,
-                "skill_actions": self.skill_actions}
+        return {
+            "hidden": self.hidden,
+            "activation": self.activation,
+            "deterministic": self.deterministic,
+            "seed": self.seed,
+            "input_shape": [STATE_DIM],
+            "action_names": self.action_names,
+            "skill_actions": self.skill_actions,
+        }
 
     def _save_files(self, folder: Path) -> None:
         save_file(unique_state(self.policy), str(folder / WEIGHTS_FILE))
 
     @classmethod
-    def _from_folder(cls, folder: Path, spec: dict[str, Any]) -> "SB3Agent":
-        require_keys(spec, ("hidden", "activation", "deterministic"), folder)
-        try:
-            kwargs = policy_kwargs(spec["hidden"], spec["activation"])
-        except SB3Error as exc:
-            raise AgentFileError(f"{folder / 'agent.json'}: {exc}") from None
-        policy = ActorCriticPolicy(observation_space("state"), gym.spaces.Discrete(NUM_ACTIONS), lambda _: 0.0, **kwargs)
-        load_policy_weights(policy, folder / WEIGHTS_FILE, f"an SB3 MLP actor-critic {spec['hidden']}")
-        return cls(policy, spec["hidden"], spec["activation"], bool(spec["deterministic"]), spec.get("name", "ppo"),
-                   int(spec.get("seed", 0)))
+    def _from_folder(cls, folder: Path, header: Header, spec: SB3Spec) -> SB3Agent:
+        if (header.game, header.obs_type) != ("duel", "state"):
+            raise AgentFileError(
+                f"{folder / AGENT_FILE}: PPO experts play Duel on state observations, not "
+                f"{header.game} {header.obs_type}"
+            )
+        weights = folder / WEIGHTS_FILE
+        check_weights(weights, sb3_parameter_shapes(spec.hidden), f"an SB3 MLP actor-critic {spec.hidden}")
+        kwargs = policy_kwargs(spec.hidden, spec.activation)
+        policy = ActorCriticPolicy(
+            observation_space("state"), gym.spaces.Discrete(NUM_ACTIONS), lambda _: 0.0, **kwargs
+        )
+        load_weights(policy, weights)
+        return cls(policy, spec.hidden, spec.activation, spec.deterministic, header.name, spec.seed)
 
 
 def ppo_from_bc(agent: TorchAgent, env: VecEnv, **ppo_kwargs: Any) -> PPO:
@@ -216,8 +294,10 @@ def ppo_from_bc(agent: TorchAgent, env: VecEnv, **ppo_kwargs: Any) -> PPO:
     if type(agent) is not TorchAgent or not isinstance(agent.model.policy, MLPPolicy):
         raise SB3Error(f"BC -> PPO needs a TorchAgent with an MLP policy, got {type(agent).__name__}")
     if agent.frame_stack != 1 or agent.model.num_actions != NUM_ACTIONS:
-        raise SB3Error(f"BC -> PPO needs frame_stack 1 and {NUM_ACTIONS} actions, got {agent.frame_stack} and "
-                       f"{agent.model.num_actions}")
+        raise SB3Error(
+            f"BC -> PPO needs frame_stack 1 and {NUM_ACTIONS} actions, got {agent.frame_stack} and "
+            f"{agent.model.num_actions}"
+        )
     mlp = agent.model.policy
     kwargs = policy_kwargs(mlp.hidden, mlp.activation, agent.model.mean.tolist(), agent.model.std.tolist())
     model = PPO("MlpPolicy", env, policy_kwargs=kwargs, **ppo_kwargs)
@@ -233,30 +313,39 @@ def ppo_from_bc(agent: TorchAgent, env: VecEnv, **ppo_kwargs: Any) -> PPO:
     return model
 
 
-def random_ppo(env: VecEnv, hidden: Sequence[int] = (256, 256), activation: str = "relu",
-               mean: Sequence[float] | None = None, std: Sequence[float] | None = None, **ppo_kwargs: Any) -> PPO:
+def random_ppo(
+    env: VecEnv,
+    hidden: Sequence[int] = (256, 256),
+    activation: str = "relu",
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    **ppo_kwargs: Any,
+) -> PPO:
     """A PPO with the same architecture as ``ppo_from_bc`` would build, randomly initialized."""
     return PPO("MlpPolicy", env, policy_kwargs=policy_kwargs(hidden, activation, mean, std), **ppo_kwargs)
 
 
 def win_rate(agent: Any, opponent: str, seeds: Sequence[int] | np.ndarray, config: Any = None) -> dict[str, float]:
-    """Win/draw/loss rates of ``agent`` (player 0) against bot ``opponent`` over one match per seed."""
+    """Win/draw/loss rates of ``agent`` (player 0) against bot ``opponent`` over one match per seed.
+
+    Played by the one match loop, like every match; this layer sits below eval, whose
+    ``play_matches`` reports far more than these rates.
+    """
     seeds = np.asarray(seeds, dtype=np.int64)
-    bot = make_bot(opponent, config)
-    match = DuelMatch(seeds.size, config, obs_type=agent.obs_type)
-    obs = match.reset(seeds)
-    agent.reset(seeds.size)
-    while not match.all_done:
-        state = obs if agent.obs_type == "state" else match.observe("state")
-        actions = np.stack([agent.act(obs[:, 0]), bot.act(state[:, 1], bot_noise(match.core, 1, bot.noise_dims))], 1)
-        obs, _ = match.step(actions)
+    match = DuelBatch(seeds.size, config)
+    play(match, (agent, BotAgent(opponent, config=config)), seeds)
     winner = match.core.winner
-    return {"win": float(np.mean(winner == 0)), "draw": float(np.mean(winner < 0)), "loss": float(np.mean(winner == 1)),
-            "matches": int(seeds.size)}
+    return {
+        "win": float(np.mean(winner == 0)),
+        "draw": float(np.mean(winner < 0)),
+        "loss": float(np.mean(winner == 1)),
+        "matches": int(seeds.size),
+    }
 
 
-def train_ppo(model: PPO, timesteps: int, out: str | os.PathLike | None = None, name: str = "ppo",
-              progress: bool = True) -> SB3Agent:
+def train_ppo(
+    model: PPO, timesteps: int, out: str | os.PathLike | None = None, name: str = "ppo", progress: bool = True
+) -> SB3Agent:
     """Run PPO for ``timesteps`` and return (and save to ``out/agent``) the policy as an Agent."""
     if timesteps > 0:
         model.learn(total_timesteps=timesteps, progress_bar=progress)

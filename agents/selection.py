@@ -8,16 +8,29 @@ its exported argmax is the agent's action.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+from pydantic import Field
+
+from bcarena.agents.specs import FiniteFloat, Seed, Strict, one_of
+from bcarena.envs.errors import BcarenaError
 
 MODES: tuple[str, ...] = ("argmax", "sample", "temperature", "thresholds")
 
 
-class SelectionError(ValueError):
+class SelectionSpec(Strict):
+    """A ``Selection`` as ``agent.json`` stores it."""
+
+    mode: Annotated[str, one_of(MODES)] = "argmax"
+    temperature: Annotated[FiniteFloat, Field(gt=0)] = 1.0
+    seed: Seed = 0
+
+
+class SelectionError(BcarenaError, ValueError):
     """An invalid selection mode or parameter."""
 
 
@@ -38,13 +51,6 @@ class Selection:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Selection":
-        unknown = sorted(set(data) - {"mode", "temperature", "seed"})
-        if unknown:
-            raise SelectionError(f"selection: unknown key(s) {unknown}")
-        return cls(**data)
-
 
 def _argmax(scores: torch.Tensor, sel: Selection, gen: torch.Generator) -> torch.Tensor:
     return scores.argmax(dim=-1)
@@ -59,7 +65,10 @@ def _temperature(scores: torch.Tensor, sel: Selection, gen: torch.Generator) -> 
 
 
 SELECTORS: dict[str, Callable[[torch.Tensor, Selection, torch.Generator], torch.Tensor]] = {
-    "argmax": _argmax, "sample": _sample, "temperature": _temperature, "thresholds": _argmax,
+    "argmax": _argmax,
+    "sample": _sample,
+    "temperature": _temperature,
+    "thresholds": _argmax,
 }
 
 
@@ -68,8 +77,13 @@ def select(scores: torch.Tensor, sel: Selection, gen: torch.Generator) -> torch.
     return SELECTORS[sel.mode](scores, sel, gen)
 
 
-def tune_class_offsets(log_probs: np.ndarray, labels: np.ndarray, metric: Callable[[np.ndarray, np.ndarray], float],
-                       grid: np.ndarray | None = None, sweeps: int = 2) -> tuple[np.ndarray, float]:
+def tune_class_offsets(
+    log_probs: np.ndarray,
+    labels: np.ndarray,
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    grid: np.ndarray | None = None,
+    sweeps: int = 2,
+) -> tuple[np.ndarray, float]:
     """Per-class additive offsets on log-probabilities (N, A) maximizing ``metric(labels, preds)``.
 
     Coordinate ascent: each class's offset in turn takes the best value on ``grid`` (log units)

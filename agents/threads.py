@@ -8,8 +8,8 @@ explicit thread count and give the previous setting back afterwards.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 

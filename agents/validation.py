@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
-METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "macro_f1", "skill_recall", "skill_precision")
+# The headline numbers of a validation pass: the training history, the agent's info and the curves plot.
+SUMMARY_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "macro_f1", "skill_frame_recall")
 
 
 @dataclass
@@ -19,17 +20,19 @@ class ClassificationMetrics:
     """Frame-level metrics. Per-class lists follow ``action_names``; classes absent from the
     labels get recall NaN (and are left out of balanced accuracy and macro-F1).
 
-    ``skill_recall``: of the frames where the player pressed a skill, the fraction where the
-    model predicted a skill (any skill: "did it press at all"); ``skill_precision`` the
-    converse. Both NaN when undefined (no skill frames / no skill predictions).
+    ``skill_frame_recall``: of the frames where the player pressed a skill, the fraction where the
+    model predicted a skill (any skill: "did it press at all"); ``skill_frame_precision`` the
+    converse. Both NaN when undefined (no skill frames / no skill predictions). These count
+    frames; the evaluation layer's *event* recall (``eval.offline``) also accepts a press within
+    +-k frames.
     """
 
     accuracy: float
     balanced_accuracy: float
     macro_f1: float
-    skill_recall: float
-    skill_precision: float
-    skill_exact_recall: float  # predicted exactly the pressed skill
+    skill_frame_recall: float
+    skill_frame_precision: float
+    skill_exact_frame_recall: float  # predicted exactly the pressed skill
     per_class_recall: list[float]
     per_class_precision: list[float]
     per_class_support: list[int]
@@ -45,8 +48,12 @@ def _nan_if_empty(num: float, den: float) -> float:
     return float(num / den) if den else float("nan")
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, action_names: list[str] | tuple[str, ...],
-                           skill_actions: list[int] | tuple[int, ...]) -> ClassificationMetrics:
+def classification_metrics(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    action_names: list[str] | tuple[str, ...],
+    skill_actions: list[int] | tuple[int, ...],
+) -> ClassificationMetrics:
     """Metrics of predictions ``y_pred`` (n,) against labels ``y_true`` (n,), both int action ids."""
     y_true = np.asarray(y_true, dtype=np.int64).reshape(-1)
     y_pred = np.asarray(y_pred, dtype=np.int64).reshape(-1)
@@ -68,9 +75,9 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, action_names:
         # sklearn's balanced_accuracy_score: mean recall over the classes present in y_true
         balanced_accuracy=float(np.nanmean(recall)),
         macro_f1=float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
-        skill_recall=_nan_if_empty((true_skill & pred_skill).sum(), true_skill.sum()),
-        skill_precision=_nan_if_empty((true_skill & pred_skill).sum(), pred_skill.sum()),
-        skill_exact_recall=_nan_if_empty((true_skill & (y_pred == y_true)).sum(), true_skill.sum()),
+        skill_frame_recall=_nan_if_empty((true_skill & pred_skill).sum(), true_skill.sum()),
+        skill_frame_precision=_nan_if_empty((true_skill & pred_skill).sum(), pred_skill.sum()),
+        skill_exact_frame_recall=_nan_if_empty((true_skill & (y_pred == y_true)).sum(), true_skill.sum()),
         per_class_recall=[float(r) for r in recall],
         per_class_precision=[float(p) for p in precision],
         per_class_support=[int(s) for s in support],

@@ -19,6 +19,7 @@ RAM map (found by experiment: step one action, diff the 128 bytes; checked in
     17  clock seconds, BCD (0x59 = 59 s)
 
 A match lasts 2 minutes of game time (~1190 decisions at 10 FPS) or ends early by KO.
+:class:`BoxingBatch` plays N bouts at once for the one match loop (``bcarena.envs.play.play``).
 
 **The expert** (:class:`BoxingExpert`) reads those bytes (through the normalized state
 features). Hits land when the fists reach the face: horizontally 12-28 px apart and
@@ -31,29 +32,66 @@ FIRE on ~5% of its frames and out-scores the CPU in most matches.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import ale_py
 import cv2
 import gymnasium as gym
 import numpy as np
 
+from bcarena.envs.errors import BcarenaError
+
 gym.register_envs(ale_py)
 
 BOXING_ID = "ALE/Boxing-v5"
 ACTION_NAMES: tuple[str, ...] = (
-    "NOOP", "FIRE", "UP", "RIGHT", "LEFT", "DOWN", "UPRIGHT", "UPLEFT", "DOWNRIGHT", "DOWNLEFT",
-    "UPFIRE", "RIGHTFIRE", "LEFTFIRE", "DOWNFIRE", "UPRIGHTFIRE", "UPLEFTFIRE", "DOWNRIGHTFIRE", "DOWNLEFTFIRE",
+    "NOOP",
+    "FIRE",
+    "UP",
+    "RIGHT",
+    "LEFT",
+    "DOWN",
+    "UPRIGHT",
+    "UPLEFT",
+    "DOWNRIGHT",
+    "DOWNLEFT",
+    "UPFIRE",
+    "RIGHTFIRE",
+    "LEFTFIRE",
+    "DOWNFIRE",
+    "UPRIGHTFIRE",
+    "UPLEFTFIRE",
+    "DOWNRIGHTFIRE",
+    "DOWNLEFTFIRE",
 )
 ACTION_INDEX = {name: i for i, name in enumerate(ACTION_NAMES)}
-RAM = {"player_x": 32, "enemy_x": 33, "player_y": 34, "enemy_y": 35, "player_score": 18, "enemy_score": 19,
-       "clock_minutes": 16, "clock_seconds": 17}
+RAM = {
+    "player_x": 32,
+    "enemy_x": 33,
+    "player_y": 34,
+    "enemy_y": 35,
+    "player_score": 18,
+    "enemy_score": 19,
+    "clock_minutes": 16,
+    "clock_seconds": 17,
+}
 KO_SCORE = 100
 ROUND_SECONDS = 120
 GRAY_SIZE = 84
 _X_SCALE, _Y_SCALE = 80.0, 90.0  # px: normalisation of positions and gaps (x spans ~30..109, y ~1..89)
 
-STATE_FEATURES: tuple[str, ...] = ("player_x", "player_y", "enemy_x", "enemy_y", "dx", "dy", "player_score",
-                                   "enemy_score", "time_left")
+STATE_FEATURES: tuple[str, ...] = (
+    "player_x",
+    "player_y",
+    "enemy_x",
+    "enemy_y",
+    "dx",
+    "dy",
+    "player_score",
+    "enemy_score",
+    "time_left",
+)
 
 
 def bcd(values: np.ndarray) -> np.ndarray:
@@ -66,9 +104,12 @@ def ram_info(ram: np.ndarray) -> dict[str, np.ndarray]:
     """Game quantities from RAM (N, 128) uint8: positions (px), scores, seconds left; each (N,)."""
     ram = np.asarray(ram).reshape(-1, 128).astype(np.int64)
     return {
-        "player_x": ram[:, RAM["player_x"]], "player_y": ram[:, RAM["player_y"]],
-        "enemy_x": ram[:, RAM["enemy_x"]], "enemy_y": ram[:, RAM["enemy_y"]],
-        "player_score": bcd(ram[:, RAM["player_score"]]), "enemy_score": bcd(ram[:, RAM["enemy_score"]]),
+        "player_x": ram[:, RAM["player_x"]],
+        "player_y": ram[:, RAM["player_y"]],
+        "enemy_x": ram[:, RAM["enemy_x"]],
+        "enemy_y": ram[:, RAM["enemy_y"]],
+        "player_score": bcd(ram[:, RAM["player_score"]]),
+        "enemy_score": bcd(ram[:, RAM["enemy_score"]]),
         "seconds_left": (ram[:, RAM["clock_minutes"]] >> 4) * 60 + bcd(ram[:, RAM["clock_seconds"]]),
     }
 
@@ -78,19 +119,30 @@ def ram_features(ram: np.ndarray) -> np.ndarray:
     info = ram_info(ram)
     dx = info["enemy_x"] - info["player_x"]
     dy = info["enemy_y"] - info["player_y"]
-    return np.stack([
-        info["player_x"] / _X_SCALE * 2 - 1, info["player_y"] / _Y_SCALE * 2 - 1,
-        info["enemy_x"] / _X_SCALE * 2 - 1, info["enemy_y"] / _Y_SCALE * 2 - 1,
-        dx / _X_SCALE, dy / _Y_SCALE,
-        info["player_score"] / KO_SCORE, info["enemy_score"] / KO_SCORE,
-        info["seconds_left"] / ROUND_SECONDS,
-    ], axis=1).astype(np.float32)
+    return np.stack(
+        [
+            info["player_x"] / _X_SCALE * 2 - 1,
+            info["player_y"] / _Y_SCALE * 2 - 1,
+            info["enemy_x"] / _X_SCALE * 2 - 1,
+            info["enemy_y"] / _Y_SCALE * 2 - 1,
+            dx / _X_SCALE,
+            dy / _Y_SCALE,
+            info["player_score"] / KO_SCORE,
+            info["enemy_score"] / KO_SCORE,
+            info["seconds_left"] / ROUND_SECONDS,
+        ],
+        axis=1,
+    ).astype(np.float32)
 
 
 def agent_view(screen: np.ndarray) -> np.ndarray:
     """84x84 gray uint8 of an RGB screen (210, 160, 3), as Atari agents see it (area resampling)."""
     gray = cv2.cvtColor(np.asarray(screen, dtype=np.uint8), cv2.COLOR_RGB2GRAY)
     return cv2.resize(gray, (GRAY_SIZE, GRAY_SIZE), interpolation=cv2.INTER_AREA)
+
+
+class BoxingError(BcarenaError, ValueError):
+    """Invalid use of Boxing bouts: a bad seed list, an observation kind the emulators do not render."""
 
 
 @dataclass(frozen=True)
@@ -113,8 +165,13 @@ class BoxingConfig:
 def make_env(config: BoxingConfig | None = None, render_mode: str | None = None) -> gym.Env:
     """The ALE Boxing gymnasium env with this config (full 18-action space, RGB observations)."""
     config = config or BoxingConfig()
-    return gym.make(BOXING_ID, frameskip=config.frameskip, repeat_action_probability=config.repeat_action_probability,
-                    full_action_space=False, render_mode=render_mode)
+    return gym.make(
+        BOXING_ID,
+        frameskip=config.frameskip,
+        repeat_action_probability=config.repeat_action_probability,
+        full_action_space=False,
+        render_mode=render_mode,
+    )
 
 
 def reset_with_noops(env: gym.Env, seed: int, config: BoxingConfig | None = None) -> np.ndarray:
@@ -165,10 +222,16 @@ class BoxingExpert:
         vertical = np.where(error_y > self.tolerance, "DOWN", np.where(error_y < -self.tolerance, "UP", ""))
         toward = np.where(side > 0, "RIGHT", "LEFT")
         away = np.where(side > 0, "LEFT", "RIGHT")
-        horizontal = np.where(np.abs(dx) > gap + self.tolerance, toward,
-                              np.where(np.abs(dx) < gap - self.tolerance, away, ""))
-        punch = ready & (np.abs(dx) >= self.punch_dx[0]) & (np.abs(dx) <= self.punch_dx[1]) \
-            & (np.abs(dy) >= self.punch_dy[0]) & (np.abs(dy) <= self.punch_dy[1])
+        horizontal = np.where(
+            np.abs(dx) > gap + self.tolerance, toward, np.where(np.abs(dx) < gap - self.tolerance, away, "")
+        )
+        punch = (
+            ready
+            & (np.abs(dx) >= self.punch_dx[0])
+            & (np.abs(dx) <= self.punch_dx[1])
+            & (np.abs(dy) >= self.punch_dy[0])
+            & (np.abs(dy) <= self.punch_dy[1])
+        )
         names = np.char.add(np.char.add(vertical, horizontal), np.where(punch, "FIRE", ""))
         actions = np.array([ACTION_INDEX[str(n) or "NOOP"] for n in names], dtype=np.int64)
         self._since = np.where(punch, 0, self._since + 1)
@@ -193,27 +256,125 @@ class BoxingResult:
         return max(self.player_score, self.enemy_score) >= KO_SCORE
 
 
-def play_expert_matches(matches: int, seed: int = 0, config: BoxingConfig | None = None) -> list[BoxingResult]:
-    """Play ``matches`` full matches of a fresh seeded :class:`BoxingExpert` against the CPU."""
-    config = config or BoxingConfig()
-    env = make_env(config)
-    fire = np.array(["FIRE" in name for name in ACTION_NAMES])
-    results = []
-    try:
-        for match in range(matches):
-            expert = BoxingExpert(seed=seed + match)
-            reset_with_noops(env, seed + match, config)
-            ale = env.unwrapped.ale
-            frames = punches = 0
-            done = False
-            while not done:
-                action = int(expert.act(ram_features(ale.getRAM()))[0])
-                _, _, terminated, truncated, _ = env.step(action)
-                frames += 1
-                punches += int(fire[action])
-                done = terminated or truncated
-            info = ram_info(ale.getRAM())
-            results.append(BoxingResult(int(info["player_score"][0]), int(info["enemy_score"][0]), frames, punches))
-    finally:
-        env.close()
-    return results
+class BoxingView(gym.Wrapper):
+    """One Boxing bout as an agent sees it: 84x84 gray frames (``pixels``) or the RAM features.
+
+    ``info`` holds both scores (``score``, (2,) points) and the RAM (``ram``, (128,) uint8) after
+    every reset and step, and with ``screens`` the RGB screen (``screen``, (210, 160, 3)).
+    ``reset(seed=s)`` plays the seeded NOOPs of :func:`reset_with_noops`.
+    """
+
+    def __init__(self, pixels: bool = True, config: BoxingConfig | None = None, screens: bool = False) -> None:
+        super().__init__(make_env(config))
+        self.config = config or BoxingConfig()
+        self.pixels, self.screens = pixels, screens
+        self.observation_space = (
+            gym.spaces.Box(0, 255, (GRAY_SIZE, GRAY_SIZE, 1), np.uint8)
+            if pixels
+            else gym.spaces.Box(-np.inf, np.inf, (len(STATE_FEATURES),), np.float32)
+        )
+        self._seed = -1
+
+    def _view(self, screen: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+        ram = self.env.unwrapped.ale.getRAM().copy()
+        scores = ram_info(ram)
+        info: dict[str, Any] = {"score": np.array([scores["player_score"][0], scores["enemy_score"][0]]), "ram": ram}
+        if self.screens:
+            info["screen"] = screen
+        return (agent_view(screen)[..., None] if self.pixels else ram_features(ram)[0]), info
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        # Without a seed (a vector env's autoreset, whose bout is not counted) the next seed is played.
+        self._seed = seed if seed is not None else self._seed + 1
+        return self._view(reset_with_noops(self.env, self._seed, self.config))
+
+    def step(self, action):
+        screen, reward, terminated, truncated, info = self.env.step(action)
+        obs, view_info = self._view(screen)
+        return obs, reward, terminated, truncated, {**info, **view_info}
+
+
+class BoxingBatch:
+    """Boxing bouts against the console's CPU as a :class:`~bcarena.envs.play.Match` (one player: the agent).
+
+    One emulator per row, in a gymnasium vector env (``workers`` > 1: in worker processes, which is
+    how ALE uses several cores). The emulators render one observation kind (``pixels`` or the RAM
+    features); the RAM features are always available, since every step reports the RAM. A pool of
+    emulators may be reset with fewer seeds than rows: the spare rows are over from the start.
+    Close it (or use it as a context manager) to stop worker processes.
+
+    After each step: ``score`` (N, 2) points of the agent and the CPU, ``decisions`` (N,) played,
+    ``ram`` (N, 128) uint8 and, with ``screens``, ``screens`` (N, 210, 160, 3) RGB.
+    """
+
+    num_players = 1
+    num_actions = len(ACTION_NAMES)
+
+    def __init__(
+        self,
+        num_matches: int,
+        pixels: bool = True,
+        config: BoxingConfig | None = None,
+        workers: int = 1,
+        screens: bool = False,
+    ) -> None:
+        factory = [partial(BoxingView, pixels, config, screens)] * num_matches  # picklable for worker processes
+        mode = gym.vector.AutoresetMode.NEXT_STEP
+        self.vector = (
+            gym.vector.AsyncVectorEnv(factory, autoreset_mode=mode)
+            if workers > 1
+            else gym.vector.SyncVectorEnv(factory, autoreset_mode=mode)
+        )
+        self.num_matches, self.pixels = num_matches, pixels
+        self.done = np.ones(num_matches, dtype=bool)
+        self.score = np.zeros((num_matches, 2), dtype=np.int64)
+        self.decisions = np.zeros(num_matches, dtype=np.int64)
+
+    def reset(self, seeds: np.ndarray) -> None:
+        seeds = np.asarray(seeds, dtype=np.int64).reshape(-1)
+        if not 1 <= seeds.size <= self.num_matches:
+            raise BoxingError(f"reset needs 1 to {self.num_matches} seeds (one per bout), got {seeds.size}")
+        spare = seeds[-1] + 1 + np.arange(self.num_matches - seeds.size)
+        self._obs, info = self.vector.reset(seed=np.r_[seeds, spare].tolist())
+        self._keep(info)
+        self.done[:] = False
+        self.done[seeds.size :] = True
+        self.score[:] = 0
+        self.decisions[:] = 0
+
+    def _keep(self, info: dict[str, Any]) -> None:
+        self.ram = info["ram"]
+        if "screen" in info:
+            self.screens = info["screen"]
+
+    def observe(self, player: int, obs_type: str) -> np.ndarray:
+        if obs_type == "state":
+            return self._obs if not self.pixels else ram_features(self.ram)
+        if obs_type == "pixels" and self.pixels:
+            return self._obs
+        raise BoxingError(
+            f"these Boxing emulators render {'pixels' if self.pixels else 'state'} observations, not {obs_type!r}"
+        )
+
+    def noise(self, player: int, dims: int) -> np.ndarray:
+        raise BoxingError(
+            "Boxing has no per-match noise streams: its policies (the RAM expert, agents) draw their own randomness"
+        )
+
+    def step(self, actions: np.ndarray) -> dict[str, Any]:
+        live = ~self.done
+        self._obs, _, terminated, truncated, info = self.vector.step(np.asarray(actions)[:, 0])
+        self._keep(info)
+        self.score[live] = info["score"][live]
+        self.decisions += live
+        self.done |= terminated | truncated
+        return info
+
+    def close(self) -> None:
+        self.vector.close()
+
+    def __enter__(self) -> BoxingBatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

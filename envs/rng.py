@@ -22,7 +22,7 @@ def _splitmix64(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def uniform(seeds: np.ndarray, counters: np.ndarray, streams: np.ndarray | int) -> np.ndarray:
+def uniform(seeds: np.ndarray, counters: np.ndarray | int, streams: np.ndarray | int) -> np.ndarray:
     """Uniform floats in [0, 1) of the broadcast shape of ``seeds``, ``counters``, ``streams``.
 
     All inputs are non-negative integers; equal inputs always give equal outputs.

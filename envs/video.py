@@ -2,23 +2,26 @@
 
 ``.mp4`` uses the ``mp4v`` codec (lossy, plays everywhere); ``.mkv`` uses FFV1, which is
 lossless, for frames that will be trained on. A video is written to a temporary file in the
-same folder and renamed into place, so a crash never leaves a truncated file under the final name.
+same folder and renamed into place (``bcarena.envs.files``), so a crash never leaves a truncated
+file under the final name.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable
 
 import cv2
 import numpy as np
 
+from bcarena.envs.errors import BcarenaError
+from bcarena.envs.files import commit_partial, discard_partial, new_partial
+
 CODECS = {".mp4": "mp4v", ".mkv": "FFV1", ".avi": "MJPG"}
 
 
-class VideoError(RuntimeError):
-    """A video could not be written or read."""
+class VideoError(BcarenaError, RuntimeError):
+    """A video could not be written or read (bad extension or fps, unreadable file, bad frames)."""
 
 
 class VideoWriter:
@@ -35,7 +38,7 @@ class VideoWriter:
         if not fps > 0:
             raise VideoError(f"{self.path}: fps must be > 0, got {fps}")
         self.fps = float(fps)
-        self._tmp = self.path.with_name(f".{self.path.stem}.partial{suffix}")
+        self._tmp: Path | None = None  # created with the writer, on the first frame
         self._writer: cv2.VideoWriter | None = None
         self._shape: tuple[int, ...] | None = None
         self.frames_written = 0
@@ -45,7 +48,7 @@ class VideoWriter:
         if frame.dtype != np.uint8 or frame.ndim not in (2, 3):
             raise VideoError(f"{self.path}: frames must be uint8 (H, W) or (H, W, 3), got {frame.dtype} {frame.shape}")
         if self._writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._tmp = new_partial(self.path)
             height, width = frame.shape[:2]
             fourcc = cv2.VideoWriter_fourcc(*CODECS[self.path.suffix.lower()])
             self._writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, (width, height), frame.ndim == 3)
@@ -53,7 +56,9 @@ class VideoWriter:
                 raise VideoError(f"{self.path}: OpenCV could not open a {CODECS[self.path.suffix.lower()]} writer")
             self._shape = frame.shape
         elif frame.shape != self._shape:
-            raise VideoError(f"{self.path}: frame {self.frames_written} has shape {frame.shape}, expected {self._shape}")
+            raise VideoError(
+                f"{self.path}: frame {self.frames_written} has shape {frame.shape}, expected {self._shape}"
+            )
         self._writer.write(np.ascontiguousarray(frame))
         self.frames_written += 1
 
@@ -61,26 +66,19 @@ class VideoWriter:
         if self._writer is not None:
             self._writer.release()
             self._writer = None
+        if self._tmp is None:
+            return
         if keep and self.frames_written:
-            os.replace(self._tmp, self.path)
-        elif self._tmp.exists():
-            self._tmp.unlink()
+            commit_partial(self._tmp, self.path)
+        else:
+            discard_partial(self._tmp)
+        self._tmp = None
 
-    def __enter__(self) -> "VideoWriter":
+    def __enter__(self) -> VideoWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.close(keep=exc_type is None)
-
-
-def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float) -> Path:
-    """Write all ``frames`` to ``path`` (see :class:`VideoWriter`); returns the path."""
-    with VideoWriter(path, fps) as writer:
-        for frame in frames:
-            writer.write(frame)
-    if writer.frames_written == 0:
-        raise VideoError(f"{path}: no frames to write")
-    return Path(path)
 
 
 def read_video(path: str | os.PathLike, gray: bool = False) -> np.ndarray:

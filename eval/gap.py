@@ -8,10 +8,15 @@ plots (accuracy vs win rate, event-F1 vs win rate).
 
 Without trained agents, perturbed experts (``pro[skill_drop=0.9]``, ``pro[random=0.3]``, see
 ``bcarena.eval.perturbed``) make a graded set of clones.
+
+The agents must be distinct: the same agent twice (the same bot, folder, server or identical
+weights) would rank exactly like itself and inflate every correlation (``check_distinct``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,9 +25,10 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from bcarena.agents.base import Agent
+from bcarena.agents.base import Agent, BotAgent
+from bcarena.agents.specs import AGENT_FILE
 from bcarena.envs.duel import DuelConfig
-from bcarena.eval.files import write_json, write_text
+from bcarena.envs.files import sha256_file, write_json, write_text
 from bcarena.eval.errors import EvalError
 from bcarena.eval.matches import MatchReport, display_names, evaluate_matches, load_player
 from bcarena.eval.offline import ANY_SKILL, OfflineReport, evaluate_offline
@@ -30,9 +36,15 @@ from bcarena.eval.plots import figure, save_figure
 from bcarena.eval.stats import RankCorrelation, spearman_bootstrap, wilson_interval
 from bcarena.recordings.dataset import ActionDataset
 
-HEADLINE_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "macro_f1", "js_divergence",
-                                     f"event_f1_{ANY_SKILL}", f"event_recall_{ANY_SKILL}",
-                                     f"event_precision_{ANY_SKILL}")
+HEADLINE_METRICS: tuple[str, ...] = (
+    "accuracy",
+    "balanced_accuracy",
+    "macro_f1",
+    "js_divergence",
+    f"event_f1_{ANY_SKILL}",
+    f"event_recall_{ANY_SKILL}",
+    f"event_precision_{ANY_SKILL}",
+)
 SCATTER_METRICS: tuple[str, ...] = ("accuracy", f"event_f1_{ANY_SKILL}")
 
 
@@ -64,26 +76,43 @@ class GapReport:
     match_reports: list[list[MatchReport]] = field(default_factory=list, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"dataset": self.dataset, "split": self.split, "tolerance": self.tolerance,
-                "opponents": self.opponents, "matches_per_opponent": self.matches_per_opponent, "seed": self.seed,
-                "agents": [{**asdict(r), "win_rate_ci95": list(r.win_rate_ci95)} for r in self.rows],
-                "correlations": {k: v.to_dict() for k, v in self.correlations.items()}}
+        return {
+            "dataset": self.dataset,
+            "split": self.split,
+            "tolerance": self.tolerance,
+            "opponents": self.opponents,
+            "matches_per_opponent": self.matches_per_opponent,
+            "seed": self.seed,
+            "agents": [{**asdict(r), "win_rate_ci95": list(r.win_rate_ci95)} for r in self.rows],
+            "correlations": {k: v.to_dict() for k, v in self.correlations.items()},
+        }
 
     def to_markdown(self) -> str:
-        lines = [f"# Offline-online gap ({len(self.rows)} agents)", "",
-                 f"Offline: `{self.dataset}` split `{self.split}`, event tolerance +-{self.tolerance} frames. "
-                 f"Online: {self.matches_per_opponent} matches (seeds {self.seed}...) against "
-                 f"{', '.join(self.opponents)}.", "", "## Agents", "",
-                 "| agent | win rate [95% CI] | accuracy | balanced acc. | macro-F1 | event-F1 (any skill) |",
-                 "|---|---|---|---|---|---|"]
+        lines = [
+            f"# Offline-online gap ({len(self.rows)} agents)",
+            "",
+            f"Offline: `{self.dataset}` split `{self.split}`, event tolerance +-{self.tolerance} frames. "
+            f"Online: {self.matches_per_opponent} matches (seeds {self.seed}...) against "
+            f"{', '.join(self.opponents)}.",
+            "",
+            "## Agents",
+            "",
+            "| agent | win rate [95% CI] | accuracy | balanced acc. | macro-F1 | event-F1 (any skill) |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in sorted(self.rows, key=lambda r: -r.win_rate):
             lo, hi = r.win_rate_ci95
-            cells = [_fmt(r.offline.get(m)) for m in ("accuracy", "balanced_accuracy", "macro_f1",
-                                                        f"event_f1_{ANY_SKILL}")]
+            cells = [
+                _fmt(r.offline.get(m)) for m in ("accuracy", "balanced_accuracy", "macro_f1", f"event_f1_{ANY_SKILL}")
+            ]
             lines.append(f"| {r.agent} | {r.win_rate:.1%} [{lo:.1%}, {hi:.1%}] | " + " | ".join(cells) + " |")
-        lines += ["", "## Does the offline metric rank agents like win rate does?", "",
-                  "| offline metric | Spearman rho | bootstrap 95% CI | p | agents | note |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Does the offline metric rank agents like win rate does?",
+            "",
+            "| offline metric | Spearman rho | bootstrap 95% CI | p | agents | note |",
+            "|---|---|---|---|---|---|",
+        ]
         for name, c in self.correlations.items():
             ci = f"[{c.ci95[0]:+.2f}, {c.ci95[1]:+.2f}]" if c.ci95 else "undefined"
             rho = f"{c.rho:+.2f}" if c.rho is not None else "undefined"
@@ -94,8 +123,10 @@ class GapReport:
     def write(self, folder: str | os.PathLike) -> dict[str, Path]:
         """gap.json, gap.md and one scatter PNG per metric in ``SCATTER_METRICS`` into ``folder``."""
         folder = Path(folder)
-        paths = {"json": write_json(folder / "gap.json", self.to_dict()),
-                 "markdown": write_text(folder / "gap.md", self.to_markdown())}
+        paths = {
+            "json": write_json(folder / "gap.json", self.to_dict()),
+            "markdown": write_text(folder / "gap.md", self.to_markdown()),
+        }
         for metric in SCATTER_METRICS:
             paths[f"scatter_{metric}"] = self.scatter(metric, folder / f"{metric}_vs_win_rate.png")
         return paths
@@ -128,18 +159,83 @@ def _fmt(value: float | None) -> str:
     return "undefined" if value is None else f"{value:.3f}"
 
 
-def gap_report(agents: list[str | Agent], dataset: ActionDataset, opponents: list[str | Agent], matches: int = 200,
-               seed: int = 0, split: str = "test", tolerance: int = 2, both_sides: bool = False,
-               config: DuelConfig | None = None, n_boot: int = 2000, progress: bool = False,
-               metrics: tuple[str, ...] | None = None) -> GapReport:
+# agent.json keys that name or describe an agent without changing how it plays
+_DESCRIPTIVE_KEYS = ("name", "info", "bcarena_version")
+
+
+def check_distinct(specs: list[str | os.PathLike | Agent], players: list[Agent]) -> None:
+    """Refuse the same agent given twice (``specs`` as given, ``players`` as loaded), naming both."""
+    seen: dict[tuple[str, str], str] = {}
+    for spec, player in zip(specs, players):
+        label = str(spec) if isinstance(spec, (str, os.PathLike)) else spec.name
+        for key, how in _identities(spec, player):
+            if key in seen:
+                raise EvalError(
+                    f"agents {seen[key]!r} and {label!r} are the same agent ({how}); a rank correlation "
+                    f"across agents needs distinct agents: drop one"
+                )
+            seen[key] = label
+
+
+def _identities(spec: str | os.PathLike | Agent, player: Agent) -> list[tuple[tuple[str, str], str]]:
+    """What makes two gap-report agents one: [((kind, value), what they share)]."""
+    if isinstance(player, BotAgent):  # bot names and perturbed-bot names are canonical
+        config = json.dumps(player.bot.config.to_dict(), sort_keys=True)
+        return [(("bot", f"{player.name} {config}"), f"both are the bot {player.name!r}")]
+    if isinstance(spec, Agent):
+        return [(("object", str(id(spec))), "the same Agent object")]
+    text = str(spec)
+    if text.startswith(("http://", "https://")):
+        return [(("url", text.rstrip("/")), "the same server URL")]
+    folder = Path(text).resolve()
+    return [
+        (("folder", str(folder)), f"the same folder {folder}"),
+        (("content", fingerprint(folder)), "identical weights and settings in both folders"),
+    ]
+
+
+def fingerprint(folder: Path) -> str:
+    """sha256 of what decides how a saved agent plays: its weight files and agent.json settings.
+
+    Names, training provenance and the bcarena version are left out, so a copied or renamed
+    folder has the fingerprint of its original; logs, curves and checkpoints are left out too.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        relative = path.relative_to(folder).as_posix()
+        if path.name == AGENT_FILE:
+            settings = json.loads(path.read_text())
+            for key in _DESCRIPTIVE_KEYS:
+                settings.pop(key, None)
+            digest.update(f"{relative}\0{json.dumps(settings, sort_keys=True)}\0".encode())
+        elif path.suffix == ".safetensors":
+            digest.update(f"{relative}\0{sha256_file(path)}\0".encode())
+    return digest.hexdigest()
+
+
+def gap_report(
+    agents: list[str | Agent],
+    dataset: ActionDataset,
+    opponents: list[str | Agent],
+    matches: int = 200,
+    seed: int = 0,
+    split: str = "test",
+    tolerance: int = 2,
+    both_sides: bool = False,
+    config: DuelConfig | None = None,
+    n_boot: int = 2000,
+    progress: bool = False,
+    metrics: tuple[str, ...] | None = None,
+) -> GapReport:
     """Offline metrics and win rates of ``agents``, and each metric's rank correlation with win rate."""
     if len(agents) < 3:
-        raise EvalError(f"a gap report ranks agents: it needs at least 3, got {len(agents)}")
+        raise EvalError(f"a gap report ranks agents: it needs at least 3 distinct agents, got {len(agents)}")
     if not opponents:
         raise EvalError("a gap report needs at least one opponent")
     if matches < 1:
         raise EvalError(f"matches must be >= 1, got {matches}")
     players = [load_player(a, config) for a in agents]
+    check_distinct(agents, players)
     rivals = [load_player(o, config) for o in opponents]
     names = display_names(agents, players)
     offline_reports = [evaluate_offline(agent, dataset, split, tolerance) for agent in players]
@@ -149,18 +245,34 @@ def gap_report(agents: list[str | Agent], dataset: ActionDataset, opponents: lis
         raise EvalError(f"unknown offline metric(s) {unknown}; available: {sorted(offline_reports[0].scalars())}")
     ordered = [m for m in HEADLINE_METRICS if m in wanted] + [m for m in wanted if m not in HEADLINE_METRICS]
     rows, match_reports = [], []
-    for name, agent, offline in tqdm(list(zip(names, players, offline_reports)), desc="gap report: matches",
-                                     unit="agent", disable=not progress):
+    for name, agent, offline in tqdm(
+        list(zip(names, players, offline_reports)), desc="gap report: matches", unit="agent", disable=not progress
+    ):
         online = [evaluate_matches(agent, rival, matches, seed, both_sides, config) for rival in rivals]
         wins, total = sum(r.wins for r in online), sum(r.matches for r in online)
-        rows.append(AgentGapRow(agent=name, win_rate=float(np.mean([r.win_rate for r in online])),
-                                win_rate_by_opponent={r.opponent: r.win_rate for r in online},
-                                win_rate_ci95=wilson_interval(wins, total), offline=offline.scalars()))
+        rows.append(
+            AgentGapRow(
+                agent=name,
+                win_rate=float(np.mean([r.win_rate for r in online])),
+                win_rate_by_opponent={r.opponent: r.win_rate for r in online},
+                win_rate_ci95=wilson_interval(wins, total),
+                offline=offline.scalars(),
+            )
+        )
         match_reports.append(online)
     win_rates = [r.win_rate for r in rows]
-    correlations = {m: spearman_bootstrap([r.offline[m] for r in rows], win_rates, n_boot=n_boot, seed=seed)
-                    for m in ordered}
-    return GapReport(dataset=str(dataset.path) if dataset.path is not None else "dataset", split=split,
-                     tolerance=tolerance, opponents=[r.name for r in rivals], matches_per_opponent=matches, seed=seed,
-                     rows=rows, correlations=correlations, offline_reports=offline_reports,
-                     match_reports=match_reports)
+    correlations = {
+        m: spearman_bootstrap([r.offline[m] for r in rows], win_rates, n_boot=n_boot, seed=seed) for m in ordered
+    }
+    return GapReport(
+        dataset=str(dataset.path) if dataset.path is not None else "dataset",
+        split=split,
+        tolerance=tolerance,
+        opponents=[r.name for r in rivals],
+        matches_per_opponent=matches,
+        seed=seed,
+        rows=rows,
+        correlations=correlations,
+        offline_reports=offline_reports,
+        match_reports=match_reports,
+    )

@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 
 from bcarena.agents.base import Agent
 from bcarena.agents.validation import ClassificationMetrics, classification_metrics
-from bcarena.eval.files import write_json
+from bcarena.envs.files import write_json
+from bcarena.envs.play import PolicyError, validate_actions
 from bcarena.eval.errors import EvalError
 from bcarena.eval.plots import figure, save_figure
 from bcarena.eval.stats import js_divergence
@@ -96,8 +97,12 @@ class OfflineReport:
 
     def scalars(self) -> dict[str, float | None]:
         """Flat name -> value of every scalar metric (the gap report ranks agents by these)."""
-        out: dict[str, float | None] = {"accuracy": self.accuracy, "balanced_accuracy": self.balanced_accuracy,
-                                        "macro_f1": self.macro_f1, "js_divergence": self.js_divergence}
+        out: dict[str, float | None] = {
+            "accuracy": self.accuracy,
+            "balanced_accuracy": self.balanced_accuracy,
+            "macro_f1": self.macro_f1,
+            "js_divergence": self.js_divergence,
+        }
         for m in self.events:
             for key in ("precision", "recall", "f1"):
                 out[f"event_{key}_{m.event}"] = getattr(m, key)
@@ -114,13 +119,22 @@ class OfflineReport:
         """Write offline.json, confusion.json and confusion.png into ``folder``; returns their paths."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        paths = {"report": folder / "offline.json", "confusion_json": folder / "confusion.json",
-                 "confusion_png": folder / "confusion.png"}
+        paths = {
+            "report": folder / "offline.json",
+            "confusion_json": folder / "confusion.json",
+            "confusion_png": folder / "confusion.png",
+        }
         write_json(paths["report"], self.to_dict())
-        write_json(paths["confusion_json"], {"labels": self.action_names, "rows": "expert", "columns": "agent",
-                                             "matrix": self.confusion})
-        plot_confusion(np.asarray(self.confusion), self.action_names, paths["confusion_png"],
-                       title=f"{self.agent} on {Path(self.dataset).name} ({self.split})")
+        write_json(
+            paths["confusion_json"],
+            {"labels": self.action_names, "rows": "expert", "columns": "agent", "matrix": self.confusion},
+        )
+        plot_confusion(
+            np.asarray(self.confusion),
+            self.action_names,
+            paths["confusion_png"],
+            title=f"{self.agent} on {Path(self.dataset).name} ({self.split})",
+        )
         return paths
 
 
@@ -154,13 +168,23 @@ def class_metrics(standard: ClassificationMetrics) -> list[ClassMetrics]:
         f1 = _f1(precision, recall)
         if f1 is None:
             undefined["f1"] = f"neither the expert nor the agent chose {name!r} in this split"
-        out.append(ClassMetrics(action=name, support=support, predicted=predicted, precision=precision,
-                                recall=recall, f1=f1, undefined=undefined))
+        out.append(
+            ClassMetrics(
+                action=name,
+                support=support,
+                predicted=predicted,
+                precision=precision,
+                recall=recall,
+                f1=f1,
+                undefined=undefined,
+            )
+        )
     return out
 
 
-def event_metrics(y_true: np.ndarray, y_pred: np.ndarray, episode: np.ndarray, actions: list[int], name: str,
-                  tolerance: int) -> EventMetrics:
+def event_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, episode: np.ndarray, actions: list[int], name: str, tolerance: int
+) -> EventMetrics:
     """Timing of presses of ``actions`` (ids): matched within +-``tolerance`` frames of the same episode."""
     if tolerance < 0:
         raise EvalError(f"the event tolerance must be >= 0 frames, got {tolerance}")
@@ -178,21 +202,39 @@ def event_metrics(y_true: np.ndarray, y_pred: np.ndarray, episode: np.ndarray, a
     f1 = _f1(precision, recall)
     if f1 is None:
         undefined["f1"] = f"neither the expert nor the agent pressed {name} in this split"
-    return EventMetrics(event=name, tolerance=int(tolerance), expert_presses=n_expert, agent_presses=n_agent,
-                        precision=precision, recall=recall, f1=f1, undefined=undefined)
+    return EventMetrics(
+        event=name,
+        tolerance=int(tolerance),
+        expert_presses=n_expert,
+        agent_presses=n_agent,
+        precision=precision,
+        recall=recall,
+        f1=f1,
+        undefined=undefined,
+    )
 
 
-def offline_metrics(y_true: np.ndarray, y_pred: np.ndarray, episode: np.ndarray, action_names: list[str],
-                    skill_actions: list[int], tolerance: int = 2, agent: str = "agent", dataset: str = "dataset",
-                    split: str = "test") -> OfflineReport:
+def offline_metrics(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    episode: np.ndarray,
+    action_names: list[str],
+    skill_actions: list[int],
+    tolerance: int = 2,
+    agent: str = "agent",
+    dataset: str = "dataset",
+    split: str = "test",
+) -> OfflineReport:
     """Every offline metric from expert labels ``y_true`` (n,), agent actions ``y_pred`` (n,) and
     ``episode`` ids (n,); rows of one episode contiguous and in frame order."""
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = np.asarray(y_pred, dtype=np.int64)
     episode = np.asarray(episode)
     if not (y_true.shape == y_pred.shape == episode.shape) or y_true.ndim != 1:
-        raise EvalError(f"labels, predictions and episodes need one value per frame, got shapes "
-                        f"{y_true.shape}, {y_pred.shape}, {episode.shape}")
+        raise EvalError(
+            f"labels, predictions and episodes need one value per frame, got shapes "
+            f"{y_true.shape}, {y_pred.shape}, {episode.shape}"
+        )
     if y_true.size == 0:
         raise EvalError(f"{dataset}: no frames to evaluate in split {split!r}")
     k = len(action_names)
@@ -206,14 +248,25 @@ def offline_metrics(y_true: np.ndarray, y_pred: np.ndarray, episode: np.ndarray,
     events = [event_metrics(y_true, y_pred, episode, list(skill_actions), ANY_SKILL, tolerance)]
     events += [event_metrics(y_true, y_pred, episode, [s], action_names[s], tolerance) for s in skill_actions]
     return OfflineReport(
-        agent=agent, dataset=dataset, split=split, frames=int(y_true.size), episodes=int(np.unique(episode).size),
-        action_names=list(action_names), accuracy=standard.accuracy, balanced_accuracy=standard.balanced_accuracy,
-        macro_f1=standard.macro_f1, macro_f1_classes=[c.action for c in per_class if c.support > 0],
-        per_class=per_class, confusion=confusion_matrix(y_true, y_pred, labels=list(range(k))).tolist(),
+        agent=agent,
+        dataset=dataset,
+        split=split,
+        frames=int(y_true.size),
+        episodes=int(np.unique(episode).size),
+        action_names=list(action_names),
+        accuracy=standard.accuracy,
+        balanced_accuracy=standard.balanced_accuracy,
+        macro_f1=standard.macro_f1,
+        macro_f1_classes=[c.action for c in per_class if c.support > 0],
+        per_class=per_class,
+        confusion=confusion_matrix(y_true, y_pred, labels=list(range(k))).tolist(),
         js_divergence=js_divergence(pred_counts, true_counts),
         expert_distribution={n: float(c / y_true.size) for n, c in zip(action_names, true_counts)},
         agent_distribution={n: float(c / y_pred.size) for n, c in zip(action_names, pred_counts)},
-        tolerance=int(tolerance), events=events, predictions=y_pred)
+        tolerance=int(tolerance),
+        events=events,
+        predictions=y_pred,
+    )
 
 
 # ------------------------------------------------------------------------------ agent on a dataset
@@ -222,19 +275,22 @@ def _observations(agent: Agent, data: ActionDataset) -> np.ndarray:
     where = str(data.path) if data.path is not None else "dataset"
     if agent.obs_type == "state":
         if not data.state_columns:
-            raise DatasetError(f"{where}: agent {agent.name!r} observes states, but this dataset has no "
-                               f"s_<feature> columns (game {data.manifest['game']!r})")
+            raise DatasetError(
+                f"{where}: agent {agent.name!r} observes states, but this dataset has no "
+                f"s_<feature> columns (game {data.manifest['game']!r})"
+            )
         return data.states()
     if agent.obs_type == "pixels":
         if data.pixels is None:
-            raise DatasetError(f"{where}: agent {agent.name!r} observes pixels, but this dataset stores no "
-                               "pixels.npy; rebuild it with frames")
+            raise DatasetError(
+                f"{where}: agent {agent.name!r} observes pixels, but this dataset stores no "
+                "pixels.npy; rebuild it with frames"
+            )
         return data.frames()
     raise EvalError(f"agent {agent.name!r} has unknown obs_type {agent.obs_type!r}; expected 'state' or 'pixels'")
 
 
-def predict_dataset(agent: Agent, data: ActionDataset, batch_episodes: int = 256, progress: bool = False
-                    ) -> np.ndarray:
+def predict_dataset(agent: Agent, data: ActionDataset, batch_episodes: int = 256, progress: bool = False) -> np.ndarray:
     """The agent's actions (n,) int64 on every frame of ``data``, in the table's row order.
 
     Episodes are replayed in frame order, ``batch_episodes`` side by side, through the agent's
@@ -243,9 +299,10 @@ def predict_dataset(agent: Agent, data: ActionDataset, batch_episodes: int = 256
     extra actions are dropped.
     """
     where = str(data.path) if data.path is not None else "dataset"
-    game = getattr(agent, "game", None)
-    if game is not None and game != data.manifest["game"]:
-        raise EvalError(f"{where}: dataset of game {data.manifest['game']!r}, agent {agent.name!r} plays {game!r}")
+    if agent.game != data.manifest["game"]:
+        raise EvalError(
+            f"{where}: dataset of game {data.manifest['game']!r}, agent {agent.name!r} plays {agent.game!r}"
+        )
     obs_all = _observations(agent, data)
     table = data.table
     order = np.lexsort((table["frame"].to_numpy(), table["episode"].to_numpy()))
@@ -253,10 +310,10 @@ def predict_dataset(agent: Agent, data: ActionDataset, batch_episodes: int = 256
     starts = np.flatnonzero(np.r_[True, episode[1:] != episode[:-1]])
     lengths = np.diff(np.r_[starts, episode.size])
     out = np.empty(episode.size, dtype=np.int64)
-    steps = sum(int(lengths[i:i + batch_episodes].max()) for i in range(0, starts.size, batch_episodes))
+    steps = sum(int(lengths[i : i + batch_episodes].max()) for i in range(0, starts.size, batch_episodes))
     with tqdm(total=steps, desc=f"{agent.name} offline", unit="step", disable=not progress, leave=False) as bar:
         for first in range(0, starts.size, batch_episodes):
-            s, n = starts[first:first + batch_episodes], lengths[first:first + batch_episodes]
+            s, n = starts[first : first + batch_episodes], lengths[first : first + batch_episodes]
             agent.reset(s.size)
             for t in range(int(n.max())):
                 pos = order[s + np.minimum(t, n - 1)]
@@ -264,32 +321,45 @@ def predict_dataset(agent: Agent, data: ActionDataset, batch_episodes: int = 256
                 if agent.obs_type == "pixels" and obs.ndim == 3:
                     obs = obs[..., None]
                 try:
-                    actions = np.asarray(agent.act(obs))
+                    actions = agent.act(obs)
+                except PolicyError:  # the agent acted, and its answer is what is wrong: that message says so
+                    raise
                 except Exception as exc:  # noqa: BLE001 - report which agent/dataset do not fit
-                    raise EvalError(f"{where}: agent {agent.name!r} cannot act on this dataset's {agent.obs_type} "
-                                    f"observations of shape {obs.shape[1:]}: {type(exc).__name__}: {exc}") from exc
-                if actions.shape != (s.size,) or not np.issubdtype(actions.dtype, np.integer):
-                    raise EvalError(f"agent {agent.name!r}: act() must return ({s.size},) integer actions, "
-                                    f"got {actions.dtype} {actions.shape}")
+                    raise EvalError(
+                        f"{where}: agent {agent.name!r} cannot act on this dataset's {agent.obs_type} "
+                        f"observations of shape {obs.shape[1:]}: {type(exc).__name__}: {exc}"
+                    ) from exc
+                actions = validate_actions(actions, s.size, data.num_actions, f"agent {agent.name!r} on {where}")
                 alive = t < n
                 out[pos[alive]] = actions[alive]
                 bar.update(1)
-    if out.size and (out.min() < 0 or out.max() >= data.num_actions):
-        raise EvalError(f"agent {agent.name!r} chose actions outside the dataset's {data.num_actions} actions "
-                        f"{data.action_names}")
     return out
 
 
-def evaluate_offline(agent: Agent, data: ActionDataset, split: str = "test", tolerance: int = 2,
-                     batch_episodes: int = 256, progress: bool = False) -> OfflineReport:
+def evaluate_offline(
+    agent: Agent,
+    data: ActionDataset,
+    split: str = "test",
+    tolerance: int = 2,
+    batch_episodes: int = 256,
+    progress: bool = False,
+) -> OfflineReport:
     """Offline metrics of ``agent`` on one split of an action dataset (see :func:`offline_metrics`)."""
     part = data.split(split)
     table = part.table
     predictions = predict_dataset(agent, part, batch_episodes, progress)
     order = np.lexsort((table["frame"].to_numpy(), table["episode"].to_numpy()))
-    return offline_metrics(table["action"].to_numpy()[order], predictions[order], table["episode"].to_numpy()[order],
-                           part.action_names, part.skill_actions, tolerance, agent=agent.name,
-                           dataset=str(data.path) if data.path is not None else "dataset", split=split)
+    return offline_metrics(
+        table["action"].to_numpy()[order],
+        predictions[order],
+        table["episode"].to_numpy()[order],
+        part.action_names,
+        part.skill_actions,
+        tolerance,
+        agent=agent.name,
+        dataset=str(data.path) if data.path is not None else "dataset",
+        split=split,
+    )
 
 
 # ------------------------------------------------------------------------------------------- plots
@@ -306,8 +376,15 @@ def plot_confusion(matrix: np.ndarray, labels: list[str], path: Path, title: str
     for i in range(len(labels)):
         for j in range(len(labels)):
             if matrix[i, j]:
-                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if share[i, j] > 0.6 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(matrix[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if share[i, j] > 0.6 else "black",
+                )
     fig.colorbar(image, ax=ax, label="share of expert frames")
     ax.set_title(title or "confusion matrix")
     return save_figure(fig, path)

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
 
-from bcarena.eval.files import partial_path  # noqa: E402
+from bcarena.envs.files import atomic_file  # noqa: E402
 
 
 def figure(figsize: tuple[float, float] = (6.0, 4.5)):
@@ -22,21 +22,28 @@ def figure(figsize: tuple[float, float] = (6.0, 4.5)):
 def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
     """Save ``fig`` as PNG at ``path`` (temporary sibling, then rename) and close it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(path)
     try:
         fig.tight_layout()
-        fig.savefig(tmp, dpi=dpi, format="png")
-        os.replace(tmp, path)
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format="png")
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
     return path
 
 
-def heatmap(matrix: np.ndarray, row_labels: list[str], col_labels: list[str], path: str | os.PathLike, title: str,
-            colorbar_label: str, fmt: str = "{:.0%}", vmin: float = 0.0, vmax: float = 1.0,
-            xlabel: str = "", ylabel: str = "") -> Path:
+def heatmap(
+    matrix: np.ndarray,
+    row_labels: list[str],
+    col_labels: list[str],
+    path: str | os.PathLike,
+    title: str,
+    colorbar_label: str,
+    fmt: str = "{:.0%}",
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+    xlabel: str = "",
+    ylabel: str = "",
+) -> Path:
     """A labelled heatmap; NaN cells are blank (e.g. an agent against itself)."""
     fig, ax = figure((1.6 + 0.9 * len(col_labels), 1.2 + 0.7 * len(row_labels)))
     image = ax.imshow(np.ma.masked_invalid(matrix), vmin=vmin, vmax=vmax, cmap="RdYlGn")

@@ -8,59 +8,67 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Iterable
 
 import cv2
 import numpy as np
 
 from bcarena.agents.base import Agent
-from bcarena.envs.duel import SKILL_ACTIONS, DuelConfig, DuelMatch
-from bcarena.envs.duel.render import rgb_frame
+from bcarena.envs.duel import SKILL_ACTIONS, DuelConfig
+from bcarena.envs.duel.render import bgr_frame
+from bcarena.envs.files import atomic_file
+from bcarena.envs.play import DuelBatch, Hook, Step, play
 from bcarena.envs.video import CODECS, VideoError, VideoWriter
-from bcarena.eval.files import partial_path
-from bcarena.eval.matches import check_agent, load_player, policy_actions
+from bcarena.eval.matches import check_agent, load_player
 
 GIF = ".gif"
 REPLAY_SUFFIXES = tuple(sorted(CODECS)) + (GIF,)
 
 
-class ReplayMatch:
-    """One match stepped by hand so it can be drawn after every decision."""
+class _Film(Hook):
+    """Draws a match after the reset and after every decision (BGR frames as people watch it).
 
-    def __init__(self, agent0: Agent, agent1: Agent, seed: int, config: DuelConfig | None = None) -> None:
-        self.agents = (agent0, agent1)
-        self.seed = int(seed)
-        self.match = DuelMatch(1, config, obs_type="state")
-        self.obs = self.match.reset([self.seed])
-        self.skills = np.zeros(2, dtype=np.int64)  # skill actions chosen so far, per player
-        for agent in self.agents:
-            agent.reset(1)
+    Also counts each player's skill actions chosen so far, which captions may show.
+    """
 
-    @property
-    def done(self) -> bool:
-        return self.match.all_done
+    def __init__(self, names: tuple[str, str], caption: Callable[[np.ndarray], str | None]) -> None:
+        self.names, self.caption = names, caption
+        self.frames: list[np.ndarray] = []
+        self.skills = np.zeros(2, dtype=np.int64)
 
-    def step(self) -> None:
-        """One decision of both players; a finished match stays as it ended."""
-        if self.done:
-            return
-        actions = np.empty((1, 2), dtype=np.int64)
-        for player, agent in enumerate(self.agents):
-            agent_obs = self.obs if agent.obs_type == "state" else self.match.observe(agent.obs_type)
-            actions[:, player] = policy_actions(agent, self.match, agent_obs, player)
-        self.skills += np.isin(actions[0], SKILL_ACTIONS)
-        self.obs, _ = self.match.step(actions)
+    def _draw(self, match: DuelBatch) -> None:
+        self.frames.append(bgr_frame(match.core, 0, self.names, caption=self.caption(self.skills)))
 
-    def frame(self, caption: str | None = None) -> np.ndarray:
-        """BGR (360, 640, 3) uint8 frame of the match as it stands."""
-        return rgb_frame(self.match.core, 0, (self.agents[0].name, self.agents[1].name), caption=caption)
+    def on_reset(self, match: DuelBatch) -> None:
+        self._draw(match)
 
-    def result(self) -> dict:
-        core = self.match.core
-        return {"seed": self.seed, "players": [a.name for a in self.agents], "winner": int(core.winner[0]),
-                "ko": bool(core.ko[0]), "hp": core.hp[0].tolist(), "decisions": int(core.decision[0]),
-                "skill_actions": self.skills.tolist()}
+    def on_step(self, step: Step) -> None:
+        self.skills += np.isin(step.actions[0], SKILL_ACTIONS)
+        self._draw(step.match)
+
+
+def _film(
+    agent0: Agent,
+    agent1: Agent,
+    seed: int,
+    config: DuelConfig | None,
+    caption: Callable[[np.ndarray], str | None] = lambda skills: None,
+) -> tuple[list[np.ndarray], dict]:
+    """Play one match and draw it: the frames (decisions + 1) and the result."""
+    match = DuelBatch(1, config)
+    film = _Film((agent0.name, agent1.name), caption)
+    play(match, (agent0, agent1), [int(seed)], hooks=[film])
+    core = match.core
+    return film.frames, {
+        "seed": int(seed),
+        "players": [agent0.name, agent1.name],
+        "winner": int(core.winner[0]),
+        "ko": bool(core.ko[0]),
+        "hp": core.hp[0].tolist(),
+        "decisions": int(core.decision[0]),
+        "skill_actions": film.skills.tolist(),
+    }
 
 
 def write_frames(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float, gif_width: int = 320) -> Path:
@@ -87,14 +95,16 @@ def write_frames(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: flo
         images.append(Image.fromarray(np.ascontiguousarray(small[..., ::-1])))
     if not images:
         raise VideoError(f"{path}: no frames to write")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(path)
-    try:
-        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps),
-                       loop=0, optimize=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(path) as tmp:
+        images[0].save(
+            tmp,
+            format="GIF",
+            save_all=True,
+            append_images=images[1:],
+            duration=round(1000 / fps),
+            loop=0,
+            optimize=False,
+        )
     return path
 
 
@@ -102,8 +112,15 @@ def _hold(frames: list[np.ndarray], seconds: float, fps: float) -> list[np.ndarr
     return frames + [frames[-1]] * int(seconds * fps)
 
 
-def record_replay(agent0: Agent | str, agent1: Agent | str, seed: int, path: str | os.PathLike,
-                  config: DuelConfig | None = None, hold_end_seconds: float = 1.0, caption: str | None = None) -> dict:
+def record_replay(
+    agent0: Agent | str,
+    agent1: Agent | str,
+    seed: int,
+    path: str | os.PathLike,
+    config: DuelConfig | None = None,
+    hold_end_seconds: float = 1.0,
+    caption: str | None = None,
+) -> dict:
     """Play one match and write it to ``path`` (.mp4 / .mkv / .gif) at the decision rate. Returns the result.
 
     Players are Agents, bot names or agent folders.
@@ -111,14 +128,10 @@ def record_replay(agent0: Agent | str, agent1: Agent | str, seed: int, path: str
     agents = [load_player(a, config, seed=seed + i) for i, a in enumerate((agent0, agent1))]
     for agent in agents:
         check_agent(agent, config)
-    replay = ReplayMatch(agents[0], agents[1], seed, config)
-    fps = replay.match.config.decision_hz
-    frames = [replay.frame(caption)]
-    while not replay.done:
-        replay.step()
-        frames.append(replay.frame(caption))
+    frames, result = _film(agents[0], agents[1], seed, config, lambda skills: caption)
+    fps = (config or DuelConfig()).decision_hz
     write_frames(path, _hold(frames, hold_end_seconds, fps), fps)
-    return {**replay.result(), "path": str(path)}
+    return {**result, "path": str(path)}
 
 
 def _header(width: int, text: str, height: int = 36) -> np.ndarray:
@@ -127,9 +140,21 @@ def _header(width: int, text: str, height: int = 36) -> np.ndarray:
     return strip
 
 
-def record_side_by_side(left: Agent | str, right: Agent | str, opponent: Agent | str, seed: int,
-                        path: str | os.PathLike, captions: tuple[str, str] | None = None,
-                        config: DuelConfig | None = None, hold_end_seconds: float = 1.5) -> dict:
+def _skill_caption(label: str) -> Callable[[np.ndarray], str]:
+    """Caption of a side-by-side panel: its label and the agent's skill presses so far."""
+    return lambda skills: f"{label} | skill presses: {skills[0]}"
+
+
+def record_side_by_side(
+    left: Agent | str,
+    right: Agent | str,
+    opponent: Agent | str,
+    seed: int,
+    path: str | os.PathLike,
+    captions: tuple[str, str] | None = None,
+    config: DuelConfig | None = None,
+    hold_end_seconds: float = 1.5,
+) -> dict:
     """Two agents, each against its own copy of ``opponent`` on the same seed, side by side.
 
     Both matches start from the same positions and the opponent draws the same per-match noise,
@@ -142,21 +167,21 @@ def record_side_by_side(left: Agent | str, right: Agent | str, opponent: Agent |
     for agent in players + opponents[:1]:
         check_agent(agent, config)
     labels = captions or (players[0].name, players[1].name)
-    replays = [ReplayMatch(p, o, seed, config) for p, o in zip(players, opponents)]
-    fps = replays[0].match.config.decision_hz
+    films = [_film(p, o, seed, config, _skill_caption(label)) for p, o, label in zip(players, opponents, labels)]
+    fps = (config or DuelConfig()).decision_hz
     title = f"same opponent ({opponents[0].name}), same seed ({seed})"
-
-    def frame() -> np.ndarray:
-        panels = [r.frame(f"{label} | skill presses: {r.skills[0]}") for r, label in zip(replays, labels)]
-        gap = np.full((panels[0].shape[0], 8, 3), 255, dtype=np.uint8)
-        row = np.concatenate([panels[0], gap, panels[1]], axis=1)
-        return np.concatenate([_header(row.shape[1], title), row], axis=0)
-
-    frames = [frame()]
-    while not all(r.done for r in replays):
-        for r in replays:
-            r.step()
-        frames.append(frame())
+    frames = []
+    for i in range(max(len(panels) for panels, _ in films)):
+        left_panel, right_panel = (panels[min(i, len(panels) - 1)] for panels, _ in films)  # the shorter one holds
+        gap = np.full((left_panel.shape[0], 8, 3), 255, dtype=np.uint8)
+        row = np.concatenate([left_panel, gap, right_panel], axis=1)
+        frames.append(np.concatenate([_header(row.shape[1], title), row], axis=0))
     write_frames(path, _hold(frames, hold_end_seconds, fps), fps, gif_width=480)
-    return {"path": str(path), "seed": int(seed), "opponent": opponents[0].name, "captions": list(labels),
-            "left": replays[0].result(), "right": replays[1].result()}
+    return {
+        "path": str(path),
+        "seed": int(seed),
+        "opponent": opponents[0].name,
+        "captions": list(labels),
+        "left": films[0][1],
+        "right": films[1][1],
+    }

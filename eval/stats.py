@@ -64,8 +64,9 @@ class RankCorrelation:
         return data
 
 
-def spearman_bootstrap(x: np.ndarray, y: np.ndarray, n_boot: int = 2000, seed: int = 0,
-                       confidence: float = 0.95) -> RankCorrelation:
+def spearman_bootstrap(
+    x: np.ndarray, y: np.ndarray, n_boot: int = 2000, seed: int = 0, confidence: float = 0.95
+) -> RankCorrelation:
     """Spearman rank correlation of ``x`` and ``y`` (one value per agent) with a percentile bootstrap CI.
 
     Agents are resampled with replacement; a resample whose ranks are constant in x or y has no

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 from openskill.models import PlackettLuce
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 
 from bcarena.agents.base import Agent
 from bcarena.envs.duel import DuelConfig
-from bcarena.eval.files import write_json
+from bcarena.envs.files import write_json
 from bcarena.eval.errors import EvalError
 from bcarena.eval.matches import check_agent, display_names, load_player, match_seeds, play_matches
 from bcarena.eval.plots import figure, heatmap, save_figure
@@ -44,11 +45,18 @@ class PairingResult:
     outcomes: list[int]  # per match, in play order: +1 a won, 0 draw, -1 b won
 
     @classmethod
-    def from_winners(cls, a: int, b: int, winner: np.ndarray) -> "PairingResult":
+    def from_winners(cls, a: int, b: int, winner: np.ndarray) -> PairingResult:
         """From per-match winners as match results give them (0: ``a`` won, 1: ``b`` won, -1: draw)."""
         outcomes = np.where(winner == 0, 1, np.where(winner == 1, -1, 0))
-        return cls(a=a, b=b, matches=int(outcomes.size), wins_a=int((outcomes == 1).sum()),
-                   draws=int((outcomes == 0).sum()), wins_b=int((outcomes == -1).sum()), outcomes=outcomes.tolist())
+        return cls(
+            a=a,
+            b=b,
+            matches=int(outcomes.size),
+            wins_a=int((outcomes == 1).sum()),
+            draws=int((outcomes == 0).sum()),
+            wins_b=int((outcomes == -1).sum()),
+            outcomes=outcomes.tolist(),
+        )
 
     @property
     def win_rate_a(self) -> float:
@@ -59,8 +67,15 @@ class PairingResult:
         return self.wins_b / self.matches
 
 
-def play_pairing(a: int, b: int, players: list[PlayerSpec], seeds: np.ndarray, both_sides: bool = True,
-                 config: DuelConfig | None = None, batch_size: int | None = None) -> PairingResult:
+def play_pairing(
+    a: int,
+    b: int,
+    players: list[PlayerSpec],
+    seeds: np.ndarray,
+    both_sides: bool = True,
+    config: DuelConfig | None = None,
+    batch_size: int | None = None,
+) -> PairingResult:
     """Play ``players[a]`` against ``players[b]`` on ``seeds`` (each seed from both sides if asked)."""
     agent_a, agent_b = load_player(players[a], config), load_player(players[b], config)
     results = [play_matches(agent_a, agent_b, seeds, config, batch_size=batch_size).winner]
@@ -96,21 +111,44 @@ class TournamentResult:
         pairings = []
         for p in self.pairings:
             lo, hi = wilson_interval(p.wins_a, p.matches)
-            pairings.append({"a": self.players[p.a], "b": self.players[p.b], "matches": p.matches,
-                             "wins_a": p.wins_a, "draws": p.draws, "wins_b": p.wins_b,
-                             "win_rate_a": p.win_rate_a, "win_rate_a_ci95": [lo, hi]})
-        return {"players": self.players, "matches_per_pairing": self.matches_per_pairing, "seed": self.seed,
-                "both_sides": self.both_sides, "rating_model": "openskill PlackettLuce (default mu=25, sigma=25/3)",
-                "ratings": [asdict(r) for r in self.ratings], "win_rate": self.win_rate, "pairings": pairings}
+            pairings.append(
+                {
+                    "a": self.players[p.a],
+                    "b": self.players[p.b],
+                    "matches": p.matches,
+                    "wins_a": p.wins_a,
+                    "draws": p.draws,
+                    "wins_b": p.wins_b,
+                    "win_rate_a": p.win_rate_a,
+                    "win_rate_a_ci95": [lo, hi],
+                }
+            )
+        return {
+            "players": self.players,
+            "matches_per_pairing": self.matches_per_pairing,
+            "seed": self.seed,
+            "both_sides": self.both_sides,
+            "rating_model": "openskill PlackettLuce (default mu=25, sigma=25/3)",
+            "ratings": [asdict(r) for r in self.ratings],
+            "win_rate": self.win_rate,
+            "pairings": pairings,
+        }
 
     def write(self, folder: str | os.PathLike) -> dict[str, Path]:
         """tournament.json, win_rate.png (heatmap) and ratings.png (mu +- 3 sigma) in ``folder``."""
         folder = Path(folder)
         paths = {"report": write_json(folder / "tournament.json", self.to_dict())}
         matrix = np.array([[np.nan if v is None else v for v in row] for row in self.win_rate])
-        paths["win_rate_png"] = heatmap(matrix, self.players, self.players, folder / "win_rate.png",
-                                        title=f"win rate of row vs column ({self.pairings[0].matches} matches)",
-                                        colorbar_label="win rate", xlabel="opponent", ylabel="player")
+        paths["win_rate_png"] = heatmap(
+            matrix,
+            self.players,
+            self.players,
+            folder / "win_rate.png",
+            title=f"win rate of row vs column ({self.pairings[0].matches} matches)",
+            colorbar_label="win rate",
+            xlabel="opponent",
+            ylabel="player",
+        )
         fig, ax = figure((6.0, 0.8 + 0.45 * len(self.ratings)))
         names = [r.player for r in self.ratings][::-1]
         mus = np.array([r.mu for r in self.ratings][::-1])
@@ -134,15 +172,31 @@ def compute_ratings(players: list[str], pairings: list[PairingResult]) -> list[R
             if outcome is None:
                 continue
             [[ratings[pairing.a]], [ratings[pairing.b]]] = model.rate(
-                [[ratings[pairing.a]], [ratings[pairing.b]]], ranks=ranks[outcome])
+                [[ratings[pairing.a]], [ratings[pairing.b]]], ranks=ranks[outcome]
+            )
     order = sorted(range(len(players)), key=lambda i: -ratings[i].ordinal())
-    return [Rating(player=players[i], mu=float(ratings[i].mu), sigma=float(ratings[i].sigma),
-                   ordinal=float(ratings[i].ordinal()), rank=rank + 1) for rank, i in enumerate(order)]
+    return [
+        Rating(
+            player=players[i],
+            mu=float(ratings[i].mu),
+            sigma=float(ratings[i].sigma),
+            ordinal=float(ratings[i].ordinal()),
+            rank=rank + 1,
+        )
+        for rank, i in enumerate(order)
+    ]
 
 
-def run_tournament(players: list[PlayerSpec], matches: int = 200, seed: int = 0, both_sides: bool = True,
-                   config: DuelConfig | None = None, batch_size: int | None = None, progress: bool = False,
-                   runner: Callable[[Callable, Iterable], Iterable] = map) -> TournamentResult:
+def run_tournament(
+    players: list[PlayerSpec],
+    matches: int = 200,
+    seed: int = 0,
+    both_sides: bool = True,
+    config: DuelConfig | None = None,
+    batch_size: int | None = None,
+    progress: bool = False,
+    runner: Callable[[Callable, Iterable], Iterable] = map,
+) -> TournamentResult:
     """Round-robin between ``players`` (bot names, agent folders or Agents): each pair plays ``matches``
     seeds (``seed, seed + 1, ...``), twice with ``both_sides``."""
     if len(players) < 2:
@@ -159,18 +213,33 @@ def run_tournament(players: list[PlayerSpec], matches: int = 200, seed: int = 0,
     # In this process the loaded agents are reused; another runner (workers) gets the specs to load.
     job_players = agents if runner is map else specs
     pairs = list(itertools.combinations(range(len(specs)), 2))
-    job = partial(_pairing_job, players=job_players, seeds=seeds, both_sides=both_sides, config=config,
-                  batch_size=batch_size)
-    pairings = sorted(tqdm(runner(job, pairs), total=len(pairs), desc="tournament", unit="pairing",
-                           disable=not progress), key=lambda p: (p.a, p.b))  # whatever order workers finish in
+    job = partial(
+        _pairing_job, players=job_players, seeds=seeds, both_sides=both_sides, config=config, batch_size=batch_size
+    )
+    pairings = sorted(
+        tqdm(runner(job, pairs), total=len(pairs), desc="tournament", unit="pairing", disable=not progress),
+        key=lambda p: (p.a, p.b),
+    )  # whatever order workers finish in
     table: list[list[float | None]] = [[None] * len(specs) for _ in specs]
     for p in pairings:
         table[p.a][p.b], table[p.b][p.a] = p.win_rate_a, p.win_rate_b
-    return TournamentResult(players=names, matches_per_pairing=int(pairings[0].matches), seed=seed,
-                            both_sides=both_sides, pairings=pairings, ratings=compute_ratings(names, pairings),
-                            win_rate=table)
+    return TournamentResult(
+        players=names,
+        matches_per_pairing=int(pairings[0].matches),
+        seed=seed,
+        both_sides=both_sides,
+        pairings=pairings,
+        ratings=compute_ratings(names, pairings),
+        win_rate=table,
+    )
 
 
-def _pairing_job(pair: tuple[int, int], players: list[PlayerSpec], seeds: np.ndarray, both_sides: bool,
-                 config: DuelConfig | None, batch_size: int | None) -> PairingResult:
+def _pairing_job(
+    pair: tuple[int, int],
+    players: list[PlayerSpec],
+    seeds: np.ndarray,
+    both_sides: bool,
+    config: DuelConfig | None,
+    batch_size: int | None,
+) -> PairingResult:
     return play_pairing(pair[0], pair[1], players, seeds, both_sides, config, batch_size)

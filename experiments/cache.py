@@ -3,20 +3,21 @@
 Re-running an experiment finds every stage whose inputs did not change and skips it; changing
 one variant changes only that variant's key, so only it retrains. Outputs are built in a
 temporary folder and renamed into place, so a run killed mid-stage leaves no half-written entry
-and the next run simply redoes that stage.
+and the next run simply redoes that stage. Two runs building the same key at once both finish:
+the key names the content, so whichever entry lands first is kept and the other is dropped.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel
+
+from bcarena.envs.files import OutputExistsError, atomic_folder
 
 CACHE_FORMAT = 2  # bump when a stage's outputs change meaning, to invalidate old entries
 
@@ -48,20 +49,19 @@ class StageCache:
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / key
 
-    def has(self, stage: str, key: str) -> bool:
-        return self.path(stage, key).is_dir()
-
     def build(self, stage: str, key: str, make: Callable[[Path], None]) -> tuple[Path, bool]:
-        """Return (folder, reused). If absent, ``make(tmp_folder)`` fills a temp folder that is renamed in."""
+        """Return (folder, reused). If absent, ``make(tmp_folder)`` fills a temp folder that is renamed in.
+
+        An entry another process finished while ``make`` ran counts as reused: ours is dropped.
+        """
         final = self.path(stage, key)
         if final.is_dir():
             return final, True
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.partial-", dir=final.parent))
         try:
-            make(tmp)
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            with atomic_folder(final) as tmp:
+                make(tmp)
+        except OutputExistsError:
+            if not final.is_dir():
+                raise
+            return final, True
         return final, False

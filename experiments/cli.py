@@ -1,147 +1,163 @@
-"""The ``bcarena`` command line. Each layer contributes its commands through ``register(app)``."""
+"""The ``bcarena`` command line: the root of the one command tree in ``bcarena.experiments.commands``.
+
+The root lists every command from :data:`COMMANDS` and imports a command's module only when that
+command runs or shows its help, so ``bcarena --help`` imports no library code. It is also the one
+error handler: a user's mistake (a :class:`bcarena.envs.errors.BcarenaError` from any layer, or a
+usage error from the flag parser) is printed as one line on stderr with exit code 2; any other
+exception is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import contextlib
+import difflib
+import functools
+import importlib
+import sys
+import warnings
+from collections.abc import Iterator
+from typing import Any, NoReturn
 
 import typer
-from rich.console import Console
-from rich.table import Table
+from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer's own click; no public name yet
+from typer.core import TyperGroup
 
-from bcarena.agents import cli as agents_cli
-from bcarena.envs.duel import BOTS, DuelConfig
-from bcarena.eval import cli as eval_cli
-from bcarena.eval import service_cli
-from bcarena.experiments import dashboard, sweep
-from bcarena.experiments.results import write_json_atomic
-from bcarena.recordings import cli as recordings_cli
-
-SEED_STORY = Path(__file__).with_name("seed_story.yaml")
-app = typer.Typer(name="bcarena", no_args_is_help=True, add_completion=False,
-                  help="Imitation learning for game AI: record 10 FPS gameplay, clone it, judge clones by win rate.")
-bots_app = typer.Typer(no_args_is_help=True, help="Scripted Duel bots: list them, measure them.")
-bench_app = typer.Typer(no_args_is_help=True, help="Throughput benchmarks (JSON output).")
-app.add_typer(bots_app, name="bots")
-app.add_typer(bench_app, name="bench")
-console = Console(width=None if Console().is_terminal else 200)  # tables stay readable in logs
-for layer in (recordings_cli, agents_cli, eval_cli, service_cli, dashboard, sweep):
-    layer.register(app)
-
-
-@bots_app.command("list")
-def bots_list() -> None:
-    """List the registered bots."""
-    table = Table("bot", "description")
-    for name, cls in BOTS.items():
-        table.add_row(name, cls.description)
-    console.print(table)
-
-
-@bots_app.command("report")
-def bots_report(matches: int = typer.Option(400, min=1, help="matches per pairing"),
-                seed: int = typer.Option(0, help="first match seed; matches use seed, seed+1, ..."),
-                out: Path = typer.Option(None, help="also write the report as JSON here")) -> None:
-    """Win rates (Wilson 95% intervals) of the bot ladder and the pro's skill-press statistics."""
-    from bcarena.experiments.bot_report import bot_report
-
-    report = bot_report(matches, seed)
-    table = Table("player", "opponent", "win", "draw", "loss", "win rate [95% CI]", "skill frames", "length")
-    for row in report["pairings"]:
-        lo, hi = row["win_rate_ci95"]
-        table.add_row(row["player"], row["opponent"], str(row["wins"]), str(row["draws"]), str(row["losses"]),
-                      f"{row['win_rate']:.1%} [{lo:.1%}, {hi:.1%}]", f"{row['skill_press_fraction']:.2%}",
-                      f"{row['mean_length_frames']:.0f}")
-    console.print(table)
-    for opponent, rate in report["pro_opportune_press_rate"].items():
-        console.print(f"pro vs {opponent}: P(press | opportune state) = {rate:.3f}")
-    if out:
-        write_json_atomic(out, report)
-        console.print(f"wrote {out}")
-
-
-@app.command()
-def match(player0: str = typer.Argument("pro", help=f"bot for player 0, one of {sorted(BOTS)}"),
-          player1: str = typer.Argument("brawler", help="bot for player 1"),
-          seed: int = typer.Option(0, help="match seed"),
-          out: Path = typer.Option(Path("runs/match.mp4"), help="replay video (.mp4 or lossless .mkv)")) -> None:
-    """Play one match between two bots and write its replay video."""
-    from bcarena.agents.base import BotAgent
-    from bcarena.eval.replays import record_replay
-
-    result = record_replay(BotAgent(player0), BotAgent(player1), seed, out, DuelConfig())
-    winner = "draw" if result["winner"] < 0 else (player0, player1)[result["winner"]]
-    console.print(f"{player0} vs {player1} (seed {seed}): winner {winner}, HP {result['hp']}, "
-                  f"{result['decisions']} frames -> {out}")
-
-
-BENCHMARKS: dict[str, tuple[str, str]] = {  # command -> (module in experiments/benchmarks, summary)
-    "env": ("env_throughput", "Vector env decisions/s at N = 1..4096 vs SyncVectorEnv; batched 84x84 rendering."),
-    "dataset": ("dataset_build", "Dataset build throughput: frames/s and multiple of real time."),
-    "train": ("train_throughput", "BC training samples/s (MLP, CNN; index batching vs DataLoader) and peak memory."),
-    "matches": ("match_throughput", "Matches/s of MLP and CNN agents, batched vs one match at a time."),
-    "serving": ("serving", "Latency per decision (torch vs ONNX Runtime), HTTP latency and throughput."),
-    "ray": ("ray_scaling", "Local vs Ray executor (identical metrics, wall-time ratio); 1,000-agent tournament cost."),
+# Command -> (module in bcarena.experiments.commands, the summary `bcarena --help` shows). A test checks
+# each summary against the first line of the command's own help, so the two cannot drift apart.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("run", "The main job: reproduce the seed story (~96% frame accuracy, 0% wins) and its fixes."),
+    "record": ("record", "Record episodes of a bot (Duel) or the scripted expert (ALE Boxing)."),
+    "play": ("record", "Play Duel against a bot or a trained agent in a window at 10 FPS; the match is recorded."),
+    "dataset": ("dataset", "Action datasets: build them from recordings, inspect, export."),
+    "train": ("train", "Train a behavior-cloning agent on an action dataset (flags override --config)."),
+    "train-composite": ("train", "Train a composite agent: a movement model plus a skill-timing model."),
+    "agent": ("train", "Inspect agent folders."),
+    "expert": ("train", "Stable-Baselines3 PPO experts on Duel, and BC -> PPO fine-tuning."),
+    "eval": ("eval", "Evaluate agents: offline metrics, matches, replays, the gap report."),
+    "tournament": ("eval", "Round-robin tournament: win-rate matrix and OpenSkill ratings."),
+    "match": ("run", "Play one match between two bots and write its replay video."),
+    "bots": ("run", "Scripted Duel bots: list them, measure them."),
+    "run": ("run", "Run an experiment end to end (record -> dataset -> train -> evaluate -> report)."),
+    "sweep": ("sweep", "Tune a variant's trainer options for win rate (Ray Tune + Optuna, ASHA)."),
+    "check": ("service", "Measure an agent against a requirements file and print pass/fail per requirement."),
+    "export": ("service", "Export an agent to ONNX or TorchScript, checked for action parity."),
+    "serve": ("service", "Serve an agent over HTTP (FastAPI + uvicorn): POST /act, GET /health, GET /metadata."),
+    "loadtest": ("service", "Load-test an agent server on loopback: latency percentiles and throughput."),
+    "dashboard": ("dashboard", "Compare agents in the browser: leaderboard, accuracy vs win rate, replays, A/B."),
+    "bench": ("bench", "Throughput benchmarks (JSON output)."),
 }
 
 
-def _register_benchmark(name: str, module: str, summary: str) -> None:
-    # Forwarding keeps `bcarena --help` fast: a benchmark's heavy imports load only when it runs.
-    @bench_app.command(name, help=f"{summary} JSON output; `bcarena bench {name} --help` lists its options.",
-                       context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
-                                         "help_option_names": []})
-    def command(ctx: typer.Context) -> None:
-        import importlib
-
-        bench = typer.Typer(add_completion=False)
-        bench.command()(importlib.import_module(f"bcarena.experiments.benchmarks.{module}").main)
-        typer.main.get_command(bench).main(args=ctx.args, prog_name=f"bcarena bench {name}")
+@functools.cache
+def command_group(module: str) -> TyperGroup:
+    """The commands of one module of ``bcarena.experiments.commands``, imported on first use."""
+    commands = importlib.import_module(f"bcarena.experiments.commands.{module}")
+    return typer.main.get_group(commands.app)
 
 
-for _name, (_module, _summary) in BENCHMARKS.items():
-    _register_benchmark(_name, _module, _summary)
+def one_line(message: str) -> str:
+    """A multi-line message as one line: ``"problems:\\n  a\\n  b"`` -> ``"problems: a; b"``."""
+    parts = [line.strip() for line in message.splitlines() if line.strip()]
+    text = parts[0] if parts else ""
+    for part in parts[1:]:
+        text += (" " if text.endswith(":") else "; ") + part
+    return text
 
 
-@app.command("run")
-def run_command(experiment: Path = typer.Argument(..., help="experiment YAML file"),
-                runs: Path = typer.Option(Path("runs"), help="root folder of run folders (and the stage cache)"),
-                progress: bool = typer.Option(True, help="show progress bars"),
-                executor: str = typer.Option("local", help="local (this process) | ray (Ray tasks; needs .[ray])"),
-                address: str = typer.Option(None, help="Ray cluster to join (auto, ray://head:10001); "
-                                                       "default: start a local Ray instance"),
-                gpus_per_task: float = typer.Option(0.0, min=0, help="GPUs each training task reserves on Ray")
-                ) -> None:
-    """Run an experiment end to end (record -> dataset -> train -> evaluate -> report), cached by stage."""
-    from bcarena.experiments.ray_map import RayUnavailable
-    from bcarena.experiments.config import ExperimentError
-    from bcarena.experiments.runner import run_experiment
+def fail(message: str) -> NoReturn:
+    """Print ``message`` as one line on stderr (plain text: never markup or emoji) and exit with code 2."""
+    typer.secho(f"error: {one_line(message)}", err=True, fg="red")
+    raise typer.Exit(2)
 
-    if executor not in ("local", "ray"):
-        raise typer.BadParameter(f"--executor must be local or ray, got {executor!r}")
-    if executor == "local" and (address or gpus_per_task):
-        raise typer.BadParameter("--address and --gpus-per-task need --executor ray")
-    if address and not runs.is_absolute():  # every node reads and writes the stage cache under it
-        raise typer.BadParameter(f"with --address, --runs must be an absolute path on storage every node mounts, "
-                                 f"got {str(runs)!r}")
-    chosen = None
-    if executor == "ray":
-        from bcarena.experiments.ray_executor import RayExecutor
 
-        chosen = RayExecutor(address=address, num_gpus_per_task=gpus_per_task, progress=progress)
+def _warning_in_one_line(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
+) -> str:
+    return f"warning: {one_line(str(message))}\n"  # not where in the library it was raised: users act on the text
+
+
+@contextlib.contextmanager
+def warnings_in_one_line() -> Iterator[None]:
+    """Warnings printed while a command runs read ``warning: <message>``; recording them (pytest) still works."""
+    original = warnings.formatwarning
+    warnings.formatwarning = _warning_in_one_line
     try:
-        run_experiment(experiment, runs, progress, console, chosen)
-    except (ExperimentError, RayUnavailable) as exc:
-        console.print(f"[red]{exc}[/]")
-        raise typer.Exit(2) from None
+        yield
+    finally:
+        warnings.formatwarning = original
 
 
-@app.command()
-def demo(runs: Path = typer.Option(Path("runs"), help="root folder of run folders (and the stage cache)"),
-         progress: bool = typer.Option(False, help="show per-stage progress bars")) -> None:
-    """The main job: reproduce the seed story (~96% frame accuracy, 0% wins) and its fixes, with a side-by-side replay."""
-    from bcarena.experiments.runner import run_experiment
+def _usage_message(exc: UsageError) -> str:
+    # Typer validates flags with pydantic, whose ValueError wording leaks into the message.
+    message = exc.format_message().replace("Value error, ", "")
+    return f"{exc.ctx.command_path}: {message} (try '{exc.ctx.command_path} --help')" if exc.ctx else message
 
-    run_experiment(SEED_STORY, runs, progress, console)
+
+@contextlib.contextmanager
+def user_mistakes_in_one_line() -> Iterator[None]:
+    """The one CLI error handler: a usage error or a BcarenaError -> :func:`fail`; anything else propagates."""
+    try:
+        yield
+    except NoArgsIsHelpError:
+        raise  # typer prints the help
+    except UsageError as exc:
+        fail(_usage_message(exc))
+    except Exception as exc:
+        # Every error a user can cause subclasses BcarenaError. Looked up, not imported: if one was raised its
+        # module is loaded, and `bcarena --help` (typer.Exit, also an Exception) imports no library code.
+        errors = sys.modules.get("bcarena.envs.errors")
+        if errors is None or not isinstance(exc, errors.BcarenaError):
+            raise  # a bug keeps its traceback; typer.Exit and typer.Abort keep their exit codes
+        fail(str(exc))
+
+
+class CommandTree(TyperGroup):
+    """The root group: commands loaded lazily from :data:`COMMANDS`; user mistakes become one line, exit 2."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in COMMANDS:
+            return None
+        return command_group(COMMANDS[cmd_name][0]).get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        with formatter.section("Commands"):  # from the table: listing the commands imports none of them
+            formatter.write_dl([(name, summary) for name, (_, summary) in COMMANDS.items()])
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        if args and args[0] not in COMMANDS and not args[0].startswith("-"):
+            close = difflib.get_close_matches(args[0], list(COMMANDS))
+            ctx.fail(
+                f"No such command {args[0]!r}."
+                + (f" Did you mean {', '.join(map(repr, close))}?" if close else f" Commands: {', '.join(COMMANDS)}.")
+            )
+        return super().resolve_command(ctx, args)
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        with user_mistakes_in_one_line():
+            return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: Any) -> Any:
+        with user_mistakes_in_one_line(), warnings_in_one_line():
+            return super().invoke(ctx)
+
+
+app = typer.Typer(
+    cls=CommandTree,
+    name="bcarena",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 120},
+)
+
+
+@app.callback()
+def bcarena() -> None:
+    """Imitation learning for game AI: record 10 FPS gameplay, clone it, judge clones by win rate."""
 
 
 if __name__ == "__main__":
-    app()
+    app(prog_name="bcarena")  # `python -m bcarena.experiments.cli` says `bcarena` in usage and errors

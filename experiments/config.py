@@ -8,16 +8,23 @@ name the key *and its line* in the file, so a typo never silently falls back to 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bcarena.envs.duel import DuelConfig
+from bcarena.envs.errors import BcarenaError
+from bcarena.envs.limits import MAX_EPISODES, MAX_MATCHES, MAX_SEED
+from bcarena.envs.yaml_files import YamlError, load_yaml_document
 
 
-class ExperimentError(ValueError):
+class ExperimentError(BcarenaError, ValueError):
     """An experiment file is unreadable or invalid."""
+
+
+# Seeds and counts are bounded as on the command line: a typo like 1e20 episodes fails on load, not hours later.
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 
 class _Strict(BaseModel):
@@ -29,11 +36,11 @@ class RecordingSpec(_Strict):
 
     player: str = "pro"  # bot name or agent folder
     opponents: list[str] = Field(default_factory=lambda: ["brawler", "random", "turtle"])
-    episodes: int = Field(60, ge=1)
+    episodes: int = Field(60, ge=1, le=MAX_EPISODES)
     path: Path | None = None  # use these recordings instead of recording new ones
 
     @model_validator(mode="after")
-    def _path_exists(self) -> "RecordingSpec":
+    def _path_exists(self) -> RecordingSpec:
         if self.path is not None and not Path(self.path).is_dir():
             raise ValueError(f"recording path {str(self.path)!r} does not exist or is not a folder")
         return self
@@ -69,13 +76,13 @@ class OfflineSpec(_Strict):
 class ReplaySpec(_Strict):
     side_by_side: tuple[str, str] | None = None  # two variant names
     opponent: str = "brawler"
-    seed: int = 0
+    seed: Seed = 0
 
 
 class EvaluationSpec(_Strict):
     opponents: list[str] = Field(default_factory=lambda: ["brawler"])
-    matches: int = Field(500, ge=1)
-    seed: int = 10_000  # match seeds are seed, seed + 1, ...: every agent meets identical conditions
+    matches: int = Field(500, ge=1, le=MAX_MATCHES)
+    seed: Seed = 10_000  # match seeds are seed, seed + 1, ...: every agent meets identical conditions
     reference: str | None = "pro"  # a bot evaluated alongside the agents (the player being cloned)
     offline: OfflineSpec = Field(default_factory=OfflineSpec)
     replay: ReplaySpec = Field(default_factory=ReplaySpec)
@@ -90,12 +97,12 @@ class TrackingSpec(_Strict):
 class Experiment(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
-    seed: int = 0
+    seed: Seed = 0
     game: dict[str, Any] = Field(default_factory=dict)  # DuelConfig overrides, e.g. {round_seconds: 10}
     recording: RecordingSpec = Field(default_factory=RecordingSpec)
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
     variants: list[VariantSpec] = Field(min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     requirements: Path | None = None
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
@@ -103,7 +110,7 @@ class Experiment(_Strict):
     @field_validator("game")
     @classmethod
     def _valid_game(cls, value: dict[str, Any]) -> dict[str, Any]:
-        DuelConfig.from_dict(value)  # ConfigError (a ValueError) names the bad key
+        DuelConfig.from_dict(value)  # DuelConfigError (a ValueError) names the bad key
         return value
 
     @property
@@ -111,15 +118,17 @@ class Experiment(_Strict):
         return DuelConfig.from_dict(self.game)
 
     @model_validator(mode="after")
-    def _unique_variants(self) -> "Experiment":
+    def _unique_variants(self) -> Experiment:
         names = [v.name for v in self.variants]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"variant names must be unique, repeated: {duplicates}")
         pair = self.evaluation.replay.side_by_side
         if pair is not None and not set(pair) <= set(names):
-            raise ValueError(f"evaluation.replay.side_by_side names {sorted(set(pair) - set(names))} "
-                             f"which are not variants ({names})")
+            raise ValueError(
+                f"evaluation.replay.side_by_side names {sorted(set(pair) - set(names))} "
+                f"which are not variants ({names})"
+            )
         return self
 
 
@@ -152,14 +161,10 @@ def load_experiment(path: str | Path, validate_variant=None) -> Experiment:
     """
     path = Path(path)
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ExperimentError(f"{path}: no such experiment file") from None
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ExperimentError(f"{path}: not valid YAML: {exc}") from None
+        document = load_yaml_document(path, "experiment")
+    except YamlError as exc:
+        raise ExperimentError(str(exc)) from None
+    data, node = document.data, document.node
     if not isinstance(data, dict):
         raise ExperimentError(f"{path}: an experiment must be a YAML mapping (key: value), got {type(data).__name__}")
     lines = _key_lines(node) if node is not None else {}

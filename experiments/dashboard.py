@@ -1,4 +1,4 @@
-"""The dashboard's data side and its ``bcarena dashboard`` command.
+"""The dashboard's data side; ``bcarena dashboard`` (experiments/commands/dashboard.py) launches it.
 
 Everything here works without Streamlit: it reads run folders (layout in
 ``bcarena.experiments.results``), turns them into tables the page shows, makes replays playable
@@ -6,7 +6,7 @@ in a browser and renders the blind A/B replays. ``dashboard_app.py`` is the Stre
 shows them; ``launch`` starts it. The dashboard never changes a run folder except for two
 additions: votes appended to ``preferences.jsonl`` and blind A/B replays rendered into
 ``replays/`` when they are first needed. The match and video stack is imported inside the
-functions that use it, so registering the command keeps ``bcarena --help`` fast.
+functions that use it.
 """
 
 from __future__ import annotations
@@ -24,11 +24,13 @@ from typing import Any, NoReturn
 
 import numpy as np
 import pandas as pd
-import typer
-import yaml
+from pydantic import BaseModel, ConfigDict, StrictFloat, StrictInt, StrictStr, ValidationError, model_validator
 
 from bcarena.envs.duel import BOTS
-from bcarena.experiments.results import AgentResult, RunResults, find_runs, load_results
+from bcarena.envs.errors import BcarenaError
+from bcarena.envs.files import OutsideFolderError, inside, safe_name
+from bcarena.envs.yaml_files import load_yaml
+from bcarena.experiments.results import RESULTS_FILE, AgentResult, RunResults, find_runs
 
 APP_FILE = Path(__file__).with_name("dashboard_app.py")
 RUNS_ENV = "BCARENA_RUNS"  # the runs root the page reads (set by ``launch``)
@@ -36,10 +38,16 @@ INSTALL_HINT = "pip install -e '.[dashboard]'"
 BLIND_PREFIX = "blind_"  # replays/blind_<agent>_vs_<opponent>_s<seed>.mp4, rendered for A/B votes
 BLIND_NAME = "agent"  # the only name drawn on a blind replay
 AB_SEED_POOL = 20  # A/B matches use the first seeds of the run's evaluation seed list
+MAX_JSON_DEPTH = 32  # nesting of a run folder's JSON files; the runner writes at most ~6 levels
+IMAGE_SUFFIXES = (".png", ".gif")  # decoded when the run is read, so a corrupt one is named, not shown
 
 
-class RunFolderError(ValueError):
+class RunFolderError(BcarenaError, ValueError):
     """A run folder (or one of its files) cannot be read; the message names the file."""
+
+
+class DashboardUnavailable(BcarenaError, RuntimeError):
+    """Streamlit, which the dashboard runs on, is not installed (the optional ``dashboard`` extra)."""
 
 
 @dataclass
@@ -87,13 +95,115 @@ def list_runs(root: str | Path) -> list[Path]:
     return find_runs(root) if Path(root).is_dir() else []
 
 
+def _nesting_depth(value: Any, limit: int) -> int:
+    """How deeply lists and objects nest in parsed JSON ``value``, counted up to ``limit + 1`` (no recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack and deepest <= limit:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise RunFolderError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     except UnicodeDecodeError:
         raise RunFolderError(f"{path}: not a UTF-8 text file") from None
+    except RecursionError:
+        raise RunFolderError(f"{path}: nested too deeply to read") from None
+    if _nesting_depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise RunFolderError(f"{path}: nested more than {MAX_JSON_DEPTH} levels deep; not a run folder file")
+    return data
+
+
+def _read_object(path: Path) -> dict[str, Any]:
+    """A JSON file that must hold an object (environment.json, dataset_stats.json)."""
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise RunFolderError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    data = load_yaml(path, "resolved experiment") or {}
+    if not isinstance(data, dict):
+        raise RunFolderError(f"{path}: expected a YAML mapping, got {type(data).__name__}")
+    return data
+
+
+def _check_image(path: Path) -> Path:
+    """``path`` if Pillow can decode the whole image (what the page does to show it), else RunFolderError."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types (OSError, SyntaxError, ...) for bad files
+        raise RunFolderError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from None
+    return path
+
+
+# The fields of results.json the page reads, with the types it needs. Unknown keys are left to
+# ``RunResults.from_dict``, which refuses them.
+_Number = StrictInt | StrictFloat | None
+
+
+class _MatchSummaryFields(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    matches: StrictInt | None = None
+    win_rate: _Number = None
+    win_rate_low: _Number = None
+    win_rate_high: _Number = None
+
+
+class _AgentFields(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    agent_id: StrictStr
+    variant: StrictStr
+    seed: StrictInt | None
+    kind: StrictStr
+    agent_path: StrictStr | None
+    offline: dict[StrictStr, _Number] = {}
+    online: dict[StrictStr, _MatchSummaryFields] = {}
+    latency_ms_p50: _Number = None
+    error: StrictStr | None = None
+
+
+class _RunFields(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    experiment: StrictStr
+    run_id: StrictStr
+    agents: list[_AgentFields]
+    primary_opponent: StrictStr
+    gap_report: dict[StrictStr, Any] | None = None
+    ratings: dict[StrictStr, dict[StrictStr, _Number]] | None = None
+
+    @model_validator(mode="after")
+    def _unique_agents(self) -> _RunFields:
+        ids = [a.agent_id for a in self.agents]
+        repeated = sorted({a for a in ids if ids.count(a) > 1})
+        if repeated:
+            raise ValueError(f"agent_id {repeated[0]!r} appears {ids.count(repeated[0])} times; ids must be unique")
+        return self
+
+
+def _read_results(run_dir: Path) -> RunResults:
+    path = run_dir / RESULTS_FILE
+    if not path.is_file():
+        raise RunFolderError(f"{path}: missing — not a bcarena run folder (or the run has not finished)")
+    data = _read_json(path)
+    try:
+        _RunFields.model_validate(data)
+        return RunResults.from_dict(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in exc.errors()[:3])
+        raise RunFolderError(f"{path}: does not match the RunResults format ({problems})") from None
+    except TypeError as exc:
+        raise RunFolderError(f"{path}: does not match the RunResults format ({exc})") from None
 
 
 def load_run(run_dir: str | Path) -> RunView:
@@ -102,14 +212,7 @@ def load_run(run_dir: str | Path) -> RunView:
     from bcarena.eval.replays import REPLAY_SUFFIXES
 
     run_dir = Path(run_dir)
-    try:
-        results = load_results(run_dir)
-    except FileNotFoundError as exc:
-        raise RunFolderError(str(exc)) from None
-    except json.JSONDecodeError as exc:
-        raise RunFolderError(f"{run_dir / 'results.json'}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    except (TypeError, KeyError) as exc:
-        raise RunFolderError(f"{run_dir / 'results.json'}: does not match the RunResults format ({exc})") from None
+    results = _read_results(run_dir)
     problems: list[str] = []
 
     def optional(read, path: Path, default):
@@ -117,7 +220,7 @@ def load_run(run_dir: str | Path) -> RunView:
             return default
         try:
             return read(path)
-        except (RunFolderError, yaml.YAMLError, ValueError) as exc:
+        except ValueError as exc:  # RunFolderError, YamlError, or a table pandas cannot build
             problems.append(str(exc) if str(path) in str(exc) else f"{path}: {exc}")
             return default
 
@@ -130,17 +233,32 @@ def load_run(run_dir: str | Path) -> RunView:
         table = optional(_read_curve, path, None)
         if table is not None:
             curve_tables.append(table.assign(agent_id=path.stem))
-    curves = (pd.concat(curve_tables, ignore_index=True) if curve_tables
-              else pd.DataFrame(columns=["agent_id", "epoch", "metric", "value"]))
-    replays = sorted((p for p in (run_dir / "replays").glob("*") if p.suffix.lower() in REPLAY_SUFFIXES
-                      and not p.name.startswith(".")), key=lambda p: (p.stem != "side_by_side", p.name))
+    curves = (
+        pd.concat(curve_tables, ignore_index=True)
+        if curve_tables
+        else pd.DataFrame(columns=["agent_id", "epoch", "metric", "value"])
+    )
+    replays = sorted(
+        (
+            p
+            for p in (run_dir / "replays").glob("*")
+            if p.suffix.lower() in REPLAY_SUFFIXES and not p.name.startswith(".")
+        ),
+        key=lambda p: (p.stem != "side_by_side", p.name),
+    )
+    replays = [p for p in replays if p.suffix.lower() not in IMAGE_SUFFIXES or optional(_check_image, p, None)]
+    plots = [p for p in sorted((run_dir / "plots").glob("*.png")) if optional(_check_image, p, None)]
     return RunView(
-        path=run_dir, results=results,
-        config=optional(lambda p: yaml.safe_load(p.read_text()) or {}, run_dir / "config.resolved.yaml", {}),
-        environment=optional(_read_json, run_dir / "environment.json", {}),
-        dataset_stats=optional(_read_json, run_dir / "dataset_stats.json", None),
-        curves=curves[["agent_id", "epoch", "metric", "value"]], confusions=confusions,
-        plots=sorted((run_dir / "plots").glob("*.png")), replays=replays, problems=problems,
+        path=run_dir,
+        results=results,
+        config=optional(_read_config, run_dir / "config.resolved.yaml", {}),
+        environment=optional(_read_object, run_dir / "environment.json", {}),
+        dataset_stats=optional(_read_object, run_dir / "dataset_stats.json", None),
+        curves=curves[["agent_id", "epoch", "metric", "value"]],
+        confusions=confusions,
+        plots=plots,
+        replays=replays,
+        problems=problems,
     )
 
 
@@ -148,24 +266,32 @@ def _read_confusion(path: Path) -> Confusion:
     data = _read_json(path)
     if not isinstance(data, dict) or not {"labels", "matrix"} <= set(data):
         raise RunFolderError(f"{path}: expected an object with 'labels' and 'matrix'")
-    labels = [str(x) for x in data["labels"]]
+    if not isinstance(data["labels"], list) or not all(isinstance(x, str) for x in data["labels"]):
+        raise RunFolderError(f"{path}: 'labels' must be a list of action names")
+    labels = data["labels"]
     try:
         matrix = np.asarray(data["matrix"], dtype=np.float64)
     except (TypeError, ValueError):
         raise RunFolderError(f"{path}: 'matrix' must be a list of lists of numbers") from None
     if matrix.shape != (len(labels), len(labels)):
-        raise RunFolderError(f"{path}: 'matrix' has shape {matrix.shape}, expected "
-                             f"({len(labels)}, {len(labels)}) for {len(labels)} labels")
-    if (matrix < 0).any():
-        raise RunFolderError(f"{path}: 'matrix' holds negative counts")
+        raise RunFolderError(
+            f"{path}: 'matrix' has shape {matrix.shape}, expected "
+            f"({len(labels)}, {len(labels)}) for {len(labels)} labels"
+        )
+    if not np.isfinite(matrix).all() or (matrix < 0).any():
+        raise RunFolderError(f"{path}: 'matrix' holds negative or non-finite counts")
     return Confusion(labels, matrix)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _read_curve(path: Path) -> pd.DataFrame:
     """A training history (list of {epoch, metric: value, ...}) as long rows (epoch, metric, value)."""
     data = _read_json(path)
-    if not isinstance(data, list) or not all(isinstance(row, dict) and "epoch" in row for row in data):
-        raise RunFolderError(f"{path}: expected a list of objects, each with an 'epoch'")
+    if not isinstance(data, list) or not all(isinstance(row, dict) and _is_number(row.get("epoch")) for row in data):
+        raise RunFolderError(f"{path}: expected a list of objects, each with a numeric 'epoch'")
     wide = pd.DataFrame(data)
     metrics = [c for c in wide.columns if c != "epoch"]
     long = wide.melt(id_vars="epoch", value_vars=metrics, var_name="metric", value_name="value")
@@ -187,22 +313,40 @@ def class_distribution(stats: dict[str, Any] | None) -> pd.DataFrame:
 
     def as_mapping(value: Any) -> dict[str, float]:
         if isinstance(value, list):
-            if names is None or len(names) != len(value):
-                raise RunFolderError(f"dataset_stats.json: class_counts is a list of {len(value)} but action_names "
-                                     f"is {names!r}; expected one name per count")
-            return dict(zip(map(str, names), value))
-        if isinstance(value, dict) and all(isinstance(v, (int, float)) for v in value.values()):
-            return {str(k): v for k, v in value.items()}
-        raise RunFolderError("dataset_stats.json: class_counts must map action -> count (or split -> that)")
+            if not isinstance(names, list) or len(names) != len(value):
+                raise RunFolderError(
+                    f"dataset_stats.json: class_counts is a list of {len(value)} but action_names "
+                    f"is {names!r}; expected one name per count"
+                )
+            mapping = dict(zip(map(str, names), value))
+        elif isinstance(value, dict):
+            mapping = {str(k): v for k, v in value.items()}
+        else:
+            mapping = {"": None}
+        if not all(_is_number(v) and v >= 0 for v in mapping.values()):
+            raise RunFolderError("dataset_stats.json: class_counts must map action -> count >= 0 (or split -> that)")
+        return mapping
 
     nested = isinstance(counts, dict) and counts and all(isinstance(v, (dict, list)) for v in counts.values())
     per_split = {str(s): as_mapping(v) for s, v in counts.items()} if nested else {"all": as_mapping(counts)}
     rows = []
     for split, mapping in per_split.items():
         total = sum(mapping.values())
-        rows += [{"split": split, "action": a, "count": c, "fraction": c / total if total else 0.0}
-                 for a, c in mapping.items()]
+        rows += [
+            {"split": split, "action": a, "count": c, "fraction": c / total if total else 0.0}
+            for a, c in mapping.items()
+        ]
     return pd.DataFrame(rows, columns=columns)
+
+
+def event_counts(stats: dict[str, Any] | None) -> pd.DataFrame:
+    """``dataset_stats.json`` event counts as rows (event, count); empty when there are none."""
+    events = (stats or {}).get("event_counts")
+    if not events:
+        return pd.DataFrame(columns=["event", "count"])
+    if not isinstance(events, dict) or not all(_is_number(v) for v in events.values()):
+        raise RunFolderError("dataset_stats.json: event_counts must map event -> count")
+    return pd.DataFrame({"event": list(events), "count": list(events.values())})
 
 
 # -------------------------------------------------------------------------------------- the tables
@@ -212,8 +356,11 @@ def leaderboard_view(results: RunResults, preference_table: pd.DataFrame | None 
     board = results.leaderboard()
     ok = {a.agent_id for a in results.agents if a.error is None}
     board = board[board["agent_id"].isin(ok)].reset_index(drop=True)
-    pref = (preference_table.set_index("agent_id") if preference_table is not None and len(preference_table)
-            else pd.DataFrame(columns=["pref_mu", "votes"]))
+    pref = (
+        preference_table.set_index("agent_id")
+        if preference_table is not None and len(preference_table)
+        else pd.DataFrame(columns=["pref_mu", "votes"])
+    )
 
     def pct(column: str) -> pd.Series:
         return pd.to_numeric(board[column], errors="coerce") * 100
@@ -223,15 +370,23 @@ def leaderboard_view(results: RunResults, preference_table: pd.DataFrame | None 
             return ""
         return f"[{100 * row['win_rate_low']:.1f}, {100 * row['win_rate_high']:.1f}]"
 
-    return pd.DataFrame({
-        "agent": board["agent_id"], "kind": board["kind"],
-        "accuracy %": pct("accuracy"), "balanced acc %": pct("balanced_accuracy"), "skill F1": board["skill_f1"],
-        "win rate %": pct("win_rate"), "win 95% CI": board.apply(interval, axis=1) if len(board) else [],
-        "matches": board["matches"], "rating": board["rating_mu"], "rating ±": board["rating_sigma"],
-        "A/B rating": board["agent_id"].map(pref["pref_mu"]) if len(pref) else np.nan,
-        "A/B votes": board["agent_id"].map(pref["votes"]).fillna(0).astype(int) if len(pref) else 0,
-        "latency ms": board["latency_ms_p50"],
-    })
+    return pd.DataFrame(
+        {
+            "agent": board["agent_id"],
+            "kind": board["kind"],
+            "accuracy %": pct("accuracy"),
+            "balanced acc %": pct("balanced_accuracy"),
+            "skill-event F1": board["skill_event_f1"],
+            "win rate %": pct("win_rate"),
+            "win 95% CI": board.apply(interval, axis=1) if len(board) else [],
+            "matches": board["matches"],
+            "rating": board["rating_mu"],
+            "rating ±": board["rating_sigma"],
+            "A/B rating": board["agent_id"].map(pref["pref_mu"]) if len(pref) else np.nan,
+            "A/B votes": board["agent_id"].map(pref["votes"]).fillna(0).astype(int) if len(pref) else 0,
+            "latency ms": board["latency_ms_p50"],
+        }
+    )
 
 
 def failed_agents(results: RunResults) -> list[AgentResult]:
@@ -262,8 +417,9 @@ def browser_video(path: str | Path) -> bytes:
                 if not ok:
                     break
                 if writer is None:
-                    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"VP80"), fps,
-                                             (frame.shape[1], frame.shape[0]))
+                    writer = cv2.VideoWriter(
+                        str(out), cv2.VideoWriter_fourcc(*"VP80"), fps, (frame.shape[1], frame.shape[0])
+                    )
                     if not writer.isOpened():
                         raise RunFolderError(f"{path}: OpenCV cannot encode VP8 here, so the replay cannot be shown")
                 writer.write(frame)
@@ -308,6 +464,9 @@ _render_lock = threading.Lock()  # Streamlit sessions are threads of one process
 def blind_replay(run_dir: str | Path, agent: AgentResult, opponent: str, seed: int) -> Path:
     """``replays/blind_<agent>_vs_<opponent>_s<seed>.mp4`` of the run, rendered now if missing.
 
+    Ids that are not plain file names are rewritten by ``safe_name``; nothing is written outside
+    the run folder (a RunFolderError otherwise).
+
     The agent plays player 0 against the bot ``opponent``; it is drawn under the neutral name
     ``"agent"`` so the video does not give away who is playing.
     """
@@ -315,7 +474,12 @@ def blind_replay(run_dir: str | Path, agent: AgentResult, opponent: str, seed: i
     from bcarena.eval.replays import record_replay
 
     run_dir = Path(run_dir)
-    path = run_dir / "replays" / f"{BLIND_PREFIX}{agent.agent_id}_vs_{opponent}_s{seed}.mp4"
+    # Both names come from results.json: made safe for a file name, and the path checked to stay in the run.
+    name = f"{BLIND_PREFIX}{safe_name(agent.agent_id)}_vs_{safe_name(opponent)}_s{int(seed)}.mp4"
+    try:
+        path = inside(run_dir, Path("replays") / name, "blind replay")
+    except OutsideFolderError as exc:  # replays/ is a link to elsewhere
+        raise RunFolderError(str(exc)) from None
     with _render_lock:
         if not path.exists():
             # A shallow copy plays exactly like the agent (a BotAgent stays a BotAgent) under another name.
@@ -327,20 +491,38 @@ def blind_replay(run_dir: str | Path, agent: AgentResult, opponent: str, seed: i
 
 def _player_spec(run_dir: Path, agent: AgentResult) -> str:
     """What ``load_player`` plays for a leaderboard row: a bot (or perturbed bot) name, or the agent folder."""
-    from bcarena.eval.matches import EvalError, load_player
-
     if agent.kind == "bot":
         for name in (agent.agent_id, agent.variant):
-            try:
-                load_player(name)
+            if _is_bot_spec(name):
                 return name
-            except EvalError:
-                pass
         raise RunFolderError(f"{agent.agent_id}: not a known bot; bots are {sorted(BOTS)}")
-    for folder in (Path(agent.agent_path), run_dir / agent.agent_path) if agent.agent_path else ():
+    # The runner saves agents in <runs>/.cache beside <runs>/<experiment>/<run_id>: a hand-edited
+    # results.json must not make the page load agents from anywhere else on the machine.
+    runs = run_dir.parent.parent
+    for folder in (Path(agent.agent_path).absolute(), run_dir / agent.agent_path) if agent.agent_path else ():
         if folder.is_dir():
-            return str(folder)
+            try:
+                return str(inside(runs, folder, "agent_path"))
+            except OutsideFolderError:
+                raise RunFolderError(
+                    f"agent folder {agent.agent_path!r} lies outside {runs}, the runs folder "
+                    "of this run; the dashboard plays only agents saved there"
+                ) from None
     raise RunFolderError(f"agent folder {agent.agent_path!r} not found (as given or relative to {run_dir})")
+
+
+def _is_bot_spec(name: str) -> bool:
+    """A bot name or a perturbed bot (``pro[skill_drop=0.9]``). ``load_player`` also takes folders and
+    server URLs, which a bot row of a hand-edited results.json must not smuggle in."""
+    from bcarena.eval.errors import EvalError
+    from bcarena.eval.perturbed import parse_perturbed
+
+    if name in BOTS:
+        return True
+    try:
+        return parse_perturbed(name) is not None
+    except EvalError:
+        return False
 
 
 # ---------------------------------------------------------------------------------------- launching
@@ -355,33 +537,24 @@ def launch(runs: Path, port: int, host: str = "127.0.0.1", open_browser: bool = 
     and never leave an orphaned server behind.
     """
     if not streamlit_available():
-        raise RuntimeError(f"the dashboard needs Streamlit, which is not installed: {INSTALL_HINT}")
-    command = [sys.executable, "-m", "streamlit", "run", str(APP_FILE), "--server.port", str(port),
-               "--server.address", host, "--server.headless", str(not open_browser).lower(),
-               "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"]
+        raise DashboardUnavailable(f"the dashboard needs Streamlit, which is not installed: {INSTALL_HINT}")
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(APP_FILE),
+        "--server.port",
+        str(port),
+        "--server.address",
+        host,
+        "--server.headless",
+        str(not open_browser).lower(),
+        "--browser.gatherUsageStats",
+        "false",
+        "--client.toolbarMode",
+        "viewer",
+    ]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, command, {**os.environ, RUNS_ENV: str(runs.resolve())})
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``bcarena dashboard`` to the root command line."""
-
-    @app.command()
-    def dashboard(runs: Path = typer.Option(Path("runs"), help="folder searched (any depth) for run folders"),
-                  port: int = typer.Option(8501, min=1, max=65535, help="port to serve the page on"),
-                  host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0 to share it)"),
-                  open_browser: bool = typer.Option(False, "--open/--no-open", help="open a browser tab")) -> None:
-        """Compare agents in the browser: leaderboard, accuracy vs win rate, confusions, replays, blind A/B votes."""
-        if not streamlit_available():
-            typer.echo(f"The dashboard needs Streamlit, which is not installed. Install it with:\n  {INSTALL_HINT}",
-                       err=True)
-            raise typer.Exit(1)
-        found = list_runs(runs)
-        if not found:
-            typer.echo(f"No run folders under {runs}/ yet (a run folder holds results.json). "
-                       f"Create one with `bcarena run EXPERIMENT.yaml` or `bcarena demo`; the page will list it.")
-        else:
-            typer.echo(f"{len(found)} run folder(s) under {runs}/; newest: {found[0]}")
-        typer.echo(f"Dashboard: http://{host}:{port}  (Ctrl+C stops it)")
-        launch(runs, port, host, open_browser)

@@ -16,11 +16,22 @@ import pandas as pd
 import streamlit as st
 
 from bcarena.experiments import dashboard as dash
-from bcarena.experiments.preferences import (QUESTIONS, TIE, PreferenceError, load_preferences, next_pair,
-                                             preference_ratings, record_preference)
+from bcarena.experiments.preferences import (
+    QUESTIONS,
+    TIE,
+    PreferenceError,
+    load_preferences,
+    next_pair,
+    preference_ratings,
+    record_preference,
+)
 
-SCATTER_METRICS = {"accuracy": "frame accuracy", "balanced_accuracy": "balanced accuracy",
-                   "skill_f1": "skill F1", "event_f1": "event-timing F1"}
+SCATTER_METRICS = {
+    "accuracy": "frame accuracy",
+    "balanced_accuracy": "balanced accuracy",
+    "skill_event_recall": "skill-event recall",
+    "skill_event_f1": "skill-event F1",
+}
 PERCENT = st.column_config.NumberColumn(format="%.1f")
 
 
@@ -49,17 +60,21 @@ def pick_run() -> dash.RunView | None:
     root = Path(st.sidebar.text_input("Runs folder", str(dash.runs_root())))
     runs = dash.list_runs(root)
     if not runs:
-        st.info(f"No runs found under `{root}` (a run folder holds `results.json`). Create one with "
-                f"`bcarena run EXPERIMENT.yaml` or `bcarena demo`, or point **Runs folder** elsewhere.")
+        st.info(
+            f"No runs found under `{root}` (a run folder holds `results.json`). Create one with "
+            f"`bcarena run EXPERIMENT.yaml` or `bcarena demo`, or point **Runs folder** elsewhere."
+        )
         return None
     labels = {str(p.relative_to(root)) if p.is_relative_to(root) else str(p): p for p in runs}
     choice = st.sidebar.selectbox("Run (newest first)", list(labels))
     path = labels[choice]
     try:
         return cached_run(str(path), (path / "results.json").stat().st_mtime)
+    except FileNotFoundError:
+        st.error(f"This run cannot be shown: {path / 'results.json'} was removed; pick another run")
     except dash.RunFolderError as exc:
         st.error(f"This run cannot be shown: {exc}")
-        return None
+    return None
 
 
 def votes_of(run: dash.RunView) -> list:
@@ -74,8 +89,10 @@ def votes_of(run: dash.RunView) -> list:
 def compare_page(run: dash.RunView) -> None:
     st.title("Compare agents")
     env = run.environment
-    st.caption(f"**{run.label}** · opponent **{run.results.primary_opponent}** · commit "
-               f"`{str(env.get('git_commit', '?'))[:10]}` · {run.path}")
+    st.caption(
+        f"**{run.label}** · opponent **{run.results.primary_opponent}** · commit "
+        f"`{str(env.get('git_commit', '?'))[:10]}` · {run.path}"
+    )
     for problem in run.problems:
         st.warning(f"Skipped a file: {problem}")
     for agent in dash.failed_agents(run.results):
@@ -84,14 +101,27 @@ def compare_page(run: dash.RunView) -> None:
     st.header("Leaderboard")
     preferences = preference_ratings(votes_of(run), question="better")
     board = dash.leaderboard_view(run.results, preferences)
-    st.dataframe(board, hide_index=True, width="stretch", column_config={
-        "accuracy %": PERCENT, "balanced acc %": PERCENT, "win rate %": PERCENT,
-        "skill F1": st.column_config.NumberColumn(format="%.3f"),
-        "rating": st.column_config.NumberColumn(format="%.1f"), "rating ±": st.column_config.NumberColumn(format="%.1f"),
-        "A/B rating": st.column_config.NumberColumn(format="%.1f", help="OpenSkill from blind A/B votes ('plays better')"),
-        "latency ms": st.column_config.NumberColumn(format="%.3f")})
-    st.caption(f"Win rate against {run.results.primary_opponent} with its Wilson 95% interval. "
-               "Rating: OpenSkill from matches; A/B rating: OpenSkill from people's blind votes.")
+    st.dataframe(
+        board,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "accuracy %": PERCENT,
+            "balanced acc %": PERCENT,
+            "win rate %": PERCENT,
+            "skill-event F1": st.column_config.NumberColumn(format="%.3f"),
+            "rating": st.column_config.NumberColumn(format="%.1f"),
+            "rating ±": st.column_config.NumberColumn(format="%.1f"),
+            "A/B rating": st.column_config.NumberColumn(
+                format="%.1f", help="OpenSkill from blind A/B votes ('plays better')"
+            ),
+            "latency ms": st.column_config.NumberColumn(format="%.3f"),
+        },
+    )
+    st.caption(
+        f"Win rate against {run.results.primary_opponent} with its Wilson 95% interval. "
+        "Rating: OpenSkill from matches; A/B rating: OpenSkill from people's blind votes."
+    )
 
     st.header("Offline metric vs win rate")
     scatter(run)
@@ -119,36 +149,56 @@ def scatter(run: dash.RunView) -> None:
     metric = st.selectbox("Offline metric", list(SCATTER_METRICS), format_func=SCATTER_METRICS.get)
     board = run.results.leaderboard()
     board = board[board["agent_id"].isin({a.agent_id for a in run.results.agents if a.error is None})]
-    data = pd.DataFrame({"agent": board["agent_id"], "kind": board["kind"],
-                         "offline": pd.to_numeric(board[metric], errors="coerce") * 100,
-                         "win rate": pd.to_numeric(board["win_rate"], errors="coerce") * 100,
-                         "low": pd.to_numeric(board["win_rate_low"], errors="coerce") * 100,
-                         "high": pd.to_numeric(board["win_rate_high"], errors="coerce") * 100}).dropna(
-        subset=["offline", "win rate"])
+    data = pd.DataFrame(
+        {
+            "agent": board["agent_id"],
+            "kind": board["kind"],
+            "offline": pd.to_numeric(board[metric], errors="coerce") * 100,
+            "win rate": pd.to_numeric(board["win_rate"], errors="coerce") * 100,
+            "low": pd.to_numeric(board["win_rate_low"], errors="coerce") * 100,
+            "high": pd.to_numeric(board["win_rate_high"], errors="coerce") * 100,
+        }
+    ).dropna(subset=["offline", "win rate"])
     if data.empty:
         st.info(f"No agent has both {SCATTER_METRICS[metric]} and a win rate in this run.")
         return
     x = alt.X("offline:Q", title=f"{SCATTER_METRICS[metric]} (%)", scale=alt.Scale(zero=False, padding=24))
     y = alt.Y("win rate:Q", title=f"win rate vs {run.results.primary_opponent} (%)", scale=alt.Scale(domain=[0, 100]))
     base = alt.Chart(data)
-    chart = (base.mark_rule().encode(x=x, y="low:Q", y2="high:Q", color="kind:N")
-             + base.mark_circle(size=140).encode(x=x, y=y, color="kind:N",
-                                                  tooltip=["agent", "kind", alt.Tooltip("offline:Q", format=".1f"),
-                                                           alt.Tooltip("win rate:Q", format=".1f"),
-                                                           alt.Tooltip("low:Q", format=".1f"),
-                                                           alt.Tooltip("high:Q", format=".1f")])
-             + base.mark_text(align="left", dx=9, dy=-6).encode(x=x, y=y, text="agent"))
+    chart = (
+        base.mark_rule().encode(x=x, y="low:Q", y2="high:Q", color="kind:N")
+        + base.mark_circle(size=140).encode(
+            x=x,
+            y=y,
+            color="kind:N",
+            tooltip=[
+                "agent",
+                "kind",
+                alt.Tooltip("offline:Q", format=".1f"),
+                alt.Tooltip("win rate:Q", format=".1f"),
+                alt.Tooltip("low:Q", format=".1f"),
+                alt.Tooltip("high:Q", format=".1f"),
+            ],
+        )
+        + base.mark_text(align="left", dx=9, dy=-6).encode(x=x, y=y, text="agent")
+    )
     # Reference bots have no offline metrics: their win rate is the bar the clones should reach.
     references = board[(board["kind"] == "bot") & board[metric].isna() & board["win_rate"].notna()]
     if len(references):
-        lines = pd.DataFrame({"reference": references["agent_id"] + " (reference)",
-                              "win rate": references["win_rate"].astype(float) * 100})
-        chart += (alt.Chart(lines).mark_rule(strokeDash=[6, 4], color="gray").encode(y="win rate:Q")
-                  + alt.Chart(lines).mark_text(align="left", x=4, dy=-7, color="gray").encode(y="win rate:Q",
-                                                                                              text="reference:N"))
+        lines = pd.DataFrame(
+            {
+                "reference": references["agent_id"] + " (reference)",
+                "win rate": references["win_rate"].astype(float) * 100,
+            }
+        )
+        chart += alt.Chart(lines).mark_rule(strokeDash=[6, 4], color="gray").encode(y="win rate:Q") + alt.Chart(
+            lines
+        ).mark_text(align="left", x=4, dy=-7, color="gray").encode(y="win rate:Q", text="reference:N")
     st.altair_chart(chart.properties(height=380), width="stretch")
-    st.caption("Each dot is an agent; the bar is its 95% win-rate interval. High frame accuracy does not "
-               "mean wins: a clone that never presses a skill is right on almost every frame and wins nothing.")
+    st.caption(
+        "Each dot is an agent; the bar is its 95% win-rate interval. High frame accuracy does not "
+        "mean wins: a clone that never presses a skill is right on almost every frame and wins nothing."
+    )
 
 
 def confusions(run: dash.RunView) -> None:
@@ -160,16 +210,23 @@ def confusions(run: dash.RunView) -> None:
     for column, agent in zip(st.columns(max(len(chosen), 1)), chosen):
         matrix = run.confusions[agent]
         n = len(matrix.labels)
-        cells = pd.DataFrame({"true": np.repeat(matrix.labels, n), "predicted": np.tile(matrix.labels, n),
-                              "count": matrix.matrix.ravel(), "recall": matrix.row_normalized.ravel()})
+        cells = pd.DataFrame(
+            {
+                "true": np.repeat(matrix.labels, n),
+                "predicted": np.tile(matrix.labels, n),
+                "count": matrix.matrix.ravel(),
+                "recall": matrix.row_normalized.ravel(),
+            }
+        )
         order = alt.Sort(matrix.labels)
         base = alt.Chart(cells).encode(x=alt.X("predicted:N", sort=order), y=alt.Y("true:N", sort=order))
-        chart = (base.mark_rect().encode(color=alt.Color("recall:Q", scale=alt.Scale(domain=[0, 1]),
-                                                         title="share of row"),
-                                         tooltip=["true", "predicted", "count", alt.Tooltip("recall:Q", format=".2f")])
-                 + base.mark_text(fontSize=10).encode(text=alt.Text("count:Q", format=".0f"),
-                                                      color=alt.condition("datum.recall > 0.5", alt.value("white"),
-                                                                          alt.value("black"))))
+        chart = base.mark_rect().encode(
+            color=alt.Color("recall:Q", scale=alt.Scale(domain=[0, 1]), title="share of row"),
+            tooltip=["true", "predicted", "count", alt.Tooltip("recall:Q", format=".2f")],
+        ) + base.mark_text(fontSize=10).encode(
+            text=alt.Text("count:Q", format=".0f"),
+            color=alt.condition("datum.recall > 0.5", alt.value("white"), alt.value("black")),
+        )
         with column:
             st.subheader(agent)
             st.altair_chart(chart.properties(height=320), width="stretch")
@@ -179,6 +236,7 @@ def confusions(run: dash.RunView) -> None:
 def class_distribution(run: dash.RunView) -> None:
     try:
         table = dash.class_distribution(run.dataset_stats)
+        events = dash.event_counts(run.dataset_stats)
     except dash.RunFolderError as exc:
         st.error(f"{run.path / 'dataset_stats.json'}: {exc}")
         return
@@ -186,16 +244,23 @@ def class_distribution(run: dash.RunView) -> None:
         st.info("This run has no dataset class counts (dataset_stats.json with class_counts).")
         return
     splits = list(dict.fromkeys(table["split"]))  # as written (train, val, test), not alphabetical
-    chart = alt.Chart(table).mark_bar().encode(
-        x=alt.X("action:N", sort=list(dict.fromkeys(table["action"]))), xOffset=alt.XOffset("split:N", sort=splits),
-        y=alt.Y("fraction:Q", axis=alt.Axis(format="%"), title="share of frames"),
-        color=alt.Color("split:N", sort=splits),
-        tooltip=["split", "action", "count", alt.Tooltip("fraction:Q", format=".2%")])
+    chart = (
+        alt.Chart(table)
+        .mark_bar()
+        .encode(
+            x=alt.X("action:N", sort=list(dict.fromkeys(table["action"]))),
+            xOffset=alt.XOffset("split:N", sort=splits),
+            y=alt.Y("fraction:Q", axis=alt.Axis(format="%"), title="share of frames"),
+            color=alt.Color("split:N", sort=splits),
+            tooltip=["split", "action", "count", alt.Tooltip("fraction:Q", format=".2%")],
+        )
+    )
     st.altair_chart(chart.properties(height=320), width="stretch")
-    events = (run.dataset_stats or {}).get("event_counts")
-    if isinstance(events, dict) and events:
-        st.dataframe(pd.DataFrame({"event": list(events), "count": list(events.values())}), hide_index=True)
-    st.caption("Skills are a few percent of the pro's frames: that imbalance is why the naive clone never presses them.")
+    if len(events):
+        st.dataframe(events, hide_index=True)
+    st.caption(
+        "Skills are a few percent of the pro's frames: that imbalance is why the naive clone never presses them."
+    )
 
 
 def replays(run: dash.RunView) -> None:
@@ -222,9 +287,16 @@ def curves(run: dash.RunView) -> None:
     metrics = sorted(run.curves["metric"].unique(), key=lambda m: (m != "train_loss", m))
     metric = st.selectbox("Curve", metrics)
     data = run.curves[run.curves["metric"] == metric]
-    chart = alt.Chart(data).mark_line(point=True).encode(
-        x=alt.X("epoch:Q"), y=alt.Y("value:Q", title=metric, scale=alt.Scale(zero=False)), color="agent_id:N",
-        tooltip=["agent_id", "epoch", alt.Tooltip("value:Q", format=".4f")])
+    chart = (
+        alt.Chart(data)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("epoch:Q"),
+            y=alt.Y("value:Q", title=metric, scale=alt.Scale(zero=False)),
+            color="agent_id:N",
+            tooltip=["agent_id", "epoch", alt.Tooltip("value:Q", format=".4f")],
+        )
+    )
     st.altair_chart(chart.properties(height=340), width="stretch")
 
 
@@ -244,11 +316,18 @@ def ab_page(run: dash.RunView) -> None:
     by_id = {a.agent_id: a for a in candidates}
     votes = votes_of(run)
     trial = st.session_state.get("ab_trial")
-    if trial is None or trial["run"] != str(run.path) or trial["question"] != question or not set(trial["pair"]) <= set(by_id):
+    if (
+        trial is None
+        or trial["run"] != str(run.path)
+        or trial["question"] != question
+        or not set(trial["pair"]) <= set(by_id)
+    ):
         trial = new_trial(run, list(by_id), votes, question)
 
-    st.write(f"**{QUESTIONS[question]}** Both play **{opponent}** with the same match seed. "
-             "Who is who stays hidden until you vote.")
+    st.write(
+        f"**{QUESTIONS[question]}** Both play **{opponent}** with the same match seed. "
+        "Who is who stays hidden until you vote."
+    )
     columns = st.columns(2)
     for column, side, agent_id in zip(columns, "AB", trial["pair"]):
         with column:
@@ -263,30 +342,51 @@ def ab_page(run: dash.RunView) -> None:
 
     if trial["choice"] is None:
         a, tie, b = st.columns(3)
-        a.button("A", key="vote_a", on_click=vote, args=(run, trial, trial["pair"][0]), width="stretch",
-                 help="Agent A is the answer")
+        a.button(
+            "A",
+            key="vote_a",
+            on_click=vote,
+            args=(run, trial, trial["pair"][0]),
+            width="stretch",
+            help="Agent A is the answer",
+        )
         tie.button("Can't tell", key="vote_tie", on_click=vote, args=(run, trial, TIE), width="stretch")
-        b.button("B", key="vote_b", on_click=vote, args=(run, trial, trial["pair"][1]), width="stretch",
-                 help="Agent B is the answer")
+        b.button(
+            "B",
+            key="vote_b",
+            on_click=vote,
+            args=(run, trial, trial["pair"][1]),
+            width="stretch",
+            help="Agent B is the answer",
+        )
     else:
         left, right = trial["pair"]
         picked = "neither (can't tell)" if trial["choice"] == TIE else trial["choice"]
         st.success(f"Vote saved. A was **{left}**, B was **{right}**; you picked **{picked}**. (seed {trial['seed']})")
-        st.button("Next pair", key="next_pair", on_click=new_trial, args=(run, list(by_id), None, question),
-                  type="primary")
+        st.button(
+            "Next pair", key="next_pair", on_click=new_trial, args=(run, list(by_id), None, question), type="primary"
+        )
 
     st.header("Ratings")
     ratings = preference_ratings(votes_of(run), agent_ids=list(by_id), question=question)
     board = run.results.leaderboard().set_index("agent_id")
     ratings["win rate %"] = ratings["agent_id"].map(board["win_rate"]) * 100
     ratings["match rating"] = ratings["agent_id"].map(board["rating_mu"])
-    st.dataframe(ratings.rename(columns={"agent_id": "agent", "pref_mu": "A/B rating", "pref_sigma": "A/B ±",
-                                         "pref_ordinal": "A/B ordinal"}),
-                 hide_index=True, width="stretch",
-                 column_config={c: st.column_config.NumberColumn(format="%.1f")
-                                for c in ("A/B rating", "A/B ±", "A/B ordinal", "win rate %", "match rating")})
-    st.caption("A/B rating: OpenSkill (Plackett-Luce) over the votes for this question, in the order they were "
-               "cast; ordinal = rating - 3 x its uncertainty. Match rating and win rate come from the run.")
+    st.dataframe(
+        ratings.rename(
+            columns={"agent_id": "agent", "pref_mu": "A/B rating", "pref_sigma": "A/B ±", "pref_ordinal": "A/B ordinal"}
+        ),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            c: st.column_config.NumberColumn(format="%.1f")
+            for c in ("A/B rating", "A/B ±", "A/B ordinal", "win rate %", "match rating")
+        },
+    )
+    st.caption(
+        "A/B rating: OpenSkill (Plackett-Luce) over the votes for this question, in the order they were "
+        "cast; ordinal = rating - 3 x its uncertainty. Match rating and win rate come from the run."
+    )
 
 
 def new_trial(run: dash.RunView, agent_ids: list[str], votes: list | None, question: str) -> dict:
@@ -295,8 +395,14 @@ def new_trial(run: dash.RunView, agent_ids: list[str], votes: list | None, quest
     votes = votes_of(run) if votes is None else votes
     pair = next_pair(agent_ids, votes, rng, question)
     seeds = dash.ab_seeds(run)
-    trial = {"run": str(run.path), "question": question, "pair": pair, "seed": int(rng.choice(seeds)),
-             "opponent": run.results.primary_opponent, "choice": None}
+    trial = {
+        "run": str(run.path),
+        "question": question,
+        "pair": pair,
+        "seed": int(rng.choice(seeds)),
+        "opponent": run.results.primary_opponent,
+        "choice": None,
+    }
     st.session_state["ab_trial"] = trial
     return trial
 

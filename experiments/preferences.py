@@ -12,8 +12,8 @@ which one plays better (or more like the pro). Every vote is one JSON line appen
 file is append-only: each vote is written with one ``write`` on an ``O_APPEND`` descriptor under
 an exclusive lock, then fsynced, so concurrent raters never interleave and a vote that was
 acknowledged survives a crash. (The one exception to append-only: the fragment of a vote torn by
-a crash mid-write, never acknowledged, is cut off by the next writer.) Votes become an OpenSkill rating (the same model and
-scale as the match rating), replayed in timestamp order so the result is reproducible.
+a crash mid-write, never acknowledged, is cut off by the next writer.) Votes become an OpenSkill rating
+(the same model and scale as the match rating), replayed in timestamp order so the result is reproducible.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from openskill.models import PlackettLuce
 
+from bcarena.envs.errors import BcarenaError
 from bcarena.experiments.results import PREFERENCES_FILE
 
 QUESTIONS: dict[str, str] = {
@@ -38,11 +39,19 @@ QUESTIONS: dict[str, str] = {
     "pro_like": "Which agent plays more like the pro?",
 }
 TIE = "tie"
-RATING_COLUMNS: tuple[str, ...] = ("agent_id", "votes", "wins", "ties", "losses", "pref_mu", "pref_sigma",
-                                   "pref_ordinal")
+RATING_COLUMNS: tuple[str, ...] = (
+    "agent_id",
+    "votes",
+    "wins",
+    "ties",
+    "losses",
+    "pref_mu",
+    "pref_sigma",
+    "pref_ordinal",
+)
 
 
-class PreferenceError(ValueError):
+class PreferenceError(BcarenaError, ValueError):
     """A vote is invalid, or the preferences file holds a line that is not a valid vote."""
 
 
@@ -77,7 +86,7 @@ class Preference:
         return json.dumps({**asdict(self), "pair": list(self.pair)}, separators=(", ", ": "))
 
     @classmethod
-    def from_dict(cls, data: Any) -> "Preference":
+    def from_dict(cls, data: Any) -> Preference:
         if not isinstance(data, dict):
             raise PreferenceError(f"expected a JSON object, got {type(data).__name__}")
         expected = set(cls.__dataclass_fields__)
@@ -90,8 +99,15 @@ class Preference:
         return cls(**{**data, "pair": tuple(pair)})
 
 
-def record_preference(run_dir: str | Path, pair: tuple[str, str], opponent: str, seed: int, choice: str,
-                      question: str = "better", timestamp: datetime | None = None) -> Preference:
+def record_preference(
+    run_dir: str | Path,
+    pair: tuple[str, str],
+    opponent: str,
+    seed: int,
+    choice: str,
+    question: str = "better",
+    timestamp: datetime | None = None,
+) -> Preference:
     """Validate one vote and append it durably to ``<run_dir>/preferences.jsonl``; returns it."""
     when = (timestamp or datetime.now(timezone.utc)).isoformat()
     vote = Preference(when, question, (str(pair[0]), str(pair[1])), str(opponent), int(seed), str(choice))
@@ -144,8 +160,9 @@ def load_preferences(run_dir: str | Path) -> list[Preference]:
     return votes
 
 
-def preference_ratings(votes: list[Preference], agent_ids: list[str] | None = None,
-                       question: str | None = None) -> pd.DataFrame:
+def preference_ratings(
+    votes: list[Preference], agent_ids: list[str] | None = None, question: str | None = None
+) -> pd.DataFrame:
     """OpenSkill (Plackett-Luce) ratings from pairwise votes, one row per agent (``RATING_COLUMNS``).
 
     Votes are replayed in timestamp order. ``question`` keeps only that question's votes;
@@ -153,8 +170,10 @@ def preference_ratings(votes: list[Preference], agent_ids: list[str] | None = No
     sigma=25/3). Sorted by ordinal (mu - 3 sigma), best first.
     """
     model = PlackettLuce()
-    selected = sorted((v for v in votes if question is None or v.question == question),
-                      key=lambda v: datetime.fromisoformat(v.timestamp))
+    selected = sorted(
+        (v for v in votes if question is None or v.question == question),
+        key=lambda v: datetime.fromisoformat(v.timestamp),
+    )
     ids = list(dict.fromkeys([*(agent_ids or []), *(a for v in selected for a in v.pair)]))
     ratings = {a: model.rating(name=a) for a in ids}
     tally = {a: {"votes": 0, "wins": 0, "ties": 0, "losses": 0} for a in ids}
@@ -165,14 +184,23 @@ def preference_ratings(votes: list[Preference], agent_ids: list[str] | None = No
         for agent, rank, other in ((left, ranks[0], ranks[1]), (right, ranks[1], ranks[0])):
             tally[agent]["votes"] += 1
             tally[agent]["wins" if rank < other else "losses" if rank > other else "ties"] += 1
-    rows = [{"agent_id": a, **tally[a], "pref_mu": ratings[a].mu, "pref_sigma": ratings[a].sigma,
-             "pref_ordinal": ratings[a].ordinal()} for a in ids]
+    rows = [
+        {
+            "agent_id": a,
+            **tally[a],
+            "pref_mu": ratings[a].mu,
+            "pref_sigma": ratings[a].sigma,
+            "pref_ordinal": ratings[a].ordinal(),
+        }
+        for a in ids
+    ]
     table = pd.DataFrame(rows, columns=list(RATING_COLUMNS))
     return table.sort_values("pref_ordinal", ascending=False, ignore_index=True)
 
 
-def next_pair(agent_ids: list[str], votes: list[Preference], rng: np.random.Generator,
-              question: str | None = None) -> tuple[str, str]:
+def next_pair(
+    agent_ids: list[str], votes: list[Preference], rng: np.random.Generator, question: str | None = None
+) -> tuple[str, str]:
     """The next pair to judge: one of the least-judged pairs (so votes spread over all pairs), in random order."""
     unique = list(dict.fromkeys(agent_ids))
     if len(unique) < 2:

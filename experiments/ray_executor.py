@@ -26,13 +26,22 @@ every node mounts at the same place (NFS, a shared volume).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tqdm.auto import tqdm
 
-from bcarena.experiments.ray_map import (DEFAULT_MAX_RETRIES, cluster_cpus, default_shard_size, import_ray, init_ray, shards,
-                                  submit)
+from bcarena.experiments.ray_map import (
+    DEFAULT_MAX_RETRIES,
+    RaySettingsError,
+    cluster_cpus,
+    default_shard_size,
+    import_ray,
+    init_ray,
+    shards,
+    submit,
+)
 from bcarena.experiments.runner import StageTask, TaskOutcome, variant_configs
 
 
@@ -52,14 +61,23 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, num_cpus_per_task: float = 1, num_gpus_per_task: float = 0,
-                 max_retries: int = DEFAULT_MAX_RETRIES, num_cpus: int | None = None, eval_batch: int | None = None,
-                 progress: bool = True) -> None:
+    def __init__(
+        self,
+        address: str | None = None,
+        num_cpus_per_task: float = 1,
+        num_gpus_per_task: float = 0,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        num_cpus: int | None = None,
+        eval_batch: int | None = None,
+        progress: bool = True,
+    ) -> None:
         if num_cpus_per_task <= 0 or num_gpus_per_task < 0 or max_retries < 0:
-            raise ValueError(f"need num_cpus_per_task > 0, num_gpus_per_task >= 0 and max_retries >= 0, got "
-                             f"{num_cpus_per_task}, {num_gpus_per_task}, {max_retries}")
+            raise RaySettingsError(
+                f"need num_cpus_per_task > 0, num_gpus_per_task >= 0 and max_retries >= 0, got "
+                f"{num_cpus_per_task}, {num_gpus_per_task}, {max_retries}"
+            )
         if eval_batch is not None and eval_batch < 1:
-            raise ValueError(f"eval_batch must be >= 1, got {eval_batch}")
+            raise RaySettingsError(f"eval_batch must be >= 1, got {eval_batch}")
         self.address, self.num_cpus = address, num_cpus
         self.num_cpus_per_task, self.num_gpus_per_task = num_cpus_per_task, num_gpus_per_task
         self.max_retries, self.eval_batch, self.progress = max_retries, eval_batch, progress
@@ -87,9 +105,14 @@ class RayExecutor:
         for i in train:
             num_cpus, num_gpus = self.train_resources(tasks[i])
             if self.address is None and num_cpus > cpus:  # Ray would wait forever for a bigger node
-                results[i] = TaskOutcome(tasks[i].label, None, False, 0.0,
-                                         f"needs {num_cpus:g} CPUs (num_threads, num_cpus_per_task) but the local Ray "
-                                         f"instance has {cpus}; lower them or join a cluster with --address")
+                results[i] = TaskOutcome(
+                    tasks[i].label,
+                    None,
+                    False,
+                    0.0,
+                    f"needs {num_cpus:g} CPUs (num_threads, num_cpus_per_task) but the local Ray "
+                    f"instance has {cpus}; lower them or join a cluster with --address",
+                )
                 continue
             [ref] = submit(fn, [[tasks[i]]], num_cpus, num_gpus, self.max_retries)
             batches.append(_Batch([i], ref))
@@ -104,8 +127,13 @@ class RayExecutor:
         ray = import_ray()
         by_ref = {batch.ref: batch for batch in batches}
         pending = list(by_ref)
-        with tqdm(total=len(tasks), initial=len(tasks) - sum(len(b.positions) for b in batches), desc="ray tasks",
-                  unit="task", disable=not self.progress) as bar:
+        with tqdm(
+            total=len(tasks),
+            initial=len(tasks) - sum(len(b.positions) for b in batches),
+            desc="ray tasks",
+            unit="task",
+            disable=not self.progress,
+        ) as bar:
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
                 batch = by_ref[done[0]]
@@ -133,8 +161,10 @@ class RayExecutor:
             return  # a local instance's workers share this machine and working directory
         for task in tasks:
             if isinstance(task, StageTask) and not Path(task.cache_root).is_absolute():
-                raise ValueError(f"on a Ray cluster the runs folder must be an absolute path on storage every node "
-                                 f"mounts (e.g. --runs /shared/runs), got the relative cache {task.cache_root!r}")
+                raise RaySettingsError(
+                    f"on a Ray cluster the runs folder must be an absolute path on storage every node "
+                    f"mounts (e.g. --runs /shared/runs), got the relative cache {task.cache_root!r}"
+                )
 
 
 __all__ = ["RayExecutor"]

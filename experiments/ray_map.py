@@ -16,13 +16,20 @@ would fail again) and propagate to the caller.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+from bcarena.envs.errors import BcarenaError
 
 DEFAULT_MAX_RETRIES = 3
 
 
-class RayUnavailable(RuntimeError):
+class RaySettingsError(BcarenaError, ValueError):
+    """Ray settings that cannot work: a bad count, a local-only option with a cluster address, a relative path."""
+
+
+class RayUnavailable(BcarenaError, RuntimeError):
     """Ray is not installed (it is the optional ``ray`` extra)."""
 
 
@@ -31,8 +38,9 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise RayUnavailable("the Ray executor needs Ray: pip install -e '.[ray]'  (or: pip install 'ray[tune]' optuna)"
-                             ) from None
+        raise RayUnavailable(
+            "the Ray executor needs Ray: pip install -e '.[ray]'  (or: pip install 'ray[tune]' optuna)"
+        ) from None
     return ray
 
 
@@ -47,7 +55,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
     else:
         if num_cpus is not None:
-            raise ValueError("num_cpus is for a local Ray instance; a cluster's CPUs are set by `ray start`")
+            raise RaySettingsError("num_cpus is for a local Ray instance; a cluster's CPUs are set by `ray start`")
         ray.init(address=address, log_to_driver=False)
 
 
@@ -64,7 +72,7 @@ def shards(items: Sequence[Any], size: int) -> list[list[Any]]:
     """``items`` in consecutive chunks of ``size`` (the last may be shorter)."""
     if size < 1:
         raise ValueError(f"shard size must be >= 1, got {size}")
-    return [list(items[i:i + size]) for i in range(0, len(items), size)]
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
 def default_shard_size(num_items: int, workers: int, shards_per_worker: int = 4) -> int:
@@ -101,12 +109,18 @@ class RayMap:
         return _in_order(refs)
 
 
-def submit(fn: Callable[[Any], Any], chunks: list[list[Any]], num_cpus: float = 1, num_gpus: float = 0,
-           max_retries: int = DEFAULT_MAX_RETRIES) -> list[Any]:
+def submit(
+    fn: Callable[[Any], Any],
+    chunks: list[list[Any]],
+    num_cpus: float = 1,
+    num_gpus: float = 0,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+) -> list[Any]:
     """Start one Ray task per chunk (reserving ``num_cpus``/``num_gpus``); returns their object refs."""
     ray = import_ray()
-    remote = ray.remote(_run_shard).options(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries,
-                                            retry_exceptions=False)
+    remote = ray.remote(_run_shard).options(
+        num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries, retry_exceptions=False
+    )
     fn_ref = ray.put(fn)  # shipped once, not once per shard
     return [remote.remote(fn_ref, chunk) for chunk in chunks]
 

@@ -3,7 +3,8 @@
 Layout of ``runs/<experiment>/<run_id>/``:
   config.resolved.yaml   the experiment with every default filled in
   environment.json       versions, git commit, python, platform, start/end times, wall seconds
-  results.json           ``RunResults`` (below) as JSON
+  results.json           ``RunResults`` (below) as JSON; offline metrics under ``OfflineReport.scalars`` names
+                         plus ``RUN_OFFLINE_METRICS`` (older runs' names: ``LEGACY_OFFLINE_METRICS``)
   table.md               the printed offline-vs-online table, as Markdown
   leaderboard.parquet    one row per agent (``LEADERBOARD_COLUMNS``), best first
   dataset_stats.json     class counts / event counts of the dataset (and its manifest name)
@@ -17,21 +18,48 @@ Layout of ``runs/<experiment>/<run_id>/``:
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from bcarena.eval.files import write_text
+from bcarena.envs.errors import BcarenaError
+from bcarena.envs.files import atomic_file, write_json
 
 LEADERBOARD_COLUMNS: tuple[str, ...] = (
-    "agent_id", "variant", "seed", "kind", "accuracy", "balanced_accuracy", "macro_f1", "skill_recall",
-    "skill_f1", "event_f1", "opponent", "matches", "win_rate", "win_rate_low", "win_rate_high", "rating_mu",
-    "rating_sigma", "latency_ms_p50",
+    "agent_id",
+    "variant",
+    "seed",
+    "kind",
+    "accuracy",
+    "balanced_accuracy",
+    "macro_f1",
+    "skill_event_recall",
+    "skill_event_f1",
+    "opponent",
+    "matches",
+    "win_rate",
+    "win_rate_low",
+    "win_rate_high",
+    "rating_mu",
+    "rating_sigma",
+    "latency_ms_p50",
 )
+# Short run-folder names of the eval layer's skill-event metrics (``OfflineReport.scalars`` names): a predicted
+# skill counts if the player pressed one within +-k frames. Training's ``skill_frame_recall`` counts frames instead.
+RUN_OFFLINE_METRICS = {"skill_event_recall": "event_recall_any_skill", "skill_event_f1": "event_f1_any_skill"}
+# Names run folders written before the frame/event split carry; read as the current ones (the one mapping).
+LEGACY_OFFLINE_METRICS = {
+    "skill_recall": "skill_event_recall",
+    "skill_f1": "skill_event_f1",
+    "event_f1": "skill_event_f1",
+}
 RESULTS_FILE, LEADERBOARD_FILE, PREFERENCES_FILE = "results.json", "leaderboard.parquet", "preferences.jsonl"
+
+
+class RunNotFoundError(BcarenaError, FileNotFoundError):
+    """A folder is not a finished run folder: it has no results file."""
 
 
 @dataclass
@@ -48,6 +76,20 @@ class AgentResult:
     latency_ms_p50: float | None = None
     error: str | None = None  # set when this variant failed; the run still finishes
 
+    def __post_init__(self) -> None:
+        if isinstance(self.offline, dict):
+            self.offline = current_offline_names(self.offline)
+
+
+def current_offline_names(offline: dict[str, Any]) -> dict[str, Any]:
+    """``offline`` metrics with ``LEGACY_OFFLINE_METRICS`` keys (older run folders and caches) renamed; a
+    current key wins over a legacy one."""
+    legacy = {k: v for k, v in offline.items() if k in LEGACY_OFFLINE_METRICS}
+    if not legacy:
+        return offline
+    current = {k: v for k, v in offline.items() if k not in LEGACY_OFFLINE_METRICS}
+    return {**{LEGACY_OFFLINE_METRICS[k]: v for k, v in legacy.items()}, **current}
+
 
 @dataclass
 class RunResults:
@@ -62,7 +104,7 @@ class RunResults:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RunResults":
+    def from_dict(cls, data: dict[str, Any]) -> RunResults:
         agents = [AgentResult(**a) for a in data["agents"]]
         return cls(**{**data, "agents": agents})
 
@@ -72,31 +114,38 @@ class RunResults:
         for a in self.agents:
             online = a.online.get(self.primary_opponent, {})
             rating = (self.ratings or {}).get(a.agent_id, {})
-            rows.append({
-                "agent_id": a.agent_id, "variant": a.variant, "seed": a.seed, "kind": a.kind,
-                "accuracy": a.offline.get("accuracy"), "balanced_accuracy": a.offline.get("balanced_accuracy"),
-                "macro_f1": a.offline.get("macro_f1"), "skill_recall": a.offline.get("skill_recall"),
-                "skill_f1": a.offline.get("skill_f1"), "event_f1": a.offline.get("event_f1"),
-                "opponent": self.primary_opponent, "matches": online.get("matches"),
-                "win_rate": online.get("win_rate"), "win_rate_low": online.get("win_rate_low"),
-                "win_rate_high": online.get("win_rate_high"), "rating_mu": rating.get("mu"),
-                "rating_sigma": rating.get("sigma"), "latency_ms_p50": a.latency_ms_p50,
-            })
+            rows.append(
+                {
+                    "agent_id": a.agent_id,
+                    "variant": a.variant,
+                    "seed": a.seed,
+                    "kind": a.kind,
+                    "accuracy": a.offline.get("accuracy"),
+                    "balanced_accuracy": a.offline.get("balanced_accuracy"),
+                    "macro_f1": a.offline.get("macro_f1"),
+                    "skill_event_recall": a.offline.get("skill_event_recall"),
+                    "skill_event_f1": a.offline.get("skill_event_f1"),
+                    "opponent": self.primary_opponent,
+                    "matches": online.get("matches"),
+                    "win_rate": online.get("win_rate"),
+                    "win_rate_low": online.get("win_rate_low"),
+                    "win_rate_high": online.get("win_rate_high"),
+                    "rating_mu": rating.get("mu"),
+                    "rating_sigma": rating.get("sigma"),
+                    "latency_ms_p50": a.latency_ms_p50,
+                }
+            )
         table = pd.DataFrame(rows, columns=list(LEADERBOARD_COLUMNS))
-        return table.sort_values(["win_rate", "balanced_accuracy"], ascending=False, na_position="last",
-                                 ignore_index=True)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Indented JSON written atomically; values JSON lacks (paths, numpy scalars) are written as text."""
-    write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+        return table.sort_values(
+            ["win_rate", "balanced_accuracy"], ascending=False, na_position="last", ignore_index=True
+        )
 
 
 def save_results(run_dir: Path, results: RunResults) -> None:
-    write_json_atomic(run_dir / RESULTS_FILE, results.to_dict())
-    tmp = run_dir / f".{LEADERBOARD_FILE}.tmp"
-    results.leaderboard().to_parquet(tmp, index=False)
-    os.replace(tmp, run_dir / LEADERBOARD_FILE)
+    """Write ``results.json`` (values JSON lacks, such as paths, as text) and ``leaderboard.parquet``, atomically."""
+    write_json(run_dir / RESULTS_FILE, results.to_dict(), default=str)
+    with atomic_file(run_dir / LEADERBOARD_FILE) as tmp:
+        results.leaderboard().to_parquet(tmp, index=False)
 
 
 def load_results(run_dir: str | Path) -> RunResults:
@@ -104,7 +153,7 @@ def load_results(run_dir: str | Path) -> RunResults:
     try:
         return RunResults.from_dict(json.loads(path.read_text()))
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: missing — not a bcarena run folder (or the run has not finished)") from None
+        raise RunNotFoundError(f"{path}: missing — not a bcarena run folder (or the run has not finished)") from None
 
 
 def find_runs(root: str | Path) -> list[Path]:

@@ -13,44 +13,56 @@ import platform
 import subprocess
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import cv2
 import numpy as np
 import yaml
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
 from bcarena.agents.base import Agent, BotAgent, load_agent
 from bcarena.agents.composite import train_composite
-from bcarena.agents.config import ConfigError, make_train_config
+from bcarena.agents.config import TrainConfigError, make_train_config
 from bcarena.agents.threads import torch_threads
 from bcarena.agents.train import train_bc
-from bcarena.eval.gap import AgentGapRow, GapReport
-from bcarena.eval.matches import evaluate_matches
+from bcarena.envs.duel import BOTS
+from bcarena.envs.files import package_versions, write_json, write_text
+from bcarena.eval.matches import evaluate_matches, load_player
 from bcarena.eval.offline import evaluate_offline
 from bcarena.eval.replays import record_side_by_side
-from bcarena.eval.stats import spearman_bootstrap, wilson_interval
-from bcarena.eval.tournament import PairingResult, compute_ratings
+from bcarena.experiments import report
 from bcarena.experiments.cache import StageCache, content_key
 from bcarena.experiments.config import Experiment, ExperimentError, VariantSpec, load_experiment
-from bcarena.experiments.results import AgentResult, RunResults, save_results, write_json_atomic
+from bcarena.experiments.results import (
+    RUN_OFFLINE_METRICS,
+    AgentResult,
+    RunResults,
+    current_offline_names,
+    save_results,
+)
 from bcarena.recordings.converter import build_dataset
 from bcarena.recordings.dataset import ActionDataset
 from bcarena.recordings.recorder import RecordOptions, record_episodes
 
-PACKAGES = ("bcarena", "numpy", "torch", "gymnasium", "stable-baselines3", "scikit-learn", "imbalanced-learn",
-            "opencv-python", "pandas", "pyarrow", "openskill", "mlflow-skinny")
+PACKAGES = (
+    "bcarena",
+    "numpy",
+    "torch",
+    "gymnasium",
+    "stable-baselines3",
+    "scikit-learn",
+    "imbalanced-learn",
+    "opencv-python",
+    "pandas",
+    "pyarrow",
+    "openskill",
+    "mlflow-skinny",
+)
 EVAL_FILE = "evaluation.json"
-# Offline metrics (OfflineReport.scalars names) shown on the leaderboard and ranked in the gap report.
-GAP_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "event_recall_any_skill", "event_f1_any_skill")
-# Run-folder names (experiments.results) of the eval layer's skill-event metrics.
-OFFLINE_ALIASES = {"skill_recall": "event_recall_any_skill", "skill_f1": "event_f1_any_skill",
-                   "event_f1": "event_f1_any_skill"}
 
 
 # ------------------------------------------------------------------------------------ variants
@@ -61,10 +73,14 @@ def variant_configs(variant: VariantSpec, seed: int | None = None) -> dict[str, 
         return {"bc": make_train_config(variant.train, overrides, where=f"variant {variant.name}")}
     unknown = sorted(set(variant.train) - {"movement", "skill"})
     if unknown:
-        raise ConfigError(f"composite variant {variant.name}: train takes 'movement' and 'skill' sections, "
-                          f"got unknown key(s) {unknown}")
-    return {part: make_train_config(variant.train.get(part, {}), overrides, where=f"variant {variant.name}.{part}")
-            for part in ("movement", "skill")}
+        raise TrainConfigError(
+            f"composite variant {variant.name}: train takes 'movement' and 'skill' sections, "
+            f"got unknown key(s) {unknown}"
+        )
+    return {
+        part: make_train_config(variant.train.get(part, {}), overrides, where=f"variant {variant.name}.{part}")
+        for part in ("movement", "skill")
+    }
 
 
 def train_variant(variant: VariantSpec, seed: int, dataset: ActionDataset, out: Path, progress: bool) -> None:
@@ -75,9 +91,10 @@ def train_variant(variant: VariantSpec, seed: int, dataset: ActionDataset, out: 
         train_bc(dataset, configs["bc"], out, progress=progress, name=name)
         return
     result = train_composite(dataset, configs["movement"], configs["skill"], out, progress=progress, name=name)
-    history = [{"epoch": r["epoch"], **{f"skill_{k}": v for k, v in r.items() if k != "epoch"}}
-               for r in result.skill.history]
-    write_json_atomic(out / "history.json", history)
+    history = [
+        {"epoch": r["epoch"], **{f"skill_{k}": v for k, v in r.items() if k != "epoch"}} for r in result.skill.history
+    ]
+    write_json(out / "history.json", history, default=str)
 
 
 # ---------------------------------------------------------------------------------- evaluation
@@ -104,7 +121,7 @@ def _evaluate_agent(agent: Agent, dataset: ActionDataset | None, exp: Experiment
     if dataset is not None:
         report = evaluate_offline(agent, dataset, ev.offline.split, ev.offline.tolerance_frames)
         scalars = report.scalars()
-        out["offline"] = {**scalars, **{alias: scalars.get(name) for alias, name in OFFLINE_ALIASES.items()}}
+        out["offline"] = {**scalars, **{alias: scalars.get(name) for alias, name in RUN_OFFLINE_METRICS.items()}}
         out["confusion"] = {"labels": report.action_names, "matrix": report.confusion}
         part = dataset.split(ev.offline.split)
         obs = part.states() if agent.obs_type == "state" else part.frames()[:, :, :, None]
@@ -112,8 +129,12 @@ def _evaluate_agent(agent: Agent, dataset: ActionDataset | None, exp: Experiment
     for opponent in ev.opponents:
         match = evaluate_matches(agent, opponent, ev.matches, ev.seed, config=exp.duel_config)
         lo, hi = match.win_rate_ci95
-        out["online"][opponent] = {**match.to_dict(), "win_rate_low": lo, "win_rate_high": hi,
-                                   "winners": match.results.winner.tolist()}
+        out["online"][opponent] = {
+            **match.to_dict(),
+            "win_rate_low": lo,
+            "win_rate_high": hi,
+            "winners": match.results.winner.tolist(),
+        }
     return out
 
 
@@ -134,7 +155,7 @@ class StageTask:
     dataset_dir: str | None = None
     variant: VariantSpec | None = None
     seed: int | None = None
-    agent_dir: str | None = None  # evaluate: the agent folder; reference: None (the bot is experiment.evaluation.reference)
+    agent_dir: str | None = None  # evaluate: the agent folder; reference: None (bot: evaluation.reference)
     progress: bool = False
 
 
@@ -157,9 +178,12 @@ def _make(task: StageTask) -> Callable[[Path], None]:
     if task.kind == "train":
         return lambda tmp: train_variant(task.variant, task.seed, dataset, tmp, task.progress)
     if task.kind == "evaluate":
-        return lambda tmp: write_json_atomic(tmp / EVAL_FILE, evaluate_agent(load_agent(task.agent_dir), dataset, exp))
-    return lambda tmp: write_json_atomic(tmp / EVAL_FILE,
-                                         evaluate_agent(BotAgent(exp.evaluation.reference), None, exp))
+        return lambda tmp: write_json(
+            tmp / EVAL_FILE, evaluate_agent(load_agent(task.agent_dir), dataset, exp), default=str
+        )
+    return lambda tmp: write_json(
+        tmp / EVAL_FILE, evaluate_agent(BotAgent(exp.evaluation.reference), None, exp), default=str
+    )
 
 
 def run_task(task: StageTask) -> TaskOutcome:
@@ -168,8 +192,9 @@ def run_task(task: StageTask) -> TaskOutcome:
     try:
         path, reused = StageCache(task.cache_root).build(STAGE_OF[task.kind], task.key, _make(task))
     except Exception as exc:  # one failing variant must not sink the others
-        return TaskOutcome(task.label, None, False, time.perf_counter() - start, f"{type(exc).__name__}: {exc}",
-                           traceback.format_exc())
+        return TaskOutcome(
+            task.label, None, False, time.perf_counter() - start, f"{type(exc).__name__}: {exc}", traceback.format_exc()
+        )
     return TaskOutcome(task.label, str(path), reused, time.perf_counter() - start)
 
 
@@ -183,28 +208,16 @@ class LocalExecutor:
 
 
 # ------------------------------------------------------------------------------------- the run
-@dataclass
-class RunPaths:
-    run_dir: Path
-    cache: StageCache
-
-
 def _git_commit(root: Path) -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                              timeout=5).stdout.strip() or "unknown"
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+            or "unknown"
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def _versions() -> dict[str, str]:
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
 
 
 def _new_folder(path: Path) -> Path:
@@ -222,8 +235,15 @@ def _new_folder(path: Path) -> Path:
 class ExperimentRunner:
     """Runs one experiment. ``run()`` returns the run folder."""
 
-    def __init__(self, experiment: Experiment, runs_root: str | Path = "runs", source: Path | None = None,
-                 progress: bool = True, console: Console | None = None, executor=None) -> None:
+    def __init__(
+        self,
+        experiment: Experiment,
+        runs_root: str | Path = "runs",
+        source: Path | None = None,
+        progress: bool = True,
+        console: Console | None = None,
+        executor=None,
+    ) -> None:
         self.exp = experiment
         self.executor = executor or LocalExecutor()
         self.runs_root = Path(runs_root)
@@ -245,10 +265,12 @@ class ExperimentRunner:
     def _say(self, outcome: TaskOutcome) -> None:
         self.timings[outcome.label] = outcome.seconds
         if outcome.error:
-            self.console.print(f"  [red]failed[/] {outcome.label}: {outcome.error}")
+            self.console.print(f"  [red]failed[/] {escape(outcome.label)}: {escape(str(outcome.error))}")
         else:
-            self.console.print(f"  {'[dim]cached[/]' if outcome.reused else '[green]done[/]  '} {outcome.label}"
-                               + ("" if outcome.reused else f" ({outcome.seconds:.1f} s)"))
+            self.console.print(
+                f"  {'[dim]cached[/]' if outcome.reused else '[green]done[/]  '} {outcome.label}"
+                + ("" if outcome.reused else f" ({outcome.seconds:.1f} s)")
+            )
 
     def _run_tasks(self, tasks: list[StageTask]) -> list[TaskOutcome]:
         outcomes = self.executor.map(run_task, tasks)
@@ -260,24 +282,31 @@ class ExperimentRunner:
         exp = self.exp
         started = time.perf_counter()
         self.run_dir = _new_folder(self.run_dir)
-        (self.run_dir / "config.resolved.yaml").write_text(yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False))
-        environment = {"git_commit": _git_commit(Path(__file__).resolve().parents[1]), "versions": _versions(),
-                       "python": platform.python_version(), "platform": platform.platform(),
-                       "started": datetime.now(timezone.utc).isoformat(), "experiment_file": str(self.source)}
+        write_text(self.run_dir / "config.resolved.yaml", yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False))
+        environment = {
+            "git_commit": _git_commit(Path(__file__).resolve().parents[1]),
+            "versions": package_versions(PACKAGES),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "started": datetime.now(timezone.utc).isoformat(),
+            "experiment_file": str(self.source),
+        }
         self.console.rule(f"[bold]{exp.name}[/]: {len(exp.variants)} variant(s) x {len(exp.seeds)} seed(s)")
 
         dataset_key, dataset = self.prepare_dataset()
         agents = self._train_all(dataset_key, dataset)
         results = self._evaluate_all(agents, dataset)
-        self._report(results, dataset, agents)
+        self._report(results, dataset)
 
-        environment.update(finished=datetime.now(timezone.utc).isoformat(),
-                           wall_seconds=round(time.perf_counter() - started, 1),
-                           stage_seconds={k: round(v, 2) for k, v in self.timings.items()})
-        write_json_atomic(self.run_dir / "environment.json", environment)
+        environment.update(
+            finished=datetime.now(timezone.utc).isoformat(),
+            wall_seconds=round(time.perf_counter() - started, 1),
+            stage_seconds={k: round(v, 2) for k, v in self.timings.items()},
+        )
+        write_json(self.run_dir / "environment.json", environment, default=str)
         if exp.tracking.mlflow:
             self._track(results)
-        self.console.print(f"run folder: {self.run_dir}  ({environment['wall_seconds']} s)")
+        self.console.print(f"run folder: {escape(str(self.run_dir))}  ({environment['wall_seconds']} s)")
         return self.run_dir
 
     # ---------------------------------------------------------------- stages 1-2: data
@@ -291,28 +320,67 @@ class ExperimentRunner:
             record_key = content_key("recordings-path", str(recordings.resolve()), metas)
         else:
             record_key = content_key("recordings", rec, exp.seed, exp.duel_config.to_dict())
-            recordings = self._stage("recordings", record_key, f"record {rec.episodes} episodes of {rec.player}",
-                                     lambda tmp: record_episodes(rec.player, rec.opponents, rec.episodes, tmp, exp.seed,
-                                                                 options=RecordOptions(video=False,
-                                                                                       progress=self.progress),
-                                                                 config=exp.duel_config))
+            # The recorder loads no agents: agent folders (and perturbed bots) are loaded here; bot names stay names.
+            me, *rivals = [p if p in BOTS else load_player(p, exp.duel_config) for p in [rec.player, *rec.opponents]]
+            recordings = self._stage(
+                "recordings",
+                record_key,
+                f"record {rec.episodes} episodes of {rec.player}",
+                lambda tmp: record_episodes(
+                    me,
+                    rivals,
+                    rec.episodes,
+                    tmp,
+                    exp.seed,
+                    options=RecordOptions(video=False, progress=self.progress),
+                    config=exp.duel_config,
+                ),
+            )
         dataset_key = content_key("dataset", exp.dataset, record_key, exp.seed)
-        folder = self._stage("datasets", dataset_key, "build the action dataset",
-                             lambda tmp: build_dataset(recordings, tmp / "dataset", exp.dataset.alignment,
-                                                       exp.dataset.split, exp.seed, pixels=exp.dataset.pixels,
-                                                       progress=self.progress) and None)
+        folder = self._stage(
+            "datasets",
+            dataset_key,
+            "build the action dataset",
+            lambda tmp: (
+                build_dataset(
+                    recordings,
+                    tmp / "dataset",
+                    exp.dataset.alignment,
+                    exp.dataset.split,
+                    exp.seed,
+                    pixels=exp.dataset.pixels,
+                    progress=self.progress,
+                )
+                and None
+            ),
+        )
         dataset = ActionDataset.load(folder / "dataset")
-        write_json_atomic(self.run_dir / "dataset_stats.json", {
-            "dataset": str(folder / "dataset"), "action_names": dataset.action_names,
-            "class_counts": dataset.manifest["class_counts"], "event_counts": dataset.manifest["event_counts"],
-            "num_frames": dataset.manifest["num_frames"], "num_episodes": dataset.manifest["num_episodes"]})
+        write_json(
+            self.run_dir / "dataset_stats.json",
+            {
+                "dataset": str(folder / "dataset"),
+                "action_names": dataset.action_names,
+                "class_counts": dataset.manifest["class_counts"],
+                "event_counts": dataset.manifest["event_counts"],
+                "num_frames": dataset.manifest["num_frames"],
+                "num_episodes": dataset.manifest["num_episodes"],
+            },
+            default=str,
+        )
         return dataset_key, dataset
 
     # ------------------------------------------------------------------ stage 3: train
     def _task(self, kind: str, label: str, key: str, dataset: ActionDataset | None, **fields: Any) -> StageTask:
-        return StageTask(kind=kind, label=label, cache_root=str(self.cache.root), key=key, experiment=self.exp,
-                         dataset_dir=str(dataset.path) if dataset is not None else None,
-                         progress=self.progress and isinstance(self.executor, LocalExecutor), **fields)
+        return StageTask(
+            kind=kind,
+            label=label,
+            cache_root=str(self.cache.root),
+            key=key,
+            experiment=self.exp,
+            dataset_dir=str(dataset.path) if dataset is not None else None,
+            progress=self.progress and isinstance(self.executor, LocalExecutor),
+            **fields,
+        )
 
     def _train_all(self, dataset_key: str, dataset: ActionDataset) -> list[dict[str, Any]]:
         entries, tasks = [], []
@@ -320,35 +388,59 @@ class ExperimentRunner:
             for seed in self.exp.seeds:
                 agent_id = f"{variant.name}-s{seed}"
                 key = content_key("agent", variant, seed, dataset_key)
-                entries.append({"agent_id": agent_id, "variant": variant.name, "seed": seed, "kind": variant.kind,
-                                "key": key, "path": None, "error": None})
+                entries.append(
+                    {
+                        "agent_id": agent_id,
+                        "variant": variant.name,
+                        "seed": seed,
+                        "kind": variant.kind,
+                        "key": key,
+                        "path": None,
+                        "error": None,
+                    }
+                )
                 tasks.append(self._task("train", f"train {agent_id}", key, dataset, variant=variant, seed=seed))
         for entry, outcome in zip(entries, self._run_tasks(tasks)):
             entry["path"] = Path(outcome.path) if outcome.path else None
             entry["error"] = outcome.error
             if outcome.error:
                 (self.run_dir / "failures").mkdir(exist_ok=True)
-                (self.run_dir / "failures" / f"{entry['agent_id']}.txt").write_text(outcome.trace or outcome.error)
+                write_text(self.run_dir / "failures" / f"{entry['agent_id']}.txt", outcome.trace or outcome.error)
         return entries
 
     # --------------------------------------------------------------- stage 4: evaluate
     def _evaluate_all(self, agents: list[dict[str, Any]], dataset: ActionDataset) -> RunResults:
         exp = self.exp
-        results = [AgentResult(agent_id=e["agent_id"], variant=e["variant"], seed=e["seed"], kind=e["kind"],
-                               agent_path=str(e["path"] / "agent") if e["path"] else None, error=e["error"])
-                   for e in agents]
+        results = [
+            AgentResult(
+                agent_id=e["agent_id"],
+                variant=e["variant"],
+                seed=e["seed"],
+                kind=e["kind"],
+                agent_path=str(e["path"] / "agent") if e["path"] else None,
+                error=e["error"],
+            )
+            for e in agents
+        ]
         tasks, owners = [], []
         for entry, result in zip(agents, results):
             if result.agent_path is not None:
                 key = content_key("evaluation", exp.evaluation, entry["key"])
-                tasks.append(self._task("evaluate", f"evaluate {entry['agent_id']}", key, dataset,
-                                        agent_dir=result.agent_path))
+                tasks.append(
+                    self._task("evaluate", f"evaluate {entry['agent_id']}", key, dataset, agent_dir=result.agent_path)
+                )
                 owners.append((entry, result))
         reference = exp.evaluation.reference
         if reference:
             result = AgentResult(agent_id=reference, variant=reference, seed=None, kind="bot", agent_path=None)
-            tasks.append(self._task("reference", f"evaluate reference {reference}",
-                                    content_key("reference", exp.evaluation, reference), None))
+            tasks.append(
+                self._task(
+                    "reference",
+                    f"evaluate reference {reference}",
+                    content_key("reference", exp.evaluation, reference),
+                    None,
+                )
+            )
             owners.append((None, result))
             results.append(result)
         for (entry, result), outcome in zip(owners, self._run_tasks(tasks)):
@@ -356,115 +448,46 @@ class ExperimentRunner:
                 result.error = f"evaluation failed: {outcome.error}"
                 continue
             evaluation = json.loads((Path(outcome.path) / EVAL_FILE).read_text())
-            result.offline, result.online = evaluation["offline"], evaluation["online"]
+            result.offline, result.online = current_offline_names(evaluation["offline"]), evaluation["online"]
             result.latency_ms_p50 = evaluation["latency_ms_p50"]
             if entry is not None:
                 self._copy_artifacts(entry, evaluation)
-        return RunResults(experiment=exp.name, run_id=self.run_dir.name, agents=results,
-                          primary_opponent=exp.evaluation.opponents[0])
+        return RunResults(
+            experiment=exp.name, run_id=self.run_dir.name, agents=results, primary_opponent=exp.evaluation.opponents[0]
+        )
 
     def _copy_artifacts(self, entry: dict[str, Any], evaluation: dict[str, Any]) -> None:
         if evaluation.get("confusion"):
-            write_json_atomic(self.run_dir / "confusion" / f"{entry['agent_id']}.json", evaluation["confusion"])
+            write_json(self.run_dir / "confusion" / f"{entry['agent_id']}.json", evaluation["confusion"], default=str)
         history = entry["path"] / "history.json"
         if history.is_file():
-            write_json_atomic(self.run_dir / "curves" / f"{entry['agent_id']}.json", json.loads(history.read_text()))
+            write_json(
+                self.run_dir / "curves" / f"{entry['agent_id']}.json", json.loads(history.read_text()), default=str
+            )
 
     # ----------------------------------------------------------------- stage 5: report
-    def _report(self, results: RunResults, dataset: ActionDataset, agents: list[dict[str, Any]]) -> None:
-        exp = self.exp
+    def _report(self, results: RunResults, dataset: ActionDataset) -> None:
+        """Ratings and the gap report into the results, then results, plots, the side-by-side replay, the table."""
         trained = [a for a in results.agents if a.online]
         if len(trained) >= 2:
-            ratings = self._ratings(trained, results.primary_opponent)
-            results.ratings = ratings
-        if exp.evaluation.gap_report:
-            gap = self._gap(results)
-            if gap is not None:
+            results.ratings = report.match_ratings(trained, results.primary_opponent)
+        if self.exp.evaluation.gap_report:
+            gap = report.gap_report(results, self.exp)
+            if gap is None:
+                self.console.print("  [yellow]gap report skipped[/]: it needs at least 3 evaluated agents")
+            else:
                 paths = gap.write(self.run_dir / "plots")
                 results.gap_report = {**gap.to_dict(), "markdown": str(paths["markdown"])}
         save_results(self.run_dir, results)
-        self._plots(results, dataset)
+        report.plot_accuracy_vs_win_rate(results, self.run_dir / "plots" / "accuracy_vs_winrate.png")
+        report.plot_class_distribution(dataset, self.run_dir / "plots" / "class_distribution.png")
         self._replay(results)
-        self.print_table(results)
-
-    def _ratings(self, agents: list[AgentResult], opponent: str) -> dict[str, dict[str, float]]:
-        """OpenSkill ratings from every agent's matches against the shared opponent (one ladder)."""
-        names = [a.agent_id for a in agents] + [f"bot:{opponent}"]
-        pairings = []
-        for index, a in enumerate(agents):
-            o = a.online.get(opponent)
-            if o is None:
-                continue
-            pairings.append(PairingResult.from_winners(index, len(agents), np.asarray(o["winners"])))
-        return {r.player: {"mu": r.mu, "sigma": r.sigma, "ordinal": r.ordinal}
-                for r in compute_ratings(names, pairings) if not r.player.startswith("bot:")}
-
-    def _gap(self, results: RunResults) -> GapReport | None:
-        exp = self.exp
-        rows = []
-        for a in results.agents:
-            if not a.offline or not a.online:
-                continue
-            wins = sum(o["wins"] for o in a.online.values())
-            total = sum(o["matches"] for o in a.online.values())
-            rows.append(AgentGapRow(agent=a.agent_id, win_rate=float(np.mean([o["win_rate"] for o in a.online.values()])),
-                                    win_rate_by_opponent={k: o["win_rate"] for k, o in a.online.items()},
-                                    win_rate_ci95=wilson_interval(wins, total), offline=a.offline))
-        if len(rows) < 3:
-            self.console.print("  [yellow]gap report skipped[/]: it needs at least 3 evaluated agents")
-            return None
-        win_rates = [r.win_rate for r in rows]
-        correlations = {m: spearman_bootstrap([r.offline.get(m) for r in rows], win_rates, seed=exp.seed)
-                        for m in GAP_METRICS}
-        return GapReport(dataset=results.experiment, split=exp.evaluation.offline.split,
-                         tolerance=exp.evaluation.offline.tolerance_frames, opponents=exp.evaluation.opponents,
-                         matches_per_opponent=exp.evaluation.matches, seed=exp.evaluation.seed, rows=rows,
-                         correlations=correlations)
-
-    def _plots(self, results: RunResults, dataset: ActionDataset) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        plots = self.run_dir / "plots"
-        plots.mkdir(exist_ok=True)
-        board = results.leaderboard()
-        fig, ax = plt.subplots(figsize=(7, 5))
-        for index, row in board.iterrows():
-            if row["win_rate"] is None or np.isnan(row["win_rate"]):
-                continue
-            if row["accuracy"] is None or np.isnan(row["accuracy"]):
-                ax.axhline(row["win_rate"], ls="--", color="gray", lw=1)
-                ax.text(0.01, row["win_rate"] + 0.01, f"{row['agent_id']} (reference)", color="gray",
-                        transform=ax.get_yaxis_transform(), fontsize=8)
-                continue
-            yerr = [[row["win_rate"] - row["win_rate_low"]], [row["win_rate_high"] - row["win_rate"]]]
-            ax.errorbar([row["accuracy"]], [row["win_rate"]], yerr=yerr, fmt="o", capsize=3)
-            ax.annotate(row["agent_id"], (row["accuracy"], row["win_rate"]), textcoords="offset points",
-                        xytext=(5, 4 - 11 * (index % 3)), fontsize=8)  # staggered: tied agents stay legible
-        ax.set_xlabel("frame accuracy (offline, held-out episodes)")
-        ax.set_ylabel(f"win rate vs {results.primary_opponent} (Wilson 95%)")
-        ax.set_ylim(-0.05, 1.05)
-        ax.set_title("Offline accuracy does not predict wins")
-        fig.tight_layout()
-        fig.savefig(plots / "accuracy_vs_winrate.png", dpi=110)
-        plt.close(fig)
-
-        counts = dataset.manifest["class_counts"]
-        names = list(counts) if isinstance(counts, dict) else dataset.action_names
-        values = [counts[n] for n in names] if isinstance(counts, dict) else counts
-        fig, ax = plt.subplots(figsize=(7, 3.5))
-        colors = ["tab:red" if i in dataset.skill_actions else "tab:blue" for i in range(len(names))]
-        ax.bar(names, values, color=colors)
-        ax.set_yscale("log")
-        ax.set_ylabel("frames (log scale)")
-        ax.set_title("What the pro pressed: skills (red) are a few percent of frames")
-        fig.tight_layout()
-        fig.savefig(plots / "class_distribution.png", dpi=110)
-        plt.close(fig)
+        table = report.results_table(results, self.exp.evaluation.opponents)
+        self.console.print(table)
+        write_text(self.run_dir / "table.md", report.markdown_table(table))
 
     def _replay(self, results: RunResults) -> None:
+        """The side-by-side replay of two variants (first seed) and a still of it, when the experiment asks."""
         spec = self.exp.evaluation.replay
         if spec.side_by_side is None:
             return
@@ -475,46 +498,17 @@ class ExperimentRunner:
             return
         out = self.run_dir / "replays" / "side_by_side.mp4"
         out.parent.mkdir(exist_ok=True)
-        record_side_by_side(load_agent(paths[left]), load_agent(paths[right]), spec.opponent, spec.seed, out,
-                            captions=(left, right), config=self.exp.duel_config)
-        capture = cv2.VideoCapture(str(out))
-        frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        capture.set(cv2.CAP_PROP_POS_FRAMES, max(0, int(frames * 0.4)))
-        ok, frame = capture.read()
-        capture.release()
-        if ok:
-            cv2.imwrite(str(self.run_dir / "plots" / "side_by_side_still.png"), frame)
-        self.console.print(f"  [green]done[/]   side-by-side replay -> {out}")
-
-    def print_table(self, results: RunResults) -> None:
-        opponents = self.exp.evaluation.opponents
-        table = Table(title=f"{results.experiment}: offline (held-out episodes) vs online (matches)")
-        columns = ["agent", "frame acc.", "balanced acc.", "skill recall", "skill-event F1"]
-        columns += [f"win rate vs {o} [95% CI]" for o in opponents] + [f"skill use vs {opponents[0]}"]
-        for column in columns:
-            table.add_column(column, justify="left" if column == "agent" else "right")
-
-        def pct(value: Any) -> str:
-            return "—" if value is None else f"{value:.1%}"
-
-        def win(online: dict[str, Any] | None) -> str:
-            if not online:
-                return "—"
-            return f"{online['win_rate']:.1%} [{online['win_rate_low']:.1%}, {online['win_rate_high']:.1%}]"
-
-        for a in results.agents:
-            if a.error:
-                table.add_row(a.agent_id, "[red]failed[/]", a.error[:60], *[""] * (len(columns) - 3))
-                continue
-            table.add_row(a.agent_id + (" (reference)" if a.kind == "bot" else ""), pct(a.offline.get("accuracy")),
-                          pct(a.offline.get("balanced_accuracy")), pct(a.offline.get("skill_recall")),
-                          pct(a.offline.get("skill_f1")), *[win(a.online.get(o)) for o in opponents],
-                          pct(a.online.get(opponents[0], {}).get("skill_use_rate")))
-        self.console.print(table)
-        markdown = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-        markdown += ["| " + " | ".join(str(cell).replace("[red]failed[/]", "failed") for cell in row) + " |"
-                     for row in zip(*[c.cells for c in table.columns])]
-        (self.run_dir / "table.md").write_text("\n".join(markdown) + "\n")
+        record_side_by_side(
+            load_agent(paths[left]),
+            load_agent(paths[right]),
+            spec.opponent,
+            spec.seed,
+            out,
+            captions=(left, right),
+            config=self.exp.duel_config,
+        )
+        report.save_still(out, self.run_dir / "plots" / "side_by_side_still.png")
+        self.console.print(f"  [green]done[/]   side-by-side replay -> {escape(str(out))}")
 
     def _track(self, results: RunResults) -> None:
         from bcarena.experiments.tracking import TrackingUnavailable, default_uri, log_run
@@ -522,17 +516,24 @@ class ExperimentRunner:
         uri = self.exp.tracking.uri or default_uri(Path.cwd())
         metrics = {a.agent_id: {"offline": a.offline, "online": a.online} for a in results.agents}
         try:
-            run_id = log_run(uri, self.exp.name, self.run_dir.name, self.exp.model_dump(mode="json"), metrics,
-                             self.run_dir, tags={"run_dir": str(self.run_dir)})
+            run_id = log_run(
+                uri,
+                self.exp.name,
+                self.run_dir.name,
+                self.exp.model_dump(mode="json"),
+                metrics,
+                self.run_dir,
+                tags={"run_dir": str(self.run_dir)},
+            )
             self.console.print(f"  [green]done[/]   MLflow run {run_id} at {uri}")
         except TrackingUnavailable as exc:
-            self.console.print(f"  [yellow]tracking skipped[/]: {exc}")
+            self.console.print(f"  [yellow]tracking skipped[/]: {escape(str(exc))}")
 
 
 def _validate_variant(variant: VariantSpec) -> None:
     try:
         variant_configs(variant)
-    except ConfigError as exc:
+    except TrainConfigError as exc:
         raise ValueError(str(exc)) from None
 
 
@@ -541,12 +542,27 @@ def load(path: str | Path) -> Experiment:
     return load_experiment(path, validate_variant=_validate_variant)
 
 
-def run_experiment(path: str | Path, runs_root: str | Path = "runs", progress: bool = True,
-                   console: Console | None = None, executor=None) -> Path:
+def run_experiment(
+    path: str | Path,
+    runs_root: str | Path = "runs",
+    progress: bool = True,
+    console: Console | None = None,
+    executor=None,
+) -> Path:
     """Load, validate and run an experiment file; returns the run folder."""
     experiment = load(path)
     return ExperimentRunner(experiment, runs_root, Path(path), progress, console, executor).run()
 
 
-__all__ = ["ExperimentError", "ExperimentRunner", "LocalExecutor", "StageTask", "TaskOutcome", "load", "run_experiment",
-           "run_task", "train_variant", "variant_configs"]
+__all__ = [
+    "ExperimentError",
+    "ExperimentRunner",
+    "LocalExecutor",
+    "StageTask",
+    "TaskOutcome",
+    "load",
+    "run_experiment",
+    "run_task",
+    "train_variant",
+    "variant_configs",
+]

@@ -29,18 +29,22 @@ and ``best_experiment.yaml``: the source experiment with two variants, the base 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any
 
-import typer
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bcarena.agents.config import TrainConfig, make_train_config
-from bcarena.experiments.config import Experiment, ExperimentError
+from bcarena.envs.errors import BcarenaError
+from bcarena.envs.files import atomic_file
+from bcarena.envs.yaml_files import YamlError, load_yaml
+from bcarena.experiments.config import Experiment
 
 SEED_OFFSET = 1_000_000  # sweep match seeds start here above evaluation.seed
 METRIC = "win_rate"
@@ -58,14 +62,18 @@ DEFAULT_SPACE: dict[str, Any] = {
 def _tune_distributions() -> dict[str, Callable[[list[Any]], Any]]:
     from ray import tune
 
-    return {"choice": tune.choice, "uniform": lambda v: tune.uniform(*v), "loguniform": lambda v: tune.loguniform(*v),
-            "randint": lambda v: tune.randint(v[0], v[1] + 1)}  # tune.randint's upper bound is exclusive
+    return {
+        "choice": tune.choice,
+        "uniform": lambda v: tune.uniform(*v),
+        "loguniform": lambda v: tune.loguniform(*v),
+        "randint": lambda v: tune.randint(v[0], v[1] + 1),
+    }  # tune.randint's upper bound is exclusive
 
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
 
 
-class SweepError(ValueError):
+class SweepError(BcarenaError, ValueError):
     """A sweep cannot start: bad space file, unknown variant, bad settings."""
 
 
@@ -78,23 +86,30 @@ class SearchSpace:
     fixed: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def parse(cls, data: Any, where: str = "search space") -> "SearchSpace":
+    def parse(cls, data: Any, where: str = "search space") -> SearchSpace:
         if not isinstance(data, dict) or not data:
-            raise SweepError(f"{where}: a search space is a non-empty mapping of trainer keys to values or "
-                             f"distributions {{{' | '.join(f'{d}: [...]' for d in DISTRIBUTIONS)}}}")
+            raise SweepError(
+                f"{where}: a search space is a non-empty mapping of trainer keys to values or "
+                f"distributions {{{' | '.join(f'{d}: [...]' for d in DISTRIBUTIONS)}}}"
+            )
         space = cls()
         for key, spec in data.items():
             if isinstance(spec, dict):
                 if len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
-                    raise SweepError(f"{where}: {key}: a distribution is one of {list(DISTRIBUTIONS)} with a list, "
-                                     f"got {spec!r}")
-                (kind, values), = spec.items()
+                    raise SweepError(
+                        f"{where}: {key}: a distribution is one of {list(DISTRIBUTIONS)} with a list, got {spec!r}"
+                    )
+                ((kind, values),) = spec.items()
                 if not isinstance(values, list) or not values or (kind != "choice" and len(values) != 2):
-                    raise SweepError(f"{where}: {key}: {kind} takes "
-                                     f"{'a non-empty list' if kind == 'choice' else '[low, high]'}, got {values!r}")
+                    raise SweepError(
+                        f"{where}: {key}: {kind} takes "
+                        f"{'a non-empty list' if kind == 'choice' else '[low, high]'}, got {values!r}"
+                    )
                 if kind == "choice" and any(isinstance(v, (list, dict)) for v in values):
-                    raise SweepError(f"{where}: {key}: choice values must be scalars (Optuna's categorical); "
-                                     "fix list-valued options as a plain value instead")
+                    raise SweepError(
+                        f"{where}: {key}: choice values must be scalars (Optuna's categorical); "
+                        "fix list-valued options as a plain value instead"
+                    )
                 space.searched[key] = {kind: values}
             else:
                 space.fixed[key] = spec
@@ -102,14 +117,12 @@ class SearchSpace:
         return space
 
     @classmethod
-    def load(cls, path: str | Path) -> "SearchSpace":
+    def load(cls, path: str | Path) -> SearchSpace:
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise SweepError(f"{path}: no such search-space file") from None
-        except yaml.YAMLError as exc:
-            raise SweepError(f"{path}: not valid YAML: {exc}") from None
+            data = load_yaml(path, "search-space")
+        except YamlError as exc:
+            raise SweepError(str(exc)) from None
         return cls.parse(data, str(path))
 
     def check(self, where: str = "search space") -> None:
@@ -120,8 +133,9 @@ class SearchSpace:
                 try:
                     adapter.validate_python(value)
                 except ValidationError as exc:
-                    raise SweepError(f"{where}: {key}: {value!r} is not a valid value "
-                                     f"({exc.errors()[0]['msg']})") from None
+                    raise SweepError(
+                        f"{where}: {key}: {value!r} is not a valid value ({exc.errors()[0]['msg']})"
+                    ) from None
 
     def to_tune(self) -> dict[str, Any]:
         dists = _tune_distributions()
@@ -174,8 +188,9 @@ class TrialSetup:
 
 def trial_config(setup: TrialSetup, params: dict[str, Any]) -> TrainConfig:
     overrides = trial_overrides({**setup.fixed, **params})
-    return make_train_config(setup.base_train, {**overrides, "epochs": setup.epochs, "seed": setup.train_seed},
-                             where="sweep trial")
+    return make_train_config(
+        setup.base_train, {**overrides, "epochs": setup.epochs, "seed": setup.train_seed}, where="sweep trial"
+    )
 
 
 def run_trial(params: dict[str, Any], setup: TrialSetup, report: Callable[[dict[str, Any]], None]) -> None:
@@ -190,14 +205,24 @@ def run_trial(params: dict[str, Any], setup: TrialSetup, report: Callable[[dict[
     with tempfile.TemporaryDirectory(prefix="bcarena-trial-") as out:
         epoch = 0
         while epoch < cfg.epochs:
-            result = train_bc(dataset, cfg, out, resume=epoch > 0, progress=False, stop_after_epochs=setup.eval_every,
-                              name="trial")
+            result = train_bc(
+                dataset, cfg, out, resume=epoch > 0, progress=False, stop_after_epochs=setup.eval_every, name="trial"
+            )
             epoch = len(result.history)
-            match = evaluate_matches(result.agent, setup.opponent, setup.matches, setup.match_seed,
-                                     config=DuelConfig.from_dict(setup.game))
-            report({METRIC: match.win_rate, "epoch": epoch, "hp_diff_mean": match.hp_diff_mean,
-                    "skill_use_rate": match.skill_use_rate, "val_accuracy": result.val.accuracy,
-                    "val_balanced_accuracy": result.val.balanced_accuracy, "finished": result.finished})
+            match = evaluate_matches(
+                result.agent, setup.opponent, setup.matches, setup.match_seed, config=DuelConfig.from_dict(setup.game)
+            )
+            report(
+                {
+                    METRIC: match.win_rate,
+                    "epoch": epoch,
+                    "hp_diff_mean": match.hp_diff_mean,
+                    "skill_use_rate": match.skill_use_rate,
+                    "val_accuracy": result.val.accuracy,
+                    "val_balanced_accuracy": result.val.balanced_accuracy,
+                    "finished": result.finished,
+                }
+            )
             if result.finished:  # the trainer's own early stopping (patience) ended it
                 return
 
@@ -275,18 +300,28 @@ def _records(grid, epochs: int) -> list[TrialRecord]:
     for result in grid:
         params = trial_overrides(result.config or {})
         history = result.metrics_dataframe
-        by_epoch = ({int(e): float(w) for e, w in zip(history["epoch"], history[METRIC])}
-                    if history is not None and METRIC in history else {})
+        by_epoch = (
+            {int(e): float(w) for e, w in zip(history["epoch"], history[METRIC])}
+            if history is not None and METRIC in history
+            else {}
+        )
         last = result.metrics or {}
         if result.error is not None:
             status = "error"
         else:
             status = "completed" if last.get("finished") or last.get("epoch", 0) >= epochs else "stopped early"
-        records.append(TrialRecord(trial=str(last.get("trial_id", Path(result.path or "?").name)), params=params,
-                                   status=status,
-                                   epochs=int(last.get("epoch", 0)), win_rate=last.get(METRIC),
-                                   win_rate_by_epoch=by_epoch, val_accuracy=last.get("val_accuracy"),
-                                   error=None if result.error is None else str(result.error).splitlines()[0]))
+        records.append(
+            TrialRecord(
+                trial=str(last.get("trial_id", Path(result.path or "?").name)),
+                params=params,
+                status=status,
+                epochs=int(last.get("epoch", 0)),
+                win_rate=last.get(METRIC),
+                win_rate_by_epoch=by_epoch,
+                val_accuracy=last.get("val_accuracy"),
+                error=None if result.error is None else str(result.error).splitlines()[0],
+            )
+        )
     return records
 
 
@@ -305,27 +340,22 @@ def minimal_train(config: TrainConfig) -> dict[str, Any]:
     return {k: v for k, v in config.to_dict().items() if v != defaults[k]}
 
 
-def write_experiment(source: Path, exp: Experiment, base_name: str, best: TrainConfig, path: Path,
-                     description: str) -> Path:
+def write_experiment(
+    source: Path, exp: Experiment, base_name: str, best: TrainConfig, path: Path, description: str
+) -> Path:
     """The source experiment with variants [base, <base>-tuned]; validated by ``runner.load``, written atomically."""
     from bcarena.experiments.runner import load
 
-    data = yaml.safe_load(source.read_text())
+    data = load_yaml(source, "experiment")
     base = next(v for v in data["variants"] if v["name"] == base_name)
     tuned = {"name": f"{base_name}-tuned", "kind": "bc", "train": minimal_train(best), "description": description}
     data.update(name=f"{exp.name}-tuned", variants=[base, tuned])
     replay = data.get("evaluation", {}).get("replay", {})
     if replay.get("side_by_side"):
         replay["side_by_side"] = [base_name, tuned["name"]]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(f"# written by bcarena sweep from {source}\n" + yaml.safe_dump(data, sort_keys=False))
-    try:
-        load(tmp)
-    except ExperimentError:
-        tmp.unlink()
-        raise
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(f"# written by bcarena sweep from {source}\n" + yaml.safe_dump(data, sort_keys=False))
+        load(tmp)  # an ExperimentError leaves no file behind
     return path
 
 
@@ -341,23 +371,38 @@ def _plot(records: list[TrialRecord], best: TrialRecord, opponent: str, path: Pa
             continue
         epochs, rates = zip(*sorted(r.win_rate_by_epoch.items()))
         is_best = r is best
-        ax.plot(epochs, rates, marker="o", lw=2.5 if is_best else 1, alpha=1 if is_best else 0.5,
-                color="tab:red" if is_best else ("tab:gray" if r.status == "stopped early" else "tab:blue"),
-                label="best" if is_best else None)
+        ax.plot(
+            epochs,
+            rates,
+            marker="o",
+            lw=2.5 if is_best else 1,
+            alpha=1 if is_best else 0.5,
+            color="tab:red" if is_best else ("tab:gray" if r.status == "stopped early" else "tab:blue"),
+            label="best" if is_best else None,
+        )
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"win rate vs {opponent}")
     ax.set_ylim(-0.05, 1.05)
     ax.set_title("Sweep trials (gray: stopped early by ASHA)")
     ax.legend(loc="upper left")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 
-def run_sweep(experiment_path: str | Path, out: str | Path | None = None, settings: SweepSettings | None = None,
-              space: SearchSpace | None = None, variant: str | None = None, runs_root: str | Path = "runs",
-              address: str | None = None, num_cpus: int | None = None, console: Console | None = None,
-              trial_fn: TrialFn = run_trial) -> SweepResult:
+def run_sweep(
+    experiment_path: str | Path,
+    out: str | Path | None = None,
+    settings: SweepSettings | None = None,
+    space: SearchSpace | None = None,
+    variant: str | None = None,
+    runs_root: str | Path = "runs",
+    address: str | None = None,
+    num_cpus: int | None = None,
+    console: Console | None = None,
+    trial_fn: TrialFn = run_trial,
+) -> SweepResult:
     """Search trainer options of one bc variant of an experiment for the best win rate (see module doc).
 
     ``trial_fn(params, setup, report)`` runs one trial (default :func:`run_trial`: train and play
@@ -368,8 +413,8 @@ def run_sweep(experiment_path: str | Path, out: str | Path | None = None, settin
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
+    from bcarena.envs.files import write_json
     from bcarena.experiments.ray_map import cluster_cpus, init_ray
-    from bcarena.experiments.results import write_json_atomic
     from bcarena.experiments.runner import load
 
     settings, space = settings or SweepSettings(), space or SearchSpace.parse(DEFAULT_SPACE)
@@ -383,102 +428,112 @@ def run_sweep(experiment_path: str | Path, out: str | Path | None = None, settin
         raise SweepError(f"trials, matches, epochs, eval_every and grace must be >= 1, got {settings}")
     folder = Path(out if out is not None else Path(runs_root) / "sweeps" / exp.name).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    setup = TrialSetup(dataset_dir=str(_dataset_dir(exp, source, Path(runs_root), folder, console)),
-                       base_train=base.train, fixed=space.fixed, matches=settings.matches,
-                       opponent=settings.opponent or exp.evaluation.opponents[0],
-                       match_seed=(exp.evaluation.seed + SEED_OFFSET if settings.match_seed is None
-                                   else settings.match_seed),
-                       epochs=epochs, eval_every=settings.eval_every, train_seed=exp.seeds[0], game=exp.game)
+    setup = TrialSetup(
+        dataset_dir=str(_dataset_dir(exp, source, Path(runs_root), folder, console)),
+        base_train=base.train,
+        fixed=space.fixed,
+        matches=settings.matches,
+        opponent=settings.opponent or exp.evaluation.opponents[0],
+        match_seed=(exp.evaluation.seed + SEED_OFFSET if settings.match_seed is None else settings.match_seed),
+        epochs=epochs,
+        eval_every=settings.eval_every,
+        train_seed=exp.seeds[0],
+        game=exp.game,
+    )
 
     init_ray(address, num_cpus)
     concurrency = settings.concurrency or max(1, int(cluster_cpus() // settings.cpus_per_trial))
-    searcher = ConcurrencyLimiter(OptunaSearch(metric=METRIC, mode="max", seed=settings.seed),
-                                  max_concurrent=concurrency)
-    scheduler = ASHAScheduler(time_attr="epoch", max_t=epochs, grace_period=min(settings.grace, epochs),
-                              reduction_factor=2)
-    console.rule(f"[bold]sweep[/] {base.name} of {exp.name}: {settings.trials} trials x {epochs} epochs, "
-                 f"win rate vs {setup.opponent} over {setup.matches} matches, {concurrency} at a time")
-    trainable = tune.with_resources(tune.with_parameters(_tune_trial, setup=setup, trial_fn=trial_fn),
-                                    {"cpu": settings.cpus_per_trial})
-    tuner = tune.Tuner(trainable, param_space=space.to_tune(),
-                       tune_config=tune.TuneConfig(metric=METRIC, mode="max", search_alg=searcher, scheduler=scheduler,
-                                                   num_samples=settings.trials),
-                       run_config=tune.RunConfig(name="tune", storage_path=str(folder), verbose=0))
+    searcher = ConcurrencyLimiter(
+        OptunaSearch(metric=METRIC, mode="max", seed=settings.seed), max_concurrent=concurrency
+    )
+    scheduler = ASHAScheduler(
+        time_attr="epoch", max_t=epochs, grace_period=min(settings.grace, epochs), reduction_factor=2
+    )
+    console.rule(
+        f"[bold]sweep[/] {base.name} of {exp.name}: {settings.trials} trials x {epochs} epochs, "
+        f"win rate vs {escape(setup.opponent)} over {setup.matches} matches, {concurrency} at a time"
+    )
+    trainable = tune.with_resources(
+        tune.with_parameters(_tune_trial, setup=setup, trial_fn=trial_fn), {"cpu": settings.cpus_per_trial}
+    )
+    tuner = tune.Tuner(
+        trainable,
+        param_space=space.to_tune(),
+        tune_config=tune.TuneConfig(
+            metric=METRIC, mode="max", search_alg=searcher, scheduler=scheduler, num_samples=settings.trials
+        ),
+        run_config=tune.RunConfig(name="tune", storage_path=str(folder), verbose=0),
+    )
     records = _records(tuner.fit(), epochs)
     best = best_trial(records)
     best_cfg = trial_config(setup, best.params)
     experiment_file = write_experiment(
-        source, exp, base.name, best_cfg, folder / "best_experiment.yaml",
+        source,
+        exp,
+        base.name,
+        best_cfg,
+        folder / "best_experiment.yaml",
         f"bcarena sweep: best of {len(records)} trials, win rate {best.win_rate:.1%} vs {setup.opponent} "
-        f"({setup.matches} matches from seed {setup.match_seed})")
-    write_json_atomic(folder / "trials.json", [asdict(r) for r in records])
-    write_json_atomic(folder / "sweep.json", {"experiment": str(source), "variant": base.name,
-                                              "settings": asdict(settings), "epochs": epochs,
-                                              "space": space.to_dict(), "setup": asdict(setup),
-                                              "objective": f"{METRIC} vs {setup.opponent}",
-                                              "scheduler": {"name": "ASHA", "time_attr": "epoch", "max_t": epochs,
-                                                            "grace_period": min(settings.grace, epochs),
-                                                            "reduction_factor": 2},
-                                              "search": "Optuna TPE via ray.tune.search.optuna.OptunaSearch",
-                                              "best": asdict(best), "best_train": minimal_train(best_cfg),
-                                              "experiment_file": str(experiment_file)})
+        f"({setup.matches} matches from seed {setup.match_seed})",
+    )
+    write_json(folder / "trials.json", [asdict(r) for r in records], default=str)
+    write_json(
+        folder / "sweep.json",
+        {
+            "experiment": str(source),
+            "variant": base.name,
+            "settings": asdict(settings),
+            "epochs": epochs,
+            "space": space.to_dict(),
+            "setup": asdict(setup),
+            "objective": f"{METRIC} vs {setup.opponent}",
+            "scheduler": {
+                "name": "ASHA",
+                "time_attr": "epoch",
+                "max_t": epochs,
+                "grace_period": min(settings.grace, epochs),
+                "reduction_factor": 2,
+            },
+            "search": "Optuna TPE via ray.tune.search.optuna.OptunaSearch",
+            "best": asdict(best),
+            "best_train": minimal_train(best_cfg),
+            "experiment_file": str(experiment_file),
+        },
+        default=str,
+    )
     _plot(records, best, setup.opponent, folder / "win_rate_by_epoch.png")
     _print(records, best, setup.opponent, console)
-    console.print(f"best config -> {experiment_file}  (run it: bcarena run {experiment_file})")
+    console.print(escape(f"best config -> {experiment_file}  (run it: bcarena run {experiment_file})"))
     return SweepResult(folder, records, best, experiment_file)
 
 
 def _print(records: list[TrialRecord], best: TrialRecord, opponent: str, console: Console) -> None:
-    table = Table(title=f"sweep trials (objective: win rate vs {opponent})")
+    table = Table(title=escape(f"sweep trials (objective: win rate vs {opponent})"))  # opponents hold brackets
     for column in ("trial", "status", "epochs", "win rate", "val acc.", "options"):
         table.add_column(column)
     for r in sorted(records, key=lambda r: -(r.win_rate if r.win_rate is not None else -1)):
         options = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.params.items())
-        table.add_row(("* " if r is best else "") + r.trial, r.status if not r.error else f"error: {r.error[:30]}",
-                      str(r.epochs), "—" if r.win_rate is None else f"{r.win_rate:.1%}",
-                      "—" if r.val_accuracy is None else f"{r.val_accuracy:.1%}", options)
+        status = r.status if not r.error else f"error: {r.error[:30]}"
+        table.add_row(
+            ("* " if r is best else "") + r.trial,
+            escape(status),
+            str(r.epochs),
+            "—" if r.win_rate is None else f"{r.win_rate:.1%}",
+            "—" if r.val_accuracy is None else f"{r.val_accuracy:.1%}",
+            escape(options),
+        )
     console.print(table)
 
 
-# --------------------------------------------------------------------------------------- CLI
-def sweep_command(experiment: Path = typer.Argument(..., help="experiment YAML file (its data and base variant)"),
-                  variant: str = typer.Option(None, help="bc variant to tune (default: the first bc variant)"),
-                  trials: int = typer.Option(16, min=1, help="number of trials (trainer configs tried)"),
-                  opponent: str = typer.Option(None, help="win-rate opponent (default: the experiment's first)"),
-                  matches: int = typer.Option(100, min=1, help="matches per win-rate measurement"),
-                  epochs: int = typer.Option(None, min=1, help="max epochs per trial (default: the variant's)"),
-                  eval_every: int = typer.Option(1, min=1, help="epochs between win-rate measurements"),
-                  grace: int = typer.Option(1, min=1, help="ASHA: epochs before a trial may be stopped"),
-                  concurrency: int = typer.Option(None, min=1, help="trials at a time (default: CPUs per trial fit)"),
-                  cpus_per_trial: float = typer.Option(1.0, min=0.1, help="CPUs each trial reserves"),
-                  space: Path = typer.Option(None, help="search-space YAML (default: loss, weights, events)"),
-                  seed: int = typer.Option(0, help="Optuna sampler seed"),
-                  out: Path = typer.Option(None, help="sweep folder (default: <runs>/sweeps/<experiment name>)"),
-                  runs: Path = typer.Option(Path("runs"), help="runs root (the dataset comes from its cache)"),
-                  address: str = typer.Option(None, help="Ray cluster to join (auto, ray://head:10001); default: "
-                                                         "a local Ray instance")) -> None:
-    """Tune a variant's trainer options for win rate (Ray Tune + Optuna, ASHA early stopping); writes the best
-    config as an experiment file that `bcarena run` accepts."""
-    from bcarena.experiments.ray_map import RayUnavailable
-
-    console = Console(width=None if Console().is_terminal else 120)
-    try:
-        run_sweep(experiment, out, SweepSettings(trials=trials, opponent=opponent, matches=matches, epochs=epochs,
-                                                    eval_every=eval_every, grace=grace, concurrency=concurrency,
-                                                    cpus_per_trial=cpus_per_trial, seed=seed),
-                  SearchSpace.load(space) if space else None, variant, runs, address, console=console)
-    except ImportError as exc:  # ray[tune] or optuna missing
-        console.print(f"[red]the sweep needs Ray Tune and Optuna: pip install -e '.[ray]' ({exc})[/]")
-        raise typer.Exit(2) from None
-    except (ExperimentError, SweepError, RayUnavailable) as exc:
-        console.print(f"[red]{exc}[/]")
-        raise typer.Exit(2) from None
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``bcarena sweep`` to the root app."""
-    app.command("sweep")(sweep_command)
-
-
-__all__ = ["DEFAULT_SPACE", "SearchSpace", "SweepError", "SweepResult", "SweepSettings", "TrialRecord", "best_trial",
-           "register", "run_sweep", "run_trial", "write_experiment"]
+__all__ = [
+    "DEFAULT_SPACE",
+    "SearchSpace",
+    "SweepError",
+    "SweepResult",
+    "SweepSettings",
+    "TrialRecord",
+    "best_trial",
+    "run_sweep",
+    "run_trial",
+    "write_experiment",
+]

@@ -4,26 +4,86 @@ Every run logs its parameters, metrics per agent, plots and videos, so teams can
 MLflow's UI (``mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db``). The default store is a
 SQLite file under the project (``mlruns/mlflow.db``, artifacts in ``mlruns/artifacts``) — MLflow's
 plain-folder store is deprecated; any tracking URI (a server, a database) can be given instead.
+
+Tracking never fails a run: the run folder is complete before anything is logged, so a store that
+cannot be used (not installed, a server that is down, a database that refuses) is one
+``TrackingUnavailable`` line. A tracking server must accept a connection within
+``PROBE_TIMEOUT_S``, and MLflow's HTTP retries are bounded (``HTTP_LIMITS``): its defaults wait
+about 4 minutes on a server that is down.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+from bcarena.envs.errors import BcarenaError
 
 
-class TrackingUnavailable(RuntimeError):
-    pass
+class TrackingUnavailable(BcarenaError, RuntimeError):
+    """MLflow is not installed (the optional ``tracking`` extra) or the tracking store cannot be used."""
 
 
 def _mlflow():
     try:
         import mlflow
     except ImportError:
-        raise TrackingUnavailable("MLflow tracking needs the 'tracking' extra: pip install -c constraints.txt -e '.[tracking]' "
-                                  "(or set tracking.mlflow: false in the experiment)") from None
+        raise TrackingUnavailable(
+            "MLflow tracking needs the 'tracking' extra: pip install -c constraints.txt "
+            "-e '.[tracking]' (or set tracking.mlflow: false in the experiment)"
+        ) from None
     return mlflow
+
+
+PROBE_TIMEOUT_S = 3.0
+# MLflow's own environment variables; a value the user has set wins. Worst case on a server that
+# accepts connections but never answers: 3 attempts of 30 s.
+HTTP_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+NOT_LOGGED = "the run folder is complete, but this run is not in MLflow"
+
+
+def check_reachable(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Raise TrackingUnavailable unless an http(s) tracking ``uri`` accepts a TCP connection within ``timeout`` s.
+
+    Other URIs (sqlite, databricks, ...) pass: they have no server to probe here.
+    """
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
+        return
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise TrackingUnavailable(f"tracking URI {uri!r} has an invalid port; {NOT_LOGGED}") from None
+    if not parts.hostname:
+        raise TrackingUnavailable(f"tracking URI {uri!r} names no host; {NOT_LOGGED}")
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise TrackingUnavailable(f"MLflow tracking server {uri} is unreachable ({reason}); {NOT_LOGGED}") from None
+
+
+@contextmanager
+def _bounded_http() -> Iterator[None]:
+    """Apply ``HTTP_LIMITS`` where the environment does not set them, for the duration of the block."""
+    added = {name: value for name, value in HTTP_LIMITS.items() if name not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
 
 
 def default_uri(project_root: Path) -> str:
@@ -35,7 +95,7 @@ def default_uri(project_root: Path) -> str:
 def _artifact_root(uri: str) -> str | None:
     """Artifacts of a local SQLite store live beside it, whatever the current directory."""
     if uri.startswith("sqlite:///"):
-        return (Path(uri[len("sqlite:///"):]).parent / "artifacts").as_uri()
+        return (Path(uri[len("sqlite:///") :]).parent / "artifacts").as_uri()
     return None
 
 
@@ -47,10 +107,41 @@ def _flatten(prefix: str, value: Any, out: dict[str, float]) -> None:
         out[prefix] = float(value)
 
 
-def log_run(uri: str, experiment: str, run_name: str, params: dict[str, Any], metrics: dict[str, Any],
-            artifacts_dir: Path, tags: dict[str, str] | None = None) -> str:
-    """Log one experiment run; returns the MLflow run id. ``metrics`` may be nested (flattened with dots)."""
+def log_run(
+    uri: str,
+    experiment: str,
+    run_name: str,
+    params: dict[str, Any],
+    metrics: dict[str, Any],
+    artifacts_dir: Path,
+    tags: dict[str, str] | None = None,
+) -> str:
+    """Log one experiment run; returns the MLflow run id. ``metrics`` may be nested (flattened with dots).
+
+    Any failure of the store raises TrackingUnavailable (one line), never MLflow's own exceptions.
+    """
     mlflow = _mlflow()
+    from mlflow.exceptions import MlflowException
+
+    check_reachable(uri)
+    try:
+        with _bounded_http():
+            return _log_run(mlflow, uri, experiment, run_name, params, metrics, artifacts_dir, tags)
+    except (MlflowException, OSError) as exc:  # requests' errors are OSErrors
+        reason = " ".join(str(exc).split())[:300]
+        raise TrackingUnavailable(f"MLflow at {uri} failed ({type(exc).__name__}: {reason}); {NOT_LOGGED}") from None
+
+
+def _log_run(
+    mlflow: Any,
+    uri: str,
+    experiment: str,
+    run_name: str,
+    params: dict[str, Any],
+    metrics: dict[str, Any],
+    artifacts_dir: Path,
+    tags: dict[str, str] | None,
+) -> str:
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # no database-migration chatter in run logs
     logging.getLogger("alembic").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(uri)

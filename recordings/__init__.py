@@ -16,6 +16,17 @@ from bcarena.recordings.recorder import RecordOptions, record_duel, record_episo
 from bcarena.recordings.sources import Policy, resolve_source
 
 __all__ = [
-    "ALIGNMENTS", "ActionDataset", "DatasetError", "InputLogError", "Policy", "RecordOptions", "RecordingError",
-    "build_dataset", "load_episode", "make_duel_dataset", "record_duel", "record_episodes", "resolve_source",
+    "ALIGNMENTS",
+    "ActionDataset",
+    "DatasetError",
+    "InputLogError",
+    "Policy",
+    "RecordOptions",
+    "RecordingError",
+    "build_dataset",
+    "load_episode",
+    "make_duel_dataset",
+    "record_duel",
+    "record_episodes",
+    "resolve_source",
 ]

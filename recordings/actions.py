@@ -15,17 +15,19 @@ the tap *combines* with the held directions (UP + FIRE = UPFIRE).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from bcarena.envs.duel.config import ACTION_NAMES as DUEL_ACTION_NAMES
 from bcarena.envs.duel.config import SKILL_ACTIONS as DUEL_SKILL_ACTIONS
+from bcarena.recordings.errors import RecordingError
 
 
-class ActionMapError(ValueError):
+class ActionMapError(RecordingError):
     """An action map is inconsistent, or names actions/buttons it does not know."""
 
 
@@ -58,11 +60,16 @@ class ActionMap:
             if tap is not None and tap not in self.tap_buttons:
                 raise ActionMapError(f"action {self.action_names[action]!r} taps unknown button {tap!r}")
             if held is not None and not held <= set(self.hold_buttons):
-                raise ActionMapError(f"action {self.action_names[action]!r} holds unknown button(s) "
-                                     f"{sorted(held - set(self.hold_buttons))}")
+                raise ActionMapError(
+                    f"action {self.action_names[action]!r} holds unknown button(s) "
+                    f"{sorted(held - set(self.hold_buttons))}"
+                )
             column = 0 if tap is None else self.tap_buttons.index(tap) + 1
-            masks = range(lookup.shape[0]) if held is None or (tap is not None and self.tap_overrides) \
+            masks = (
+                range(lookup.shape[0])
+                if held is None or (tap is not None and self.tap_overrides)
                 else [self.mask(held)]
+            )
             for m in masks:
                 if lookup[m, column] < 0 or held is not None:
                     lookup[m, column] = action
@@ -97,12 +104,14 @@ class ActionMap:
             "hold_buttons": list(self.hold_buttons),
             "tap_buttons": list(self.tap_buttons),
             "tap_overrides": self.tap_overrides,
-            "actions": [{"name": name, "hold": None if held is None else sorted(held), "tap": tap}
-                        for name, held, tap in zip(self.action_names, self.holds, self.taps)],
+            "actions": [
+                {"name": name, "hold": None if held is None else sorted(held), "tap": tap}
+                for name, held, tap in zip(self.action_names, self.holds, self.taps)
+            ],
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "ActionMap":
+    def from_json(cls, data: Mapping[str, Any]) -> ActionMap:
         """Inverse of ``to_json``; raises ActionMapError on anything malformed."""
         try:
             actions = data["actions"]
@@ -114,20 +123,36 @@ class ActionMap:
                 names.append(str(spec["name"]))
                 holds.append(None if held is None else frozenset(str(b) for b in held))
                 taps.append(None if spec["tap"] is None else str(spec["tap"]))
-            return cls(tuple(names), tuple(str(b) for b in data["hold_buttons"]),
-                       tuple(str(b) for b in data["tap_buttons"]), tuple(holds), tuple(taps),
-                       bool(data["tap_overrides"]))
+            return cls(
+                tuple(names),
+                tuple(str(b) for b in data["hold_buttons"]),
+                tuple(str(b) for b in data["tap_buttons"]),
+                tuple(holds),
+                tuple(taps),
+                bool(data["tap_overrides"]),
+            )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ActionMapError(f"action map: malformed ({type(exc).__name__}: {exc})") from None
 
 
 def _duel_map() -> ActionMap:
-    move = {"idle": frozenset(), "left": frozenset({"left"}), "right": frozenset({"right"}),
-            "jump": frozenset({"up"}), "guard": frozenset({"down"})}
+    move = {
+        "idle": frozenset(),
+        "left": frozenset({"left"}),
+        "right": frozenset({"right"}),
+        "jump": frozenset({"up"}),
+        "guard": frozenset({"down"}),
+    }
     holds = tuple(move.get(name) for name in DUEL_ACTION_NAMES)
     taps = tuple(name if a in DUEL_SKILL_ACTIONS else None for a, name in enumerate(DUEL_ACTION_NAMES))
-    return ActionMap(DUEL_ACTION_NAMES, ("left", "right", "up", "down"), ("light", "heavy", "special"),
-                     holds, taps, tap_overrides=True)
+    return ActionMap(
+        DUEL_ACTION_NAMES,
+        ("left", "right", "up", "down"),
+        ("light", "heavy", "special"),
+        holds,
+        taps,
+        tap_overrides=True,
+    )
 
 
 DUEL_ACTION_MAP = _duel_map()
@@ -141,6 +166,11 @@ def boxing_action_map() -> ActionMap:
     directions = ("UP", "DOWN", "LEFT", "RIGHT")
     holds = tuple(frozenset(d.lower() for d in directions if d in name) for name in BOXING_ACTION_NAMES)
     taps = tuple("fire" if "FIRE" in name else None for name in BOXING_ACTION_NAMES)
-    return ActionMap(tuple(n.lower() for n in BOXING_ACTION_NAMES), ("up", "down", "left", "right"), ("fire",),
-                     holds, taps, tap_overrides=False)
-
+    return ActionMap(
+        tuple(n.lower() for n in BOXING_ACTION_NAMES),
+        ("up", "down", "left", "right"),
+        ("fire",),
+        holds,
+        taps,
+        tap_overrides=False,
+    )

@@ -23,14 +23,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from bcarena.envs.files import atomic_folder, write_json
+from bcarena.recordings.errors import RecordingError
 
 SCHEMA_VERSION = 1
 EVENTS: tuple[str, ...] = ("skill_used", "hit_landed", "hit_taken", "ko", "action_change")
@@ -42,13 +43,42 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
     + tuple(f"frames_to_{e}" for e in EVENTS)
 )
 REQUIRED_MANIFEST_KEYS: tuple[str, ...] = (
-    "schema_version", "game", "fps", "action_names", "skill_actions", "state_features", "frame_shape",
-    "num_frames", "num_episodes", "splits", "class_counts", "event_counts", "alignment", "sources",
+    "schema_version",
+    "game",
+    "fps",
+    "action_names",
+    "skill_actions",
+    "state_features",
+    "frame_shape",
+    "num_frames",
+    "num_episodes",
+    "splits",
+    "class_counts",
+    "event_counts",
+    "alignment",
+    "sources",
 )
 MANIFEST_FILE, TABLE_FILE, PIXELS_FILE = "manifest.json", "frames.parquet", "pixels.npy"
+# What each required manifest key holds: a hand-edited manifest fails on load, not deep inside training.
+MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
+    "schema_version": (int,),
+    "game": (str,),
+    "fps": (int, float),
+    "action_names": (list,),
+    "skill_actions": (list,),
+    "state_features": (list,),
+    "frame_shape": (list, type(None)),
+    "num_frames": (int,),
+    "num_episodes": (int,),
+    "splits": (dict,),
+    "class_counts": (dict,),
+    "event_counts": (dict,),
+    "alignment": (str,),
+    "sources": (list,),
+}
 
 
-class DatasetError(ValueError):
+class DatasetError(RecordingError):
     """A dataset is missing, malformed or does not fit what is asked of it."""
 
 
@@ -138,7 +168,7 @@ class ActionDataset:
             return self.pixels
         return self.pixels[rows]
 
-    def split(self, name: str) -> "ActionDataset":
+    def split(self, name: str) -> ActionDataset:
         """The rows of one split (shares the pixel memory map). Empty splits are an error."""
         if name not in SPLITS:
             raise DatasetError(f"unknown split {name!r}; splits are {list(SPLITS)}")
@@ -156,10 +186,35 @@ class ActionDataset:
         missing_keys = [k for k in REQUIRED_MANIFEST_KEYS if k not in self.manifest]
         if missing_keys:
             raise DatasetError(f"{where}/{MANIFEST_FILE}: missing key(s) {missing_keys}")
+        wrong = [
+            k
+            for k, kinds in MANIFEST_TYPES.items()
+            if not isinstance(self.manifest[k], kinds) or isinstance(self.manifest[k], bool)
+        ]
+        if wrong:
+            raise DatasetError(
+                f"{where}/{MANIFEST_FILE}: "
+                + "; ".join(
+                    f"{k} must be {' or '.join(t.__name__ for t in MANIFEST_TYPES[k])}, got {self.manifest[k]!r}"
+                    for k in wrong
+                )
+            )
+        names, skills = self.manifest["action_names"], self.manifest["skill_actions"]
+        if (
+            not names
+            or not all(isinstance(n, str) for n in names)
+            or not all(type(a) is int and 0 <= a < len(names) for a in skills)
+        ):
+            raise DatasetError(
+                f"{where}/{MANIFEST_FILE}: action_names must be a non-empty list of names and "
+                f"skill_actions action ids in [0, {len(names)}), got {names!r} and {skills!r}"
+            )
         version = self.manifest["schema_version"]
         if version != SCHEMA_VERSION:
-            raise DatasetError(f"{where}/{MANIFEST_FILE}: schema_version {version!r} is not supported "
-                               f"(this bcarena reads version {SCHEMA_VERSION}); rebuild the dataset")
+            raise DatasetError(
+                f"{where}/{MANIFEST_FILE}: schema_version {version!r} is not supported "
+                f"(this bcarena reads version {SCHEMA_VERSION}); rebuild the dataset"
+            )
         columns = list(REQUIRED_COLUMNS) + self.state_columns
         missing = [c for c in columns if c not in self.table.columns]
         if missing:
@@ -176,8 +231,9 @@ class ActionDataset:
                 bad = [c for c in self.state_columns if not np.isfinite(self.table[c].to_numpy(dtype=np.float32)).all()]
                 raise DatasetError(f"{where}/{TABLE_FILE}: state column(s) {bad[:5]} hold NaN or inf")
         if self.pixels is not None and self.pixels.shape[0] < (self.table.index.max() + 1 if len(self.table) else 0):
-            raise DatasetError(f"{where}/{PIXELS_FILE}: {self.pixels.shape[0]} frames for table rows up to "
-                               f"{self.table.index.max()}")
+            raise DatasetError(
+                f"{where}/{PIXELS_FILE}: {self.pixels.shape[0]} frames for table rows up to {self.table.index.max()}"
+            )
 
     # ------------------------------------------------------------------ I/O
     def save(self, path: str | os.PathLike) -> Path:
@@ -185,23 +241,18 @@ class ActionDataset:
         path = Path(path)
         if path.exists():
             raise DatasetError(f"{path}: already exists; choose a new folder or delete the old dataset first")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
-        try:
+        with atomic_folder(path) as tmp:
             table = self.table.reset_index(drop=True)
             table.to_parquet(tmp / TABLE_FILE, index=False)
             if self.pixels is not None:
                 np.save(tmp / PIXELS_FILE, np.ascontiguousarray(self.frames()))
-            (tmp / MANIFEST_FILE).write_text(json.dumps(self.manifest, indent=2) + "\n")
-            os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            write_json(tmp / MANIFEST_FILE, self.manifest)
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, mmap: bool = True) -> "ActionDataset":
-        """Read a dataset folder; pixels are memory-mapped unless ``mmap=False``."""
+    def load(cls, path: str | os.PathLike, mmap: bool = True, pixels: bool = True) -> ActionDataset:
+        """Read a dataset folder; pixels are memory-mapped unless ``mmap=False``, and left unread (``None``)
+        with ``pixels=False``, so a state-only reader never depends on ``pixels.npy``."""
         path = Path(path)
         if not path.is_dir():
             raise DatasetError(f"{path}: no dataset folder here")
@@ -220,10 +271,46 @@ class ActionDataset:
             raise DatasetError(f"{path / TABLE_FILE}: missing") from None
         except Exception as exc:  # pyarrow raises several types for corrupt files
             raise DatasetError(f"{path / TABLE_FILE}: unreadable Parquet ({exc})") from None
-        pixels = None
-        if (path / PIXELS_FILE).exists():
-            try:
-                pixels = np.load(path / PIXELS_FILE, mmap_mode="r" if mmap else None, allow_pickle=False)
-            except ValueError as exc:
-                raise DatasetError(f"{path / PIXELS_FILE}: unreadable ({exc})") from None
-        return cls(table, manifest, pixels, path)
+        frames = None
+        if pixels and (path / PIXELS_FILE).exists():
+            frames = _load_pixels(path / PIXELS_FILE, len(table), manifest.get("frame_shape"), mmap)
+        return cls(table, manifest, frames, path)
+
+
+def _load_pixels(path: Path, num_frames: int, frame_shape: Any, mmap: bool) -> np.ndarray:
+    """``pixels.npy`` as a (num_frames, H, W) uint8 array, its header and size checked before any data is read.
+
+    An empty, truncated or foreign file is a one-line ``DatasetError`` naming the file and the expected shape
+    (numpy itself would raise EOFError or a reshape error).
+    """
+    want = (
+        f"expected a ({num_frames}, {', '.join(map(str, frame_shape))}) uint8 array"
+        if isinstance(frame_shape, list)
+        else f"expected a ({num_frames}, H, W) uint8 array"
+    )
+    headers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            if version not in headers:
+                raise ValueError(f"unsupported .npy format version {version}")
+            shape, fortran_order, dtype = headers[version](handle)
+            data_offset = handle.tell()
+    except (ValueError, EOFError, OSError) as exc:
+        raise DatasetError(f"{path}: not a readable .npy array ({exc}); {want}") from None
+    if (
+        dtype != np.uint8
+        or len(shape) != 3
+        or shape[0] != num_frames
+        or fortran_order
+        or (isinstance(frame_shape, list) and list(shape[1:]) != frame_shape)
+    ):
+        raise DatasetError(f"{path}: holds a {shape} {dtype} array; {want} (one frame per table row)")
+    needed = data_offset + int(np.prod(shape))
+    size = path.stat().st_size
+    if size < needed:
+        raise DatasetError(
+            f"{path}: truncated: {size} bytes, where the header's {shape} uint8 array needs {needed}; "
+            f"{want}; rebuild the dataset"
+        )
+    return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)

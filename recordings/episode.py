@@ -17,12 +17,11 @@ and no half-written one under a visible name.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import shutil
-import tempfile
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +29,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bcarena.envs.files import commit_partial, discard_partial, new_partial, sha256_file
 from bcarena.envs.video import VideoWriter
 from bcarena.recordings.actions import ActionMap
 from bcarena.recordings.errors import RecordingError
@@ -39,6 +39,9 @@ FORMAT = "bcarena-recording"
 FORMAT_VERSION = 1
 VIDEO_FILE, AGENT_VIEW_FILE, STATES_FILE, META_FILE = "video.mp4", "agent_view.mkv", "states.parquet", "meta.json"
 REQUIRED_FILES = (AGENT_VIEW_FILE, INPUT_LOG_FILE, STATES_FILE)
+
+
+EPISODE_NAME = re.compile(r"episode_\d+")  # the folder names ``episode_name`` gives
 
 
 def episode_name(index: int) -> str:
@@ -92,10 +95,11 @@ class Meta(BaseModel):
         return files
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Meta":
+    def _consistent(self) -> Meta:
         if not math.isclose(self.fps * self.ticks_per_frame, self.tick_rate, rel_tol=1e-9):
-            raise ValueError(f"fps ({self.fps}) x ticks_per_frame ({self.ticks_per_frame}) must equal "
-                             f"tick_rate ({self.tick_rate})")
+            raise ValueError(
+                f"fps ({self.fps}) x ticks_per_frame ({self.ticks_per_frame}) must equal tick_rate ({self.tick_rate})"
+            )
         if self.player >= len(self.players):
             raise ValueError(f"player {self.player} is not one of the {len(self.players)} players")
         return self
@@ -126,17 +130,10 @@ def parse_meta(data: bytes, where: str = META_FILE) -> Meta:
     except ValueError as exc:
         raise RecordingError(f"{where}: {exc}") from None
     if list(action_map.action_names) != meta.action_names:
-        raise RecordingError(f"{where}: action_map names {list(action_map.action_names)} differ from "
-                             f"action_names {meta.action_names}")
+        raise RecordingError(
+            f"{where}: action_map names {list(action_map.action_names)} differ from action_names {meta.action_names}"
+        )
     return meta
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class EpisodeWriter:
@@ -152,8 +149,7 @@ class EpisodeWriter:
         self.final = self.out_dir / episode_name(index)
         if self.final.exists():
             raise RecordingError(f"{self.final}: already exists; record into a new folder or pass resume=True")
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.partial-", dir=self.out_dir))
+        self.tmp = new_partial(self.final, folder=True)
         self.video = VideoWriter(self.tmp / VIDEO_FILE, fps) if video else None
         self.view = VideoWriter(self.tmp / AGENT_VIEW_FILE, fps)
         self.frames = 0
@@ -176,22 +172,32 @@ class EpisodeWriter:
                 writer.close()
         write_input_log(self.tmp / INPUT_LOG_FILE, events, action_map, meta["tick_rate"])
         states.to_parquet(self.tmp / STATES_FILE, index=False)
-        files = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-                 for p in sorted(self.tmp.iterdir()) if p.name != META_FILE}
-        meta = {**meta, "episode": self.index, "num_frames": self.frames, "action_names": list(action_map.action_names),
-                "action_map": action_map.to_json(), "files": files, "format": FORMAT, "format_version": FORMAT_VERSION}
+        files = {
+            p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+            for p in sorted(self.tmp.iterdir())
+            if p.name != META_FILE
+        }
+        meta = {
+            **meta,
+            "episode": self.index,
+            "num_frames": self.frames,
+            "action_names": list(action_map.action_names),
+            "action_map": action_map.to_json(),
+            "files": files,
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+        }
         Meta.model_validate(meta)  # never write a meta the reader would refuse
         (self.tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        os.replace(self.tmp, self.final)
-        return self.final
+        return commit_partial(self.tmp, self.final, overwrite=False)
 
     def abort(self) -> None:
         for writer in (self.view, self.video):
             if writer is not None:
                 writer.close(keep=False)
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        discard_partial(self.tmp)
 
-    def __enter__(self) -> "EpisodeWriter":
+    def __enter__(self) -> EpisodeWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -199,11 +205,41 @@ class EpisodeWriter:
             self.abort()
 
 
-def find_episodes(folder: str | os.PathLike) -> list[Path]:
-    """Complete episode folders under ``folder`` (hidden ``.partial`` folders of a killed recorder are skipped)."""
+@dataclass(frozen=True)
+class EpisodeListing:
+    """What a recordings folder holds: complete episode folders, and visible entries that are not episodes."""
+
+    episodes: list[Path]  # folders with a meta.json file, sorted by name
+    skipped: list[tuple[Path, str]]  # (entry, why it is not an episode), sorted by name
+
+
+def list_episodes(folder: str | os.PathLike) -> EpisodeListing:
+    """The episode folders in ``folder`` (or ``folder`` itself if it is one), and what was passed over.
+
+    A visible sub-folder without a ``meta.json`` file, or a file named like an episode folder, is
+    listed in ``skipped`` (a copy cut short, a hand-made folder). Hidden entries are never listed:
+    they are the ``.partial-*`` temporaries of a recorder at work or killed, not episodes.
+    """
     folder = Path(folder)
     if (folder / META_FILE).is_file():
-        return [folder]
+        return EpisodeListing([folder], [])
     if not folder.is_dir():
         raise RecordingError(f"{folder}: no recordings folder here")
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / META_FILE).is_file())
+    episodes, skipped = [], []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            meta = entry / META_FILE
+            if meta.is_file():
+                episodes.append(entry)
+            else:
+                skipped.append((entry, f"{META_FILE} is not a file" if meta.exists() else f"no {META_FILE}"))
+        elif EPISODE_NAME.fullmatch(entry.name):
+            skipped.append((entry, "a file where an episode folder should be"))
+    return EpisodeListing(episodes, skipped)
+
+
+def find_episodes(folder: str | os.PathLike) -> list[Path]:
+    """Complete episode folders under ``folder`` (see ``list_episodes``; what it skips is not reported)."""
+    return list_episodes(folder).episodes

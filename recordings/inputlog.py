@@ -37,9 +37,9 @@ import csv
 import io
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -68,11 +68,11 @@ class KeyEvents:
         return int(self.tick.shape[0])
 
     @classmethod
-    def empty(cls) -> "KeyEvents":
+    def empty(cls) -> KeyEvents:
         return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool))
 
     @classmethod
-    def concat(cls, ticks: list[np.ndarray], buttons: list[np.ndarray], downs: list[np.ndarray]) -> "KeyEvents":
+    def concat(cls, ticks: list[np.ndarray], buttons: list[np.ndarray], downs: list[np.ndarray]) -> KeyEvents:
         if not ticks:
             return cls.empty()
         tick, button, down = np.concatenate(ticks), np.concatenate(buttons), np.concatenate(downs)
@@ -81,8 +81,13 @@ class KeyEvents:
 
 
 # ---------------------------------------------------------------------------------------- writing
-def key_events(actions: np.ndarray, action_map: ActionMap, rng: np.random.Generator, ticks_per_frame: int = 6,
-               tap_ticks: tuple[int, int] = TAP_TICKS) -> KeyEvents:
+def key_events(
+    actions: np.ndarray,
+    action_map: ActionMap,
+    rng: np.random.Generator,
+    ticks_per_frame: int = 6,
+    tap_ticks: tuple[int, int] = TAP_TICKS,
+) -> KeyEvents:
     """Human-like key events for a sequence of per-frame decisions ``actions`` (T,) int.
 
     ``window-priority`` alignment of the result gives back ``actions`` exactly.
@@ -128,8 +133,10 @@ def write_input_log(path: str | os.PathLike, events: KeyEvents, action_map: Acti
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(HEADER)
-        writer.writerows((int(t), f"{t / tick_rate:.6f}", names[b], "down" if d else "up")
-                         for t, b, d in zip(events.tick.tolist(), events.button.tolist(), events.down.tolist()))
+        writer.writerows(
+            (int(t), f"{t / tick_rate:.6f}", names[b], "down" if d else "up")
+            for t, b, d in zip(events.tick.tolist(), events.button.tolist(), events.down.tolist())
+        )
 
 
 # ---------------------------------------------------------------------------------------- reading
@@ -164,23 +171,31 @@ def parse_input_log(data: bytes, action_map: ActionMap, where: str = INPUT_LOG_F
                 tick = int(tick_s)
                 seconds = float(time_s)
             except ValueError:
-                raise InputLogError(f"{where}: line {line}: tick must be an integer and time_s a number, "
-                                    f"got {tick_s!r}, {time_s!r}") from None
+                raise InputLogError(
+                    f"{where}: line {line}: tick must be an integer and time_s a number, got {tick_s!r}, {time_s!r}"
+                ) from None
             if tick < 0 or tick < last_tick or tick > 2**53:
-                raise InputLogError(f"{where}: line {line}: tick {tick} is negative, too large, or goes back in time "
-                                    f"(previous {last_tick})")
+                raise InputLogError(
+                    f"{where}: line {line}: tick {tick} is negative, too large, or goes back in time "
+                    f"(previous {last_tick})"
+                )
             if not math.isfinite(seconds) or seconds < 0 or seconds < last_time:
-                raise InputLogError(f"{where}: line {line}: time_s {time_s!r} is not a finite, non-negative, "
-                                    f"non-decreasing number of seconds")
+                raise InputLogError(
+                    f"{where}: line {line}: time_s {time_s!r} is not a finite, non-negative, "
+                    f"non-decreasing number of seconds"
+                )
             if button not in index:
-                raise InputLogError(f"{where}: line {line}: unknown button {button!r}; this game's buttons are "
-                                    f"{list(action_map.buttons)}")
+                raise InputLogError(
+                    f"{where}: line {line}: unknown button {button!r}; this game's buttons are "
+                    f"{list(action_map.buttons)}"
+                )
             if event not in ("down", "up"):
                 raise InputLogError(f"{where}: line {line}: event must be 'down' or 'up', got {event!r}")
             b, down = index[button], event == "down"
             if is_down[b] == down:
-                raise InputLogError(f"{where}: line {line}: {button!r} goes {event} but it is already "
-                                    f"{'down' if down else 'up'}")
+                raise InputLogError(
+                    f"{where}: line {line}: {button!r} goes {event} but it is already {'down' if down else 'up'}"
+                )
             is_down[b] = down
             last_tick, last_time = tick, seconds
             ticks.append(tick)
@@ -188,8 +203,9 @@ def parse_input_log(data: bytes, action_map: ActionMap, where: str = INPUT_LOG_F
             downs.append(down)
     except csv.Error as exc:
         raise InputLogError(f"{where}: line {line}: {exc}") from None
-    return KeyEvents.concat([np.array(ticks, dtype=np.int64)], [np.array(buttons, dtype=np.int64)],
-                            [np.array(downs, dtype=bool)])
+    return KeyEvents.concat(
+        [np.array(ticks, dtype=np.int64)], [np.array(buttons, dtype=np.int64)], [np.array(downs, dtype=bool)]
+    )
 
 
 def read_input_log(path: str | os.PathLike, action_map: ActionMap) -> KeyEvents:
@@ -256,10 +272,14 @@ ALIGNMENTS: dict[str, Callable[[KeyEvents, ActionMap, int, int], np.ndarray]] = 
     "sample": _taps_sample,
     "window-priority": _taps_window,
 }
+# The rule the games themselves apply to key events (recorders and human play): its labels are the
+# decisions the game acted on, whatever rule a dataset is built with.
+DECISION_RULE = "window-priority"
 
 
-def align(events: KeyEvents, action_map: ActionMap, num_frames: int, ticks_per_frame: int,
-          rule: str = "window-priority") -> np.ndarray:
+def align(
+    events: KeyEvents, action_map: ActionMap, num_frames: int, ticks_per_frame: int, rule: str = "window-priority"
+) -> np.ndarray:
     """One action label (num_frames,) int64 per frame under alignment ``rule`` (see ``ALIGNMENTS``)."""
     if rule not in ALIGNMENTS:
         raise InputLogError(f"unknown alignment {rule!r}; choose one of {sorted(ALIGNMENTS)}")

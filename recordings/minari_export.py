@@ -25,8 +25,13 @@ OBSERVATIONS = ("state", "pixels")
 ENV_IDS = {"duel": "bcarena/Duel-v0", "boxing": "ALE/Boxing-v5"}  # gymnasium ids recorded in the Minari metadata
 
 
-def export_minari(dataset: ActionDataset, dataset_id: str, observations: str = "state", author: str = "bcarena",
-                  description: str | None = None):
+def export_minari(
+    dataset: ActionDataset,
+    dataset_id: str,
+    observations: str = "state",
+    author: str = "bcarena",
+    description: str | None = None,
+):
     """Write ``dataset`` as Minari dataset ``dataset_id`` (e.g. ``"bcarena/duel-pro-v0"``) under
     ``$MINARI_DATASETS_PATH``; returns the ``minari.MinariDataset``."""
     try:
@@ -51,24 +56,39 @@ def export_minari(dataset: ActionDataset, dataset_id: str, observations: str = "
     for start, end in zip(starts, ends):
         n = end - start
         truncated = bool(results.get(int(episodes[start]), {}).get("truncated", False))
-        obs = np.concatenate([values[start:end], values[end - 1:end]])
-        buffers.append(EpisodeBuffer(
-            id=int(episodes[start]), observations=obs, actions=actions[start:end],
-            rewards=np.zeros(n), terminations=np.r_[np.zeros(n - 1, bool), not truncated],
-            truncations=np.r_[np.zeros(n - 1, bool), truncated]))
+        obs = np.concatenate([values[start:end], values[end - 1 : end]])
+        buffers.append(
+            EpisodeBuffer(
+                id=int(episodes[start]),
+                observations=obs,
+                actions=actions[start:end],
+                rewards=np.zeros(n),
+                terminations=np.r_[np.zeros(n - 1, bool), not truncated],
+                truncations=np.r_[np.zeros(n - 1, bool), truncated],
+            )
+        )
     manifest = dataset.manifest
     env_id = ENV_IDS.get(manifest["game"])
     if manifest["game"] == "boxing":
         import bcarena.envs.boxing  # noqa: F401  (registers the ALE ids)
     if dataset_id in minari.list_local_datasets():
-        raise DatasetError(f"Minari dataset {dataset_id!r} already exists at {minari.storage.get_dataset_path(dataset_id)}"
-                           f"; choose another id or delete it (minari delete {dataset_id})")
+        raise DatasetError(
+            f"Minari dataset {dataset_id!r} already exists at {minari.storage.get_dataset_path(dataset_id)}"
+            f"; choose another id or delete it (minari delete {dataset_id})"
+        )
     with warnings.catch_warnings():  # Minari nags about unset permalink/email; a generated export has neither
         warnings.filterwarnings("ignore", message=".*(code_permalink|author_email|eval_env).*")
         return minari.create_dataset_from_buffers(
-            dataset_id, buffers, env=gym.spec(env_id) if env_id else None,
-            action_space=spaces.Discrete(dataset.num_actions), observation_space=space,
+            dataset_id,
+            buffers,
+            env=gym.spec(env_id) if env_id else None,
+            action_space=spaces.Discrete(dataset.num_actions),
+            observation_space=space,
             algorithm_name=f"recorded {manifest['game']} play ({manifest['alignment']} alignment)",
-            author=author, data_format="arrow", jpeg_encoding=False,
-            description=description or f"bcarena {manifest['game']} action dataset, {manifest['num_episodes']} "
-                                       f"episodes, actions {manifest['action_names']}")
+            author=author,
+            data_format="arrow",
+            jpeg_encoding=False,
+            description=description
+            or f"bcarena {manifest['game']} action dataset, {manifest['num_episodes']} "
+            f"episodes, actions {manifest['action_names']}",
+        )

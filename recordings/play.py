@@ -16,7 +16,9 @@ is held, after its auto-repeat delay) and never releases. So:
 A short tap on a movement key therefore walks for about half a second: that is the price of
 OpenCV's keyboard API, documented here rather than hidden.
 
-Tests drive :func:`play_duel` with a fake :class:`Screen` (scripted keys, no window).
+The person is a policy (:class:`KeyboardPlayer`) that the one match loop drives like any other;
+the window and the pacing are its own. Tests drive :func:`play_duel` with a fake :class:`Screen`
+(scripted keys, no window).
 """
 
 from __future__ import annotations
@@ -31,17 +33,26 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from bcarena.envs.duel import DuelConfig, DuelMatch
-from bcarena.envs.duel.render import gray_frames, rgb_frame
+from bcarena.envs.duel import DuelConfig
+from bcarena.envs.duel.render import bgr_frame
+from bcarena.envs.files import package_version
+from bcarena.envs.play import DuelBatch, Hook, Step, play
 from bcarena.recordings.actions import DUEL_ACTION_MAP, ActionMap
 from bcarena.recordings.episode import EpisodeWriter, RecordingError
-from bcarena.recordings.games import EVENT_FIELDS, bcarena_version, flatten_columns
+from bcarena.recordings.games import EVENT_FIELDS, flatten_columns
 from bcarena.recordings.inputlog import KeyEvents, align
-from bcarena.recordings.sources import Player, resolve_source
+from bcarena.recordings.sources import resolve_source
 
 # Key code (as cv2.waitKey returns it, lowercased) -> button of the Duel action map.
-DUEL_KEYS: dict[int, str] = {ord("a"): "left", ord("d"): "right", ord("w"): "up", ord("s"): "down",
-                             ord("j"): "light", ord("k"): "heavy", ord("l"): "special"}
+DUEL_KEYS: dict[int, str] = {
+    ord("a"): "left",
+    ord("d"): "right",
+    ord("w"): "up",
+    ord("s"): "down",
+    ord("j"): "light",
+    ord("k"): "heavy",
+    ord("l"): "special",
+}
 IDLE_KEY = ord(" ")
 QUIT_KEYS = (27, ord("q"))  # Esc, q
 TAP_UP_TICKS = 3
@@ -79,15 +90,18 @@ class OpenCVScreen:
 
 def require_display() -> None:
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        raise RecordingError("bcarena play needs a display: no $DISPLAY or $WAYLAND_DISPLAY is set (ssh -X, a "
-                             "desktop session, or xvfb-run for a virtual one)")
+        raise RecordingError(
+            "bcarena play needs a display: no $DISPLAY or $WAYLAND_DISPLAY is set (ssh -X, a "
+            "desktop session, or xvfb-run for a virtual one)"
+        )
 
 
 class KeyboardLog:
     """Turns key reports (presses only) into the down/up events of the input log; see the module docstring."""
 
-    def __init__(self, action_map: ActionMap, keys: dict[int, str], tick_rate: float,
-                 release_after_s: float = 0.55) -> None:
+    def __init__(
+        self, action_map: ActionMap, keys: dict[int, str], tick_rate: float, release_after_s: float = 0.55
+    ) -> None:
         self.map = action_map
         self.keys = keys
         self.release_after = max(1, int(round(release_after_s * tick_rate)))
@@ -141,8 +155,9 @@ class KeyboardLog:
             self._tap_up[button] = tick + TAP_UP_TICKS
 
     def events(self) -> KeyEvents:
-        return KeyEvents.concat([np.array(self.ticks, np.int64)], [np.array(self.buttons, np.int64)],
-                                [np.array(self.downs, bool)])
+        return KeyEvents.concat(
+            [np.array(self.ticks, np.int64)], [np.array(self.buttons, np.int64)], [np.array(self.downs, bool)]
+        )
 
     def close(self, tick: int) -> KeyEvents:
         """Release everything still down at ``tick`` (the end of the recording) and return all events."""
@@ -161,64 +176,129 @@ def _next_index(out_dir: Path) -> int:
     return max(taken, default=-1) + 1
 
 
-def play_duel(opponent: Any = "pro", out_dir: str | os.PathLike = "runs/recordings/human", seed: int = 0,
-              config: DuelConfig | None = None, screen: Screen | None = None, player_name: str = "human",
-              video: bool = True, realtime: bool = True, max_frames: int | None = None) -> Path | None:
-    """Play one match as player 0 against ``opponent`` and record it; returns the episode folder.
+class _QuitPressed(Exception):
+    """The person pressed a quit key: the match stops and nothing is recorded."""
+
+
+class KeyboardPlayer:
+    """The person at the keyboard as the Policy of player 0, one match at a time.
+
+    Each decision it shows the match (BGR, with the key help), polls the keyboard once per game
+    tick (paced to real time with ``realtime``), and returns the action the key log gives for this
+    frame by window-priority alignment: exactly what the recording's labels will say. Its
+    observation is the 84x84 view the recording stores as the player's.
+    """
+
+    obs_type = "pixels"
+
+    def __init__(
+        self, name: str, screen: Screen, match: DuelBatch, names: tuple[str, str], realtime: bool = True
+    ) -> None:
+        self.name, self.screen, self.match, self.names, self.realtime = name, screen, match, names, realtime
+        self.keyboard = KeyboardLog(DUEL_ACTION_MAP, DUEL_KEYS, match.config.tick_rate_hz)
+
+    def reset(self, batch_size: int) -> None:
+        if batch_size != 1:
+            raise RecordingError(f"a person plays one match at a time, not {batch_size}")
+        self.frame = 0
+        self.start = time.perf_counter()
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        config = self.match.config
+        tpf, hz = config.action_repeat, config.tick_rate_hz
+        self.view = obs[0, ..., 0].copy()  # what the recording stores for this frame
+        self.image = bgr_frame(self.match.core, 0, self.names, caption=HELP)
+        self.screen.show(self.image)
+        for tick in range(self.frame * tpf, (self.frame + 1) * tpf):
+            wait = int((self.start + (tick + 1) / hz - time.perf_counter()) * 1000) if self.realtime else 1
+            key = self.screen.poll(max(1, wait))
+            if key in QUIT_KEYS:
+                raise _QuitPressed
+            self.keyboard.advance(tick)
+            if key >= 0:
+                self.keyboard.press(key, tick)
+        action = align(self.keyboard.events(), DUEL_ACTION_MAP, self.frame + 1, tpf)[self.frame]
+        self.frame += 1
+        return np.array([action], dtype=np.int64)
+
+
+class _HumanEpisode(Hook):
+    """Writes the person's frames and the per-frame state log (state before each decision, what happened)."""
+
+    def __init__(self, writer: EpisodeWriter, human: KeyboardPlayer) -> None:
+        self.writer, self.human = writer, human
+        self.snapshots: list[dict[str, Any]] = []
+
+    def on_reset(self, match: DuelBatch) -> None:
+        self.state_before = flatten_columns(match.core.get_state())
+
+    def on_step(self, step: Step) -> None:
+        self.writer.add_frame(self.human.view, self.human.image)
+        snapshot = self.state_before
+        snapshot.update(flatten_columns({name: getattr(step.events, name) for name in EVENT_FIELDS}))
+        snapshot.update(ended=step.events.ended.copy(), opponent_action=step.actions[:, 1].copy())
+        self.snapshots.append({k: v[0] for k, v in snapshot.items()})
+        self.state_before = flatten_columns(step.match.core.get_state())
+
+
+def play_duel(
+    opponent: Any = "pro",
+    out_dir: str | os.PathLike = "runs/recordings/human",
+    seed: int = 0,
+    config: DuelConfig | None = None,
+    screen: Screen | None = None,
+    player_name: str = "human",
+    video: bool = True,
+    realtime: bool = True,
+    max_frames: int | None = None,
+) -> Path | None:
+    """Play one match as player 0 against ``opponent`` (a recording source: a bot name, an Agent, ...) and
+    record it; returns the episode folder.
 
     Quitting before the end records nothing (an incomplete match is not an episode) and returns None.
     """
     config = config or DuelConfig()
     out_dir = Path(out_dir)
     screen = screen or OpenCVScreen()
-    rival: Player = resolve_source(opponent, config)
-    match = DuelMatch(1, config)
-    match.reset([seed])
-    core = match.core
-    keyboard = KeyboardLog(DUEL_ACTION_MAP, DUEL_KEYS, config.tick_rate_hz)
+    rival = resolve_source(opponent, config)
+    match = DuelBatch(1, config)
+    human = KeyboardPlayer(player_name, screen, match, (player_name, rival.name), realtime)
     tpf = config.action_repeat
     index = _next_index(out_dir) if out_dir.exists() else 0
-    snapshots: list[dict[str, np.ndarray]] = []
-    start = time.perf_counter()
     try:
         with EpisodeWriter(out_dir, index, config.decision_hz, video) as writer:
-            while not core.done[0] and writer.frames < (max_frames or config.max_decisions):
-                frame = writer.frames
-                image = rgb_frame(core, 0, (player_name, rival.name), caption=HELP)
-                writer.add_frame(gray_frames(core, 0)[0], image)
-                screen.show(image)
-                for tick in range(frame * tpf, (frame + 1) * tpf):
-                    wait = int((start + (tick + 1) / config.tick_rate_hz - time.perf_counter()) * 1000) if realtime \
-                        else 1
-                    key = screen.poll(max(1, wait))
-                    if key in QUIT_KEYS:
-                        return None
-                    keyboard.advance(tick)
-                    if key >= 0:
-                        keyboard.press(key, tick)
-                action = align(keyboard.events(), DUEL_ACTION_MAP, frame + 1, tpf)[frame]
-                snapshot = flatten_columns(core.get_state())
-                obs = match.observe("state") if rival.obs_type == "state" else gray_frames(core, 1)[..., None]
-                opp_action = rival.actions(obs[:, 1] if rival.obs_type == "state" else obs, core, 1)[0]
-                _, events = match.step(np.array([[action, opp_action]]))
-                snapshot.update(flatten_columns({name: getattr(events, name) for name in EVENT_FIELDS}))
-                snapshot.update(ended=events.ended.copy(), opponent_action=np.array([opp_action]))
-                snapshots.append({k: v[0] for k, v in snapshot.items()})
-            final = rgb_frame(core, 0, (player_name, rival.name), caption="match over - press any key")
-            screen.show(final)
-            log = pd.DataFrame(snapshots)
+            episode = _HumanEpisode(writer, human)
+            try:
+                play(
+                    match, (human, rival.policy), [seed], hooks=[episode], max_steps=max_frames or config.max_decisions
+                )
+            except _QuitPressed:
+                return None
+            core = match.core
+            screen.show(bgr_frame(core, 0, human.names, caption="match over - press any key"))
+            log = pd.DataFrame(episode.snapshots)
             log.insert(0, "frame", np.arange(len(log), dtype=np.int32))
             truncated = not bool(core.done[0])
             winner = None if truncated else int(core.winner[0])
             meta = {
-                "game": "duel", "game_version": f"bcarena-duel {bcarena_version()}", "game_config": config.to_dict(),
-                "fps": config.decision_hz, "tick_rate": config.tick_rate_hz, "ticks_per_frame": tpf, "player": 0,
+                "game": "duel",
+                "game_version": f"bcarena-duel {package_version('bcarena')}",
+                "game_config": config.to_dict(),
+                "fps": config.decision_hz,
+                "tick_rate": config.tick_rate_hz,
+                "ticks_per_frame": tpf,
+                "player": 0,
                 "players": [{"name": player_name, "kind": "human", "obs_type": "screen"}, rival.describe()],
                 "seeds": {"recording": int(seed), "match": int(seed), "input": -1},
-                "result": {"winner": winner, "won": None if truncated else winner == 0, "ko": bool(core.ko[0]),
-                           "truncated": truncated, "hp": core.hp[0].tolist(), "frames": len(log)},
+                "result": {
+                    "winner": winner,
+                    "won": None if truncated else winner == 0,
+                    "ko": bool(core.ko[0]),
+                    "truncated": truncated,
+                    "hp": core.hp[0].tolist(),
+                    "frames": len(log),
+                },
             }
-            return writer.finish(keyboard.close(len(log) * tpf), DUEL_ACTION_MAP, log, meta)
+            return writer.finish(human.keyboard.close(len(log) * tpf), DUEL_ACTION_MAP, log, meta)
     finally:
         screen.close()
-

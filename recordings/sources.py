@@ -1,102 +1,142 @@
-"""Who plays in a recording: bots, agents, SB3 models, all behind one small interface.
+"""Who plays in a recording: any Policy, a bot or an SB3 model, resolved to one :class:`Source`.
 
-A *source* is anything that chooses actions for a batch of observations:
+A *source* is
 
-* a bot name (``"pro"``) or a :class:`bcarena.envs.duel.Bot` — fed the match's own noise
-  streams (``bot_noise``), so a recorded match is the very match ``play_matches`` would play;
-* any object with ``act(obs_batch) -> actions`` (the :class:`Policy` protocol; bcarena Agents
-  fit it without this layer importing ``agents/``), optionally with ``obs_type`` ("state" or
-  "pixels") and ``reset(batch_size)``;
-* a loaded Stable-Baselines3 model (anything with ``predict`` and ``observation_space``), played
-  deterministically.
+* any :class:`~bcarena.envs.play.Policy` — bcarena Agents, or any object with
+  ``act(obs_batch) -> actions`` (``name``, ``obs_type`` ("state" or "pixels", default "state") and
+  ``reset(batch_size)`` are optional);
+* a bot name (``"pro"``), a :class:`bcarena.envs.duel.Bot` or any
+  :class:`~bcarena.envs.play.NoisyPolicy` (a ``BotAgent``) — the match loop feeds it the match's own
+  noise streams, so a recorded match is the very match ``play_matches`` would play;
+* a loaded Stable-Baselines3 model (anything with ``predict``, ``observation_space`` and ``policy``),
+  played deterministically.
 
-``resolve_source`` turns any of these into a :class:`Player`.
+Agent folders, servers and perturbed bots are loaded by the caller (the experiments layer uses
+``bcarena.eval.matches.load_player``) and passed as Agents: this layer sits below agents and loads none.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from bcarena.envs.duel import Bot, DuelConfig, bot_noise, make_bot
-from bcarena.envs.duel.core import DuelCore
+from bcarena.envs.duel import Bot, DuelConfig, make_bot
+from bcarena.envs.errors import BcarenaError
+from bcarena.envs.play import NoisyPolicy, Policy
+
+OBS_TYPES = ("state", "pixels")
 
 
-class SourceError(TypeError):
+class SourceError(BcarenaError, TypeError):
     """Something was given as a player that cannot choose actions."""
 
 
-@runtime_checkable
-class Policy(Protocol):
-    """The duck-typed player: batched observations (B, *obs_shape) in, (B,) int actions out."""
+@dataclass(frozen=True)
+class Source:
+    """A resolved recording source: the policy that plays, and its ``kind`` as meta.json records it."""
 
-    def act(self, obs: np.ndarray) -> np.ndarray: ...
+    policy: Policy | NoisyPolicy
+    kind: str  # "bot" | "policy" | "sb3"
 
+    @property
+    def name(self) -> str:
+        return self.policy.name
 
-@dataclass
-class Player:
-    """A resolved source: ``actions(obs, core, player)`` -> (N,) int64 for observations (N, *obs_shape)."""
-
-    name: str
-    kind: str  # "bot" | "policy" | "sb3" | "human"
-    obs_type: str  # "state" | "pixels"
-    choose: Callable[[np.ndarray, DuelCore | None, int], np.ndarray]
-    reset: Callable[[int], None] = lambda batch_size: None
-
-    def actions(self, obs: np.ndarray, core: DuelCore | None = None, player: int = 0) -> np.ndarray:
-        return np.asarray(self.choose(obs, core, player)).astype(np.int64).reshape(-1)
+    @property
+    def obs_type(self) -> str:
+        return self.policy.obs_type
 
     def describe(self) -> dict[str, str]:
         return {"name": self.name, "kind": self.kind, "obs_type": self.obs_type}
 
 
-def _bot_player(bot: Bot) -> Player:
-    def choose(obs: np.ndarray, core: DuelCore | None, player: int) -> np.ndarray:
-        if core is None:
-            raise SourceError(f"bot {bot.name!r} needs a Duel core for its noise streams")
-        return bot.act(obs, bot_noise(core, player, bot.noise_dims))
+class BotPolicy:
+    """A Duel bot as a :class:`~bcarena.envs.play.NoisyPolicy`: state observations and the match's noise in."""
 
-    return Player(bot.name, "bot", "state", choose)
+    obs_type = "state"
 
+    def __init__(self, bot: Bot) -> None:
+        self.bot, self.name, self.noise_dims = bot, bot.name, bot.noise_dims
 
-def _policy_player(policy: Any) -> Player:
-    obs_type = getattr(policy, "obs_type", "state")
-    if obs_type not in ("state", "pixels"):
-        raise SourceError(f"{type(policy).__name__}.obs_type must be 'state' or 'pixels', got {obs_type!r}")
-    reset = getattr(policy, "reset", None)
-    return Player(str(getattr(policy, "name", type(policy).__name__)), "policy", obs_type,
-                  lambda obs, core, player: policy.act(obs),
-                  reset if callable(reset) else (lambda batch_size: None))
+    def reset(self, batch_size: int) -> None:
+        """Bots keep no memory between decisions."""
+
+    def act_with_noise(self, obs: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        return self.bot.act(obs, noise)
 
 
-def _sb3_player(model: Any) -> Player:
-    shape = tuple(model.observation_space.shape or ())
-    obs_type = "pixels" if len(shape) == 3 else "state"
-    return Player(f"sb3-{type(model).__name__.lower()}", "sb3", obs_type,
-                  lambda obs, core, player: model.predict(obs, deterministic=True)[0])
+class _ActOnly:
+    """An object with only ``act(obs)``, completed into a Policy (a name, an observation kind, a reset)."""
+
+    def __init__(self, policy: Any) -> None:
+        self.policy = policy
+        self.name = str(getattr(policy, "name", type(policy).__name__))
+        self.obs_type = getattr(policy, "obs_type", "state")
+        self._reset = getattr(policy, "reset", None)
+
+    def reset(self, batch_size: int) -> None:
+        if callable(self._reset):
+            self._reset(batch_size)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return self.policy.act(obs)
+
+
+class _SB3Model:
+    """A loaded Stable-Baselines3 model as a Policy, acting deterministically."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.name = f"sb3-{type(model).__name__.lower()}"
+        self.obs_type = "pixels" if len(tuple(model.observation_space.shape or ())) == 3 else "state"
+
+    def reset(self, batch_size: int) -> None:
+        """SB3 feed-forward policies keep no memory."""
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return self.model.predict(obs, deterministic=True)[0]
 
 
 def is_sb3_model(source: Any) -> bool:
-    return callable(getattr(source, "predict", None)) and hasattr(source, "observation_space") \
+    return (
+        callable(getattr(source, "predict", None))
+        and hasattr(source, "observation_space")
         and hasattr(source, "policy")
+    )
 
 
-# Tried in order; the first predicate that accepts the source builds the Player.
-RESOLVERS: list[tuple[Callable[[Any], bool], Callable[[Any, DuelConfig], Player]]] = [
-    (lambda s: isinstance(s, Player), lambda s, cfg: s),
-    (lambda s: isinstance(s, str), lambda s, cfg: _bot_player(make_bot(s, cfg))),
-    (lambda s: isinstance(s, Bot), lambda s, cfg: _bot_player(s)),
-    (is_sb3_model, lambda s, cfg: _sb3_player(s)),
-    (lambda s: isinstance(s, Policy), lambda s, cfg: _policy_player(s)),
-]
+def _resolve(source: Any, config: DuelConfig) -> Source:
+    if isinstance(source, Source):
+        return source
+    if isinstance(source, str):
+        if Path(source).exists():
+            raise SourceError(
+                f"{source!r} is a path, not a bot name: load agent folders first "
+                "(bcarena.eval.matches.load_player) and record the Agent"
+            )
+        return Source(BotPolicy(make_bot(source, config)), "bot")
+    if isinstance(source, Bot):
+        return Source(BotPolicy(source), "bot")
+    if isinstance(source, NoisyPolicy):
+        return Source(source, "bot")
+    if is_sb3_model(source):
+        return Source(_SB3Model(source), "sb3")
+    if isinstance(source, Policy):
+        return Source(source, "policy")
+    if callable(getattr(source, "act", None)):
+        return Source(_ActOnly(source), "policy")
+    raise SourceError(
+        f"cannot record {type(source).__name__!r} as a player: give a bot name, a Bot, "
+        f"an SB3 model, or an object with act(obs_batch) -> actions"
+    )
 
 
-def resolve_source(source: Any, config: DuelConfig | None = None) -> Player:
-    """A :class:`Player` for a bot name, a Bot, an SB3 model or any object with ``act``."""
-    for accepts, build in RESOLVERS:
-        if accepts(source):
-            return build(source, config or DuelConfig())
-    raise SourceError(f"cannot record {type(source).__name__!r} as a player: give a bot name, a Bot, "
-                      f"an SB3 model, or an object with act(obs_batch) -> actions")
+def resolve_source(source: Any, config: DuelConfig | None = None) -> Source:
+    """A :class:`Source` for a bot name, a Bot, an SB3 model or any Policy (see the module docstring)."""
+    resolved = _resolve(source, config or DuelConfig())
+    if resolved.obs_type not in OBS_TYPES:
+        raise SourceError(f"{resolved.name}: obs_type must be one of {list(OBS_TYPES)}, got {resolved.obs_type!r}")
+    return resolved

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bcarena.envs.files import atomic_file
 from bcarena.recordings.dataset import EVENTS, SPLITS, ActionDataset
 
 
@@ -32,8 +33,13 @@ class DatasetStats:
             "imbalance_ratio": self.imbalance_ratio,
             "missing_classes": self.missing_classes,
             "skill_fraction": self.skill_fraction,
-            "episode_lengths": {"count": int(lengths.size), "min": int(lengths.min()), "mean": float(lengths.mean()),
-                                "max": int(lengths.max()), "all": lengths.tolist()},
+            "episode_lengths": {
+                "count": int(lengths.size),
+                "min": int(lengths.min()),
+                "mean": float(lengths.mean()),
+                "max": int(lengths.max()),
+                "all": lengths.tolist(),
+            },
             "lost_presses": self.lost_presses,
         }
 
@@ -43,8 +49,14 @@ def dataset_stats(dataset: ActionDataset) -> DatasetStats:
     names = dataset.action_names
     actions = dataset.actions()
     counts = np.bincount(actions, minlength=len(names))
-    classes = pd.DataFrame({"action": names, "count": counts, "fraction": counts / max(1, counts.sum()),
-                            "is_skill": np.isin(np.arange(len(names)), dataset.skill_actions)}).set_index("action")
+    classes = pd.DataFrame(
+        {
+            "action": names,
+            "count": counts,
+            "fraction": counts / max(1, counts.sum()),
+            "is_skill": np.isin(np.arange(len(names)), dataset.skill_actions),
+        }
+    ).set_index("action")
     for split in SPLITS:
         rows = (table["split"] == split).to_numpy()
         classes[split] = np.bincount(actions[rows], minlength=len(names))
@@ -68,21 +80,29 @@ def plot_class_distribution(stats: DatasetStats, path: str | os.PathLike, title:
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     classes = stats.classes
     fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(classes) + 2), 4), constrained_layout=True)
     colors = np.where(classes["is_skill"], "#d62728", "#1f77b4")
     bars = ax.bar(classes.index, np.maximum(classes["count"], 0.8), color=colors)
     for bar, fraction in zip(bars, classes["fraction"]):
-        ax.annotate(f"{fraction:.1%}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
-                    va="bottom", fontsize=7)
+        ax.annotate(
+            f"{fraction:.1%}",
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=7,
+        )
     ax.set_yscale("log")
     ax.set_ylabel("frames (log scale)")
-    ax.set_title(title or f"action distribution: skills (red) {stats.skill_fraction:.1%} of frames, "
-                 f"imbalance {stats.imbalance_ratio:.0f}:1")
+    ax.set_title(
+        title
+        or f"action distribution: skills (red) {stats.skill_fraction:.1%} of frames, "
+        f"imbalance {stats.imbalance_ratio:.0f}:1"
+    )
     ax.tick_params(axis="x", rotation=45)
-    tmp = path.with_name(f".{path.stem}.partial.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
+    finally:
+        plt.close(fig)
     return path

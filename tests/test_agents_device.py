@@ -1,15 +1,16 @@
 import pytest
 import torch
 
-from bcarena.agents.config import ConfigError, make_train_config
+from bcarena.agents.config import TrainConfigError, make_train_config
 from bcarena.agents.train import TrainError, train_bc
 from bcarena.recordings import make_duel_dataset
 
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
-    return make_duel_dataset(tmp_path_factory.mktemp("d") / "d", episodes=12, seed=0, split=(0.5, 0.25, 0.25),
-                             pixels=False)
+    return make_duel_dataset(
+        tmp_path_factory.mktemp("d") / "d", episodes=12, seed=0, split=(0.5, 0.25, 0.25), pixels=False
+    )
 
 
 def test_auto_device_trains_like_the_cpu_without_a_gpu(small):
@@ -24,10 +25,11 @@ def test_auto_device_trains_like_the_cpu_without_a_gpu(small):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without a GPU")
 def test_asking_for_cuda_without_a_gpu_is_a_clear_error(small):
     with pytest.raises(TrainError, match="device 'cuda' was asked for but torch sees no CUDA GPU"):
-        train_bc(small, make_train_config({"epochs": 1, "device": "cuda", "allow_missing_classes": True}),
-                 progress=False)
+        train_bc(
+            small, make_train_config({"epochs": 1, "device": "cuda", "allow_missing_classes": True}), progress=False
+        )
 
 
 def test_unknown_device_is_a_config_error():
-    with pytest.raises(ConfigError, match="device"):
+    with pytest.raises(TrainConfigError, match="device"):
         make_train_config({"device": "tpu"})

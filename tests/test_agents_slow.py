@@ -26,19 +26,21 @@ VARIANTS = {
     "focal (inverse-frequency alpha)": {"loss": "focal", "class_weights": "inverse"},
     "logit_adjusted": {"loss": "logit_adjusted"},
     "oversample": {"sampler": "oversample"},
-    "event-weighted (skill_used)": {"event_weighting": {"events": ["skill_used"], "before": 2, "after": 0,
-                                                        "weight": 30}},
+    "event-weighted (skill_used)": {
+        "event_weighting": {"events": ["skill_used"], "before": 2, "after": 0, "weight": 30}
+    },
 }
 
 
 @pytest.fixture(scope="module")
 def pro100(tmp_path_factory):
     """100 pro episodes against brawler/turtle/random/pro; 20 held-out test episodes."""
-    return make_duel_dataset(tmp_path_factory.mktemp("pro100"), episodes=100, seed=0, split=(0.7, 0.1, 0.2),
-                             pixels=False)
+    return make_duel_dataset(
+        tmp_path_factory.mktemp("pro100"), episodes=100, seed=0, split=(0.7, 0.1, 0.2), pixels=False
+    )
 
 
-def test_plain_clone_fails_and_every_fix_raises_skill_recall(pro100):
+def test_plain_clone_fails_and_every_fix_raises_skill_frame_recall(pro100):
     plain = train_bc(pro100, make_train_config(BASE), progress=False).test
     rows = {"ce (plain)": plain}
     for name, over in VARIANTS.items():
@@ -47,19 +49,21 @@ def test_plain_clone_fails_and_every_fix_raises_skill_recall(pro100):
     rows["composite"] = train_composite(pro100, make_train_config(BASE), skill_cfg, progress=False).test
     print(f"\n{'variant':34s} {'accuracy':>9s} {'skill recall':>13s} {'balanced acc':>13s}")
     for name, m in rows.items():
-        print(f"{name:34s} {m.accuracy:9.2%} {m.skill_recall:13.2%} {m.balanced_accuracy:13.2%}")
-    assert plain.accuracy >= 0.95 and plain.skill_recall <= 0.05
+        print(f"{name:34s} {m.accuracy:9.2%} {m.skill_frame_recall:13.2%} {m.balanced_accuracy:13.2%}")
+    assert plain.accuracy >= 0.95 and plain.skill_frame_recall <= 0.05
     for name, m in rows.items():
         if name != "ce (plain)":
-            assert m.skill_recall >= plain.skill_recall + 0.15, name
+            assert m.skill_frame_recall >= plain.skill_frame_recall + 0.15, name
 
 
 def test_bc_initialized_ppo_starts_above_random_ppo_and_stays_ahead(pro100):
     bc = train_bc(pro100, make_train_config({**BASE, "loss": "weighted_ce"}), progress=False).agent
     seeds = np.arange(20_000, 20_200)
     results = {}
-    for name, build in (("bc-init", lambda env: ppo_from_bc(bc, env, seed=0, n_steps=128, batch_size=1024, verbose=0)),
-                        ("random-init", lambda env: random_ppo(env, seed=0, n_steps=128, batch_size=1024, verbose=0))):
+    for name, build in (
+        ("bc-init", lambda env: ppo_from_bc(bc, env, seed=0, n_steps=128, batch_size=1024, verbose=0)),
+        ("random-init", lambda env: random_ppo(env, seed=0, n_steps=128, batch_size=1024, verbose=0)),
+    ):
         model = build(DuelSB3VecEnv(32, ["brawler"]))
         start = win_rate(SB3Agent.from_model(model), "brawler", seeds)["win"]
         model.learn(total_timesteps=32 * 128 * 5)
@@ -72,10 +76,28 @@ def test_bc_initialized_ppo_starts_above_random_ppo_and_stays_ahead(pro100):
 
 def test_killed_training_process_resumes_to_the_same_weights(pro100, tmp_path):
     config = tmp_path / "cfg.json"
-    config.write_text(json.dumps({"epochs": 12, "loss": "focal", "class_weights": "effective_number",
-                                  "sampler": "weighted", "lr_schedule": "cosine"}))
-    cmd = [sys.executable, "-m", "bcarena.experiments.cli", "train", "--dataset", str(pro100.path), "--config",
-           str(config), "--quiet"]
+    config.write_text(
+        json.dumps(
+            {
+                "epochs": 12,
+                "loss": "focal",
+                "class_weights": "effective_number",
+                "sampler": "weighted",
+                "lr_schedule": "cosine",
+            }
+        )
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "bcarena.experiments.cli",
+        "train",
+        "--dataset",
+        str(pro100.path),
+        "--config",
+        str(config),
+        "--quiet",
+    ]
     subprocess.run([*cmd, "--out", str(tmp_path / "full")], check=True, capture_output=True)
     proc = subprocess.Popen([*cmd, "--out", str(tmp_path / "killed")])
     checkpoint = tmp_path / "killed" / "checkpoint.pt"

@@ -64,8 +64,14 @@ def test_expert_punches_only_in_range() -> None:
 
 
 def test_boxing_recording_and_dataset_round_trip(tmp_path: Path) -> None:
-    folders = record_episodes("expert", episodes=2, out_dir=tmp_path / "rec", seed=5, game="boxing",
-                              options=RecordOptions(max_frames=120, progress=False))
+    folders = record_episodes(
+        "expert",
+        episodes=2,
+        out_dir=tmp_path / "rec",
+        seed=5,
+        game="boxing",
+        options=RecordOptions(max_frames=120, progress=False),
+    )
     ds = build_dataset(tmp_path / "rec", tmp_path / "ds", split=(0.5, 0.5, 0.0), progress=False)
     m = ds.manifest
     assert m["game"] == "boxing" and m["num_frames"] == 240 and len(m["action_names"]) == 18
@@ -100,20 +106,25 @@ def _wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 @pytest.mark.slow
 def test_expert_beats_the_cpu_in_most_of_50_matches() -> None:
-    results = boxing.play_expert_matches(50, seed=1000)
-    wins = sum(r.winner == 0 for r in results)
-    low, high = _wilson(wins, len(results))
-    punch_fraction = sum(r.punches for r in results) / sum(r.frames for r in results)
-    print(f"boxing expert: {wins}/{len(results)} wins, 95% Wilson [{low:.3f}, {high:.3f}], "
-          f"punch frames {punch_fraction:.4f}")
+    from bcarena.eval.boxing import evaluate_boxing
+
+    report = evaluate_boxing(boxing.BoxingExpert(seed=1000), 50, seed=1000)
+    wins = report.wins
+    low, high = _wilson(wins, report.matches)
+    punch_fraction = report.skill_use_rate
+    print(
+        f"boxing expert: {wins}/{report.matches} wins, 95% Wilson [{low:.3f}, {high:.3f}], "
+        f"punch frames {punch_fraction:.4f}"
+    )
     assert low > 0.5
     assert 0.01 <= punch_fraction <= 0.05
 
 
 @pytest.mark.slow
 def test_full_boxing_dataset_shows_rare_punches(tmp_path: Path) -> None:
-    record_episodes("expert", episodes=3, out_dir=tmp_path / "rec", seed=0, game="boxing",
-                    options=RecordOptions(progress=False))
+    record_episodes(
+        "expert", episodes=3, out_dir=tmp_path / "rec", seed=0, game="boxing", options=RecordOptions(progress=False)
+    )
     ds = build_dataset(tmp_path / "rec", tmp_path / "ds", progress=False)
     assert ds.manifest["num_frames"] > 3 * 1000
     assert 0.01 <= ds.manifest["skill_fraction"] <= 0.05

@@ -10,15 +10,15 @@ runner = CliRunner()
 
 
 def _commands(typer_app, prefix=()):
+    """Every command path of the tree (the root loads its command modules lazily: ask it by name)."""
     import typer.main
 
-    group = typer.main.get_command(typer_app)
-    stack = [(prefix, group)]
+    stack = [(prefix, typer.main.get_command(typer_app))]
     while stack:
         path, cmd = stack.pop()
         yield path
-        for name, sub in getattr(cmd, "commands", {}).items():
-            stack.append((path + (name,), sub))
+        for name in cmd.list_commands(None) if hasattr(cmd, "list_commands") else ():
+            stack.append((path + (name,), cmd.get_command(None, name)))
 
 
 def test_every_command_has_help():

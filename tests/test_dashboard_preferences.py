@@ -10,8 +10,16 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from bcarena.experiments.preferences import (RATING_COLUMNS, TIE, Preference, PreferenceError, load_preferences,
-                                             next_pair, preference_ratings, record_preference)
+from bcarena.experiments.preferences import (
+    RATING_COLUMNS,
+    TIE,
+    Preference,
+    PreferenceError,
+    load_preferences,
+    next_pair,
+    preference_ratings,
+    record_preference,
+)
 from bcarena.experiments.results import PREFERENCES_FILE
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
@@ -25,18 +33,27 @@ def test_record_and_load_round_trip(tmp_path):
     first = record_preference(tmp_path, ("a", "b"), "brawler", 10_003, "b", "pro_like", timestamp=T0)
     record_preference(tmp_path, ("b", "c"), "brawler", 10_004, TIE)
     lines = (tmp_path / PREFERENCES_FILE).read_text().splitlines()
-    assert json.loads(lines[0]) == {"timestamp": "2025-01-01T00:00:00+00:00", "question": "pro_like",
-                                    "pair": ["a", "b"], "opponent": "brawler", "seed": 10_003, "choice": "b"}
+    assert json.loads(lines[0]) == {
+        "timestamp": "2025-01-01T00:00:00+00:00",
+        "question": "pro_like",
+        "pair": ["a", "b"],
+        "opponent": "brawler",
+        "seed": 10_003,
+        "choice": "b",
+    }
     votes = load_preferences(tmp_path)
     assert votes[0] == first and votes[1].choice == TIE and votes[1].pair == ("b", "c")
     assert load_preferences(tmp_path / "no-votes-yet") == []
 
 
-@pytest.mark.parametrize("pair, choice, question, message", [
-    (("a", "b"), "c", "better", "choice 'c' must be one of the pair"),
-    (("a", "a"), "a", "better", "pair must be two different agent ids"),
-    (("a", "b"), "a", "funnier", "question 'funnier' is not one of"),
-])
+@pytest.mark.parametrize(
+    "pair, choice, question, message",
+    [
+        (("a", "b"), "c", "better", "choice 'c' must be one of the pair"),
+        (("a", "a"), "a", "better", "pair must be two different agent ids"),
+        (("a", "b"), "a", "funnier", "question 'funnier' is not one of"),
+    ],
+)
 def test_invalid_votes_are_refused_and_not_written(tmp_path, pair, choice, question, message):
     with pytest.raises(PreferenceError, match=message):
         record_preference(tmp_path, pair, "brawler", 1, choice, question)
@@ -88,8 +105,13 @@ def test_concurrent_votes_never_interleave(tmp_path):
 
 
 def test_ratings_follow_the_votes():
-    votes = [vote("a", "b", "a", 0), vote("b", "a", "a", 1), vote("a", "c", "a", 2), vote("b", "c", TIE, 3),
-             vote("a", "b", "b", 4, question="pro_like")]
+    votes = [
+        vote("a", "b", "a", 0),
+        vote("b", "a", "a", 1),
+        vote("a", "c", "a", 2),
+        vote("b", "c", TIE, 3),
+        vote("a", "b", "b", 4, question="pro_like"),
+    ]
     table = preference_ratings(votes, agent_ids=["a", "b", "c", "d"], question="better")
     assert tuple(table.columns) == RATING_COLUMNS
     rows = table.set_index("agent_id")

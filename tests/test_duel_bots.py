@@ -41,7 +41,7 @@ def test_every_bot_returns_valid_actions():
     obs = np.random.default_rng(0).uniform(-1, 1, size=(64, 37)).astype(np.float32)
     noise = np.random.default_rng(1).random((64, 3))
     for name in BOTS:
-        actions = make_bot(name).act(obs, noise[:, :BOTS[name].noise_dims])
+        actions = make_bot(name).act(obs, noise[:, : BOTS[name].noise_dims])
         assert actions.shape == (64,) and actions.dtype == np.int64
         assert ((0 <= actions) & (actions < 8)).all()
 

@@ -47,8 +47,15 @@ def test_human_render_without_display_fails_clearly():
 
 @pytest.mark.parametrize("obs_type, policy, steps", [("state", "MlpPolicy", 2048), ("pixels", "CnnPolicy", 256)])
 def test_sb3_ppo_trains_on_the_env(obs_type, policy, steps):
-    model = PPO(policy, DuelEnv(opponent="brawler", obs_type=obs_type), n_steps=min(steps, 512), batch_size=64,
-                n_epochs=1, seed=0, device="cpu")
+    model = PPO(
+        policy,
+        DuelEnv(opponent="brawler", obs_type=obs_type),
+        n_steps=min(steps, 512),
+        batch_size=64,
+        n_epochs=1,
+        seed=0,
+        device="cpu",
+    )
     model.learn(total_timesteps=steps)
     assert model.num_timesteps >= steps
     action, _ = model.predict(DuelEnv(obs_type=obs_type).reset(seed=1)[0], deterministic=True)

@@ -10,13 +10,16 @@ def _core(n=4, **cfg):
     return core
 
 
-@pytest.mark.parametrize("actions, needle", [
-    (np.full((4, 2), 8), r"actions must be in \[0, 8\).*got \[8, 8, 8, 8, 8\]"),
-    (np.full((4, 2), -1), r"got \[-1"),
-    (np.zeros((4,)), r"actions must have shape \(4, 2\), got \(4,\)"),
-    (np.full((4, 2), 1.5), r"integer action ids.*got dtype float64"),
-    (np.full((4, 2), "left"), r"integer action ids.*got dtype <U4"),
-])
+@pytest.mark.parametrize(
+    "actions, needle",
+    [
+        (np.full((4, 2), 8), r"actions must be in \[0, 8\).*got \[8, 8, 8, 8, 8\]"),
+        (np.full((4, 2), -1), r"got \[-1"),
+        (np.zeros((4,)), r"actions must have shape \(4, 2\), got \(4,\)"),
+        (np.full((4, 2), 1.5), r"integer action ids.*got dtype float64"),
+        (np.full((4, 2), "left"), r"integer action ids.*got dtype <U4"),
+    ],
+)
 def test_invalid_actions_get_clear_errors(actions, needle):
     with pytest.raises(DuelError, match=needle):
         _core().step(actions)

@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -19,8 +20,9 @@ AGENTS = ["pro", "pro[skill_drop=1]", "pro[skill_drop=0.6]", "pro[random=0.4]", 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     out = tmp_path_factory.mktemp("gap")
-    return make_duel_dataset(out, "pro", ("brawler", "turtle"), episodes=8, seed=11, split=(0.5, 0.0, 0.5),
-                             pixels=False)
+    return make_duel_dataset(
+        out, "pro", ("brawler", "turtle"), episodes=8, seed=11, split=(0.5, 0.0, 0.5), pixels=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -79,14 +81,44 @@ def test_gap_report_bad_input(dataset):
 
 def test_cli_offline_gap_and_errors(dataset, tmp_path):
     runner = CliRunner()
-    res = runner.invoke(app, ["eval", "offline", "--agent", "pro[skill_drop=1]", "--dataset", str(dataset.path),
-                              "--tolerance", "3", "--out", str(tmp_path / "off")])
+    res = runner.invoke(
+        app,
+        [
+            "eval",
+            "offline",
+            "--agent",
+            "pro[skill_drop=1]",
+            "--dataset",
+            str(dataset.path),
+            "--tolerance",
+            "3",
+            "--out",
+            str(tmp_path / "off"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "undefined" in res.output  # the clone never presses a skill: precision is undefined
     saved = json.loads((tmp_path / "off" / "offline.json").read_text())
     assert saved["tolerance"] == 3 and (tmp_path / "off" / "confusion.png").exists()
-    res = runner.invoke(app, ["eval", "gap", "--agent", "pro", "--agent", "idle", "--agent", "pro[random=0.5]",
-                              "--dataset", str(dataset.path), "--matches", "10", "--out", str(tmp_path / "gap")])
+    res = runner.invoke(
+        app,
+        [
+            "eval",
+            "gap",
+            "--agent",
+            "pro",
+            "--agent",
+            "idle",
+            "--agent",
+            "pro[random=0.5]",
+            "--dataset",
+            str(dataset.path),
+            "--matches",
+            "10",
+            "--out",
+            str(tmp_path / "gap"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert (tmp_path / "gap" / "gap.md").exists() and (tmp_path / "gap" / "accuracy_vs_win_rate.png").exists()
     broken = tmp_path / "broken"
@@ -101,3 +133,81 @@ def test_cli_offline_gap_and_errors(dataset, tmp_path):
     assert res.exit_code == 2 and "unknown player 'champ'" in res.output and "brawler" in res.output
     res = runner.invoke(app, ["tournament", "pro", "idle", "--matches", "5", "--out", str(tmp_path / "t")])
     assert res.exit_code == 0 and (tmp_path / "t" / "win_rate.png").exists()
+
+
+# ------------------------------------------------------------ the same agent twice (issue 15, item 12)
+def _saved_mlp(folder, seed=0, temperature=1.0):
+    import torch
+
+    from bcarena.agents.policies import MLPPolicy, ScoreModel
+    from bcarena.agents.selection import Selection
+    from bcarena.agents.torch_agent import TorchAgent
+    from bcarena.envs.duel import ACTION_NAMES, SKILL_ACTIONS, STATE_DIM
+
+    torch.manual_seed(seed)
+    model = ScoreModel(MLPPolicy(STATE_DIM, len(ACTION_NAMES), (16,)), torch.zeros(STATE_DIM), torch.ones(STATE_DIM))
+    selection = Selection(mode="temperature" if temperature != 1.0 else "argmax", temperature=temperature)
+    return TorchAgent(model, list(ACTION_NAMES), list(SKILL_ACTIONS), 1, selection, name=f"mlp{seed}").save(folder)
+
+
+@pytest.mark.parametrize(
+    "agents, needle",
+    [
+        (["pro", "brawler", "pro"], r"agents 'pro' and 'pro' are the same agent \(both are the bot 'pro'\)"),
+        (
+            ["pro[skill_drop=0.9]", "idle", "pro[skill_drop=0.90]"],
+            r"agents 'pro\[skill_drop=0.9\]' and 'pro\[skill_drop=0.90\]' are the same agent",
+        ),
+        (["pro[skill_drop=0]", "idle", "pro"], r"'pro\[skill_drop=0\]' and 'pro' are the same agent"),
+    ],
+)
+def test_gap_report_refuses_the_same_bot_twice(dataset, agents, needle):
+    with pytest.raises(EvalError, match=needle + ".*needs distinct agents"):
+        gap_report(agents, dataset, ["brawler"], matches=2)
+
+
+def test_gap_report_refuses_the_same_agent_folder_or_weights_twice(dataset, tmp_path, monkeypatch):
+    import shutil
+
+    from bcarena.eval.gap import check_distinct
+    from bcarena.eval.matches import load_player
+
+    first = _saved_mlp(tmp_path / "a")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(
+        EvalError,
+        match=rf"agents '{re.escape(str(first))}' and 'a/' are the same agent \(the same "
+        rf"folder {re.escape(str(first.resolve()))}\)",
+    ):
+        gap_report([str(first), "idle", "a/"], dataset, ["brawler"], matches=2)
+    copy = tmp_path / "copy"
+    shutil.copytree(first, copy)
+    (copy / "history.json").write_text("{}")  # training logs do not make another agent
+    spec = json.loads((copy / "agent.json").read_text())
+    (copy / "agent.json").write_text(json.dumps({**spec, "name": "renamed"}))
+    with pytest.raises(EvalError, match=r"'a' and 'copy' are the same agent \(identical weights and settings"):
+        gap_report(["a", "idle", "copy"], dataset, ["brawler"], matches=2)
+    # Other weights, or the same weights decoded differently, are other agents.
+    specs = ["a", str(_saved_mlp(tmp_path / "b", seed=1)), str(_saved_mlp(tmp_path / "c", temperature=2.0)), "idle"]
+    check_distinct(specs, [load_player(s) for s in specs])
+
+
+def test_cli_gap_refuses_duplicates(dataset):
+    res = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "gap",
+            "--agent",
+            "pro",
+            "--agent",
+            "idle",
+            "--agent",
+            "pro",
+            "--dataset",
+            str(dataset.path),
+            "--matches",
+            "2",
+        ],
+    )
+    assert res.exit_code == 2 and "agents 'pro' and 'pro' are the same agent" in res.output

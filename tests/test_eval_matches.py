@@ -7,9 +7,17 @@ from statsmodels.stats.proportion import proportion_confint
 
 from bcarena.agents.base import Agent, BotAgent
 from bcarena.envs.duel import NUM_ACTIONS
+from bcarena.envs.play import PolicyError
 from bcarena.eval.errors import EvalError
-from bcarena.eval.matches import (MatchResults, check_agent, evaluate_matches, load_player, match_seeds,
-                                  play_matches, summarize)
+from bcarena.eval.matches import (
+    MatchResults,
+    check_agent,
+    evaluate_matches,
+    load_player,
+    match_seeds,
+    play_matches,
+    summarize,
+)
 from bcarena.experiments.benchmarks.match_throughput import untrained_agent
 
 
@@ -25,11 +33,15 @@ def test_same_seed_list_gives_identical_results_in_any_batch_size():
 
 def test_report_numbers_from_hand_made_results():
     results = MatchResults(
-        seeds=np.arange(4), winner=np.array([0, 0, 1, -1]), ko=np.array([True, False, True, False]),
-        hp=np.array([[50.0, 0.0], [30.0, 20.0], [0.0, 10.0], [40.0, 40.0]]), length=np.array([100, 300, 200, 300]),
+        seeds=np.arange(4),
+        winner=np.array([0, 0, 1, -1]),
+        ko=np.array([True, False, True, False]),
+        hp=np.array([[50.0, 0.0], [30.0, 20.0], [0.0, 10.0], [40.0, 40.0]]),
+        length=np.array([100, 300, 200, 300]),
         damage_dealt=np.array([[100.0, 50.0], [80.0, 70.0], [90.0, 100.0], [60.0, 60.0]]),
         skills_used=np.array([[10, 5], [8, 4], [6, 9], [2, 2]]),
-        action_counts=np.zeros((4, 2, NUM_ACTIONS), dtype=np.int64))
+        action_counts=np.zeros((4, 2, NUM_ACTIONS), dtype=np.int64),
+    )
     results.action_counts[:, 0, 0] = [90, 280, 190, 290]  # idle
     results.action_counts[:, 0, 6] = [10, 20, 10, 10]  # heavy
     r = summarize(results, "a", "b", seed=0)
@@ -112,7 +124,7 @@ class _Fixed(Agent):
         self.obs_type = obs_type
         self.out = out
 
-    def act(self, obs):
+    def _act(self, obs):
         return self.out(obs) if self.out else np.zeros(obs.shape[0], dtype=np.int64)
 
 
@@ -122,9 +134,9 @@ def test_agents_that_do_not_fit_duel_are_refused_by_name(one_torch_thread):
     wrong_input = untrained_agent("mlp", frame_stack=1, state_dim=40)  # trained on another feature set
     with pytest.raises(EvalError, match=r"'untrained-mlp' cannot act on Duel state observations of shape \(37,\)"):
         evaluate_matches(wrong_input, "brawler", 5)
-    with pytest.raises(EvalError, match=r"act\(\) must return \(1,\) integer action ids"):
+    with pytest.raises(PolicyError, match=r"'fixed': act\(\) must return \(1,\) integer action ids"):
         check_agent(_Fixed(out=lambda obs: np.zeros((obs.shape[0], 2), dtype=np.int64)))
-    with pytest.raises(EvalError, match=r"actions must be in \[0, 8\)"):
+    with pytest.raises(PolicyError, match=r"'fixed': actions must be in \[0, 8\)"):
         check_agent(_Fixed(out=lambda obs: np.full(obs.shape[0], 9)))
 
     class Boxer(_Fixed):
@@ -142,9 +154,10 @@ class _Puncher(Agent):
     """Pixels in, FIRE out: enough to play Boxing end to end."""
 
     name = "puncher"
+    game = "boxing"
     obs_type = "pixels"
 
-    def act(self, obs):
+    def _act(self, obs):
         assert obs.shape[1:] == (84, 84, 1) and obs.dtype == np.uint8
         return np.full(obs.shape[0], 1, dtype=np.int64)
 
@@ -180,5 +193,6 @@ def test_throughput_benchmark_reports_batched_and_loop_rates(one_torch_thread):
     for entry in out["batched"].values():
         assert entry["matches_per_s"] > 0 and entry["decisions_per_s"] >= entry["matches_per_s"]
     assert out["speedup_vs_loop"]["8"] == pytest.approx(
-        out["batched"]["8"]["matches_per_s"] / out["per_match_loop"]["matches_per_s"])
+        out["batched"]["8"]["matches_per_s"] / out["per_match_loop"]["matches_per_s"]
+    )
     json.dumps(out)

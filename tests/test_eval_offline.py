@@ -27,7 +27,7 @@ class StackChecker(Agent):
     def reset(self, batch_size: int) -> None:
         self.calls = 0
 
-    def act(self, obs: np.ndarray) -> np.ndarray:
+    def _act(self, obs: np.ndarray) -> np.ndarray:
         self.calls += 1
         return np.full(obs.shape[0], min(self.calls - 1, 7), dtype=np.int64)
 
@@ -134,7 +134,7 @@ def test_agent_that_does_not_fit_the_dataset_is_named(pro_dataset):
     class Wrong(StackChecker):
         name = "wrong-shape"
 
-        def act(self, obs):
+        def _act(self, obs):
             raise ValueError(f"expected (B, 12), got {obs.shape}")
 
     with pytest.raises(EvalError, match="agent 'wrong-shape' cannot act on this dataset's state observations"):

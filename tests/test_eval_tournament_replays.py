@@ -66,8 +66,9 @@ def test_replay_as_mp4_and_gif(tmp_path):
     mp4 = record_replay("pro", "brawler", 0, tmp_path / "m.mp4", hold_end_seconds=0.5)
     frames = read_video(tmp_path / "m.mp4")
     assert frames.shape == (mp4["decisions"] + 1 + 5, 360, 640, 3)
-    gif = record_replay(BotAgent("pro"), BotAgent("brawler"), 0, tmp_path / "m.gif", hold_end_seconds=0.5,
-                        caption="pro vs brawler")
+    gif = record_replay(
+        BotAgent("pro"), BotAgent("brawler"), 0, tmp_path / "m.gif", hold_end_seconds=0.5, caption="pro vs brawler"
+    )
     assert {k: v for k, v in gif.items() if k != "path"} == {k: v for k, v in mp4.items() if k != "path"}
     with Image.open(tmp_path / "m.gif") as image:
         assert image.size == (320, 180)
@@ -82,8 +83,15 @@ def test_replay_as_mp4_and_gif(tmp_path):
 
 
 def test_side_by_side_same_opponent_same_seed(tmp_path):
-    result = record_side_by_side("pro[skill_drop=1]", "pro", "brawler", 4, tmp_path / "s.mp4",
-                                 captions=("naive clone", "fixed clone"), hold_end_seconds=0)
+    result = record_side_by_side(
+        "pro[skill_drop=1]",
+        "pro",
+        "brawler",
+        4,
+        tmp_path / "s.mp4",
+        captions=("naive clone", "fixed clone"),
+        hold_end_seconds=0,
+    )
     left, right = result["left"], result["right"]
     assert left["skill_actions"][0] == 0 and right["skill_actions"][0] > 0
     assert left["winner"] == 1 and right["winner"] == 0

@@ -18,10 +18,10 @@ from typer.testing import CliRunner
 
 ray = pytest.importorskip("ray")
 
-from bcarena.experiments.ray_map import RayMap, default_shard_size, shards  # noqa: E402
 from bcarena.eval.tournament import run_tournament  # noqa: E402
 from bcarena.experiments.cli import app  # noqa: E402
 from bcarena.experiments.ray_executor import RayExecutor  # noqa: E402
+from bcarena.experiments.ray_map import RayMap, default_shard_size, shards  # noqa: E402
 from bcarena.experiments.results import load_results  # noqa: E402
 from bcarena.experiments.runner import ExperimentRunner, StageTask, TaskOutcome, load  # noqa: E402
 
@@ -81,16 +81,18 @@ def _metrics(run_dir: Path) -> dict:
 def test_ray_executor_gives_the_local_results_and_records_the_failing_variant(local_run):
     path, _, local_dir = local_run
     runs = _fresh_root(local_run, "ray")
-    ray_dir = ExperimentRunner(load(path), runs, path, progress=False, console=Console(quiet=True),
-                               executor=RayExecutor(progress=False)).run()
+    ray_dir = ExperimentRunner(
+        load(path), runs, path, progress=False, console=Console(quiet=True), executor=RayExecutor(progress=False)
+    ).run()
     assert _metrics(ray_dir) == _metrics(local_dir)
     by_id = {a.agent_id: a for a in load_results(ray_dir).agents}
     assert by_id["naive-s0"].online["brawler"]["matches"] == 20 and by_id["naive-s0"].offline["accuracy"] > 0
     assert by_id["needs_pixels-s0"].error and "pixels" in by_id["needs_pixels-s0"].error
     assert (ray_dir / "failures" / "needs_pixels-s0.txt").is_file()
     for agent_id in ("naive-s0", "weighted-s0"):
-        assert json.loads((ray_dir / "confusion" / f"{agent_id}.json").read_text()) == \
-            json.loads((local_dir / "confusion" / f"{agent_id}.json").read_text())
+        assert json.loads((ray_dir / "confusion" / f"{agent_id}.json").read_text()) == json.loads(
+            (local_dir / "confusion" / f"{agent_id}.json").read_text()
+        )
     # Workers trained and evaluated: the Ray run's cache holds its own agents.
     assert len(list((runs / ".cache" / "agents").iterdir())) == 2
 
@@ -135,8 +137,9 @@ def test_a_worker_killed_mid_training_is_retried_and_the_run_gives_the_same_resu
     path, _, local_dir = local_run
     runs = _fresh_root(local_run, "killed")
     executor = KillingExecutor(tmp_path, "train weighted-s0", max_retries=2)
-    run_dir = ExperimentRunner(load(path), runs, path, progress=False, console=Console(quiet=True),
-                               executor=executor).run()
+    run_dir = ExperimentRunner(
+        load(path), runs, path, progress=False, console=Console(quiet=True), executor=executor
+    ).run()
     pids = (tmp_path / "attempts.txt").read_text().split()
     assert len(pids) == 2 and pids[0] != pids[1]  # killed once, retried in a new worker process
     assert _metrics(run_dir) == _metrics(local_dir)
@@ -156,20 +159,32 @@ def test_a_worker_that_keeps_dying_is_a_recorded_failure_not_a_crash(tmp_path):
     def always_dies(task):
         os.kill(os.getpid(), signal.SIGKILL)
 
-    task = StageTask(kind="evaluate", label="evaluate doomed", cache_root=str(tmp_path), key="k",
-                     experiment=one_variant_experiment(tmp_path))
+    task = StageTask(
+        kind="evaluate",
+        label="evaluate doomed",
+        cache_root=str(tmp_path),
+        key="k",
+        experiment=one_variant_experiment(tmp_path),
+    )
     ok = replace(task, label="evaluate fine")
     outcomes = RayExecutor(max_retries=0, eval_batch=1, progress=False).map(
-        lambda t: always_dies(t) if t.label == "evaluate doomed" else TaskOutcome(t.label, "x", False, 0.0),
-        [task, ok])
+        lambda t: always_dies(t) if t.label == "evaluate doomed" else TaskOutcome(t.label, "x", False, 0.0), [task, ok]
+    )
     assert outcomes[0].path is None and "Ray task lost after retries" in outcomes[0].error
     assert outcomes[1] == TaskOutcome("evaluate fine", "x", False, 0.0)
 
 
 def test_training_tasks_reserve_their_variant_threads_and_impossible_ones_fail_cleanly(tmp_path):
     exp = one_variant_experiment(tmp_path)
-    task = StageTask(kind="train", label="train a-s0", cache_root=str(tmp_path), key="k", experiment=exp,
-                     variant=exp.variants[0], seed=0)
+    task = StageTask(
+        kind="train",
+        label="train a-s0",
+        cache_root=str(tmp_path),
+        key="k",
+        experiment=exp,
+        variant=exp.variants[0],
+        seed=0,
+    )
     assert RayExecutor(num_gpus_per_task=0.5).train_resources(task) == (3.0, 0.5)
     assert RayExecutor(num_cpus_per_task=4).train_resources(task) == (4.0, 0.0)
     [outcome] = RayExecutor(progress=False).map(lambda t: pytest.fail("must not run"), [task])
@@ -195,22 +210,41 @@ def test_ray_map_keeps_order_shards_and_does_not_retry_exceptions():
 
 def test_tournament_on_ray_matches_the_local_one(tmp_path):
     local = run_tournament(["pro", "brawler", "idle"], matches=8, seed=3)
-    result = CliRunner().invoke(app, ["tournament", "pro", "brawler", "idle", "--matches", "8", "--seed", "3",
-                                      "--executor", "ray", "--shard-size", "1", "--out", str(tmp_path)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "tournament",
+            "pro",
+            "brawler",
+            "idle",
+            "--matches",
+            "8",
+            "--seed",
+            "3",
+            "--executor",
+            "ray",
+            "--shard-size",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "tournament.json").read_text()) == json.loads(json.dumps(local.to_dict()))
 
 
 def test_executor_options_are_checked(tmp_path):
     runner = CliRunner()
-    bad = runner.invoke(app, ["run", "x.yaml", "--executor", "dask"])
-    assert bad.exit_code == 2 and "must be local or ray" in bad.output
-    bad = runner.invoke(app, ["run", "x.yaml", "--address", "auto"])
+    experiment = tmp_path / "x.yaml"  # the options are checked before the file is read
+    experiment.write_text("name: x\n")
+    bad = runner.invoke(app, ["run", str(experiment), "--executor", "dask"])
+    assert bad.exit_code == 2 and "'dask' is not one of 'local', 'ray'" in bad.output
+    bad = runner.invoke(app, ["run", str(experiment), "--address", "auto"])
     assert bad.exit_code == 2 and "need --executor ray" in bad.output
-    bad = runner.invoke(app, ["run", "x.yaml", "--executor", "ray", "--address", "auto", "--runs", "runs"])
+    bad = runner.invoke(app, ["run", str(experiment), "--executor", "ray", "--address", "auto", "--runs", "runs"])
     assert bad.exit_code == 2 and "absolute path" in bad.output
     bad = runner.invoke(app, ["tournament", "pro", "idle", "--executor", "spark"])
-    assert bad.exit_code == 2 and "must be local or ray" in bad.output
+    assert bad.exit_code == 2 and "'spark' is not one of 'local', 'ray'" in bad.output
 
 
 def test_the_cli_does_not_import_ray_until_asked():

@@ -8,8 +8,17 @@ import yaml
 from rich.console import Console
 from typer.testing import CliRunner
 
-from bcarena.experiments.sweep import (DEFAULT_SPACE, SearchSpace, SweepError, SweepSettings, TrialRecord, TrialSetup,
-                                       best_trial, run_sweep, run_trial)
+from bcarena.experiments.sweep import (
+    DEFAULT_SPACE,
+    SearchSpace,
+    SweepError,
+    SweepSettings,
+    TrialRecord,
+    TrialSetup,
+    best_trial,
+    run_sweep,
+    run_trial,
+)
 
 EXPERIMENT = """\
 name: tiny-sweep
@@ -51,16 +60,33 @@ def test_sweep_stops_bad_trials_early_and_writes_the_best_config_as_an_experimen
     def synthetic_trial(params, setup, report):
         """Win rate grows with the event weight and with epochs: the sweep must find a high weight."""
         for epoch in range(1, setup.epochs + 1):
-            report({"win_rate": params["event_weighting.weight"] / 50 * epoch / setup.epochs, "epoch": epoch,
-                    "val_accuracy": 0.5, "finished": epoch == setup.epochs})
+            report(
+                {
+                    "win_rate": params["event_weighting.weight"] / 50 * epoch / setup.epochs,
+                    "epoch": epoch,
+                    "val_accuracy": 0.5,
+                    "finished": epoch == setup.epochs,
+                }
+            )
 
-    space = SearchSpace.parse({"loss": {"choice": ["ce", "weighted_ce"]},
-                               "class_weights": {"choice": ["inverse", "sqrt_inverse"]},
-                               "event_weighting.events": ["skill_used"],
-                               "event_weighting.weight": {"uniform": [1.0, 50.0]}})
+    space = SearchSpace.parse(
+        {
+            "loss": {"choice": ["ce", "weighted_ce"]},
+            "class_weights": {"choice": ["inverse", "sqrt_inverse"]},
+            "event_weighting.events": ["skill_used"],
+            "event_weighting.weight": {"uniform": [1.0, 50.0]},
+        }
+    )
     settings = SweepSettings(trials=8, epochs=4, grace=1, concurrency=1, seed=3)
-    result = run_sweep(experiment, tmp_path / "sweep", settings, space, runs_root=tmp_path / "runs",
-                       console=Console(quiet=True), trial_fn=synthetic_trial)
+    result = run_sweep(
+        experiment,
+        tmp_path / "sweep",
+        settings,
+        space,
+        runs_root=tmp_path / "runs",
+        console=Console(quiet=True),
+        trial_fn=synthetic_trial,
+    )
 
     statuses = [r.status for r in result.trials]
     assert len(result.trials) == 8 and "stopped early" in statuses and "completed" in statuses
@@ -93,8 +119,25 @@ def test_the_sweep_command_trains_and_plays_real_trials(ray_instance, experiment
     from bcarena.experiments.runner import load
 
     out = tmp_path / "cli-sweep"
-    result = CliRunner().invoke(app, ["sweep", str(experiment), "--trials", "2", "--epochs", "1", "--matches", "4",
-                                      "--runs", str(tmp_path / "runs"), "--out", str(out), "--opponent", "idle"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "sweep",
+            str(experiment),
+            "--trials",
+            "2",
+            "--epochs",
+            "1",
+            "--matches",
+            "4",
+            "--runs",
+            str(tmp_path / "runs"),
+            "--out",
+            str(out),
+            "--opponent",
+            "idle",
+        ],
+    )
     assert result.exit_code == 0, result.output
     trials = json.loads((out / "trials.json").read_text())
     assert len(trials) == 2 and all(t["status"] == "completed" and t["epochs"] == 1 for t in trials)
@@ -106,28 +149,42 @@ def test_the_sweep_command_trains_and_plays_real_trials(ray_instance, experiment
 def test_a_trial_reports_win_rate_after_each_chunk_of_epochs(experiment, tmp_path):
     from bcarena.experiments.runner import ExperimentRunner, load
 
-    runner = ExperimentRunner(load(experiment), tmp_path / "runs", experiment, progress=False,
-                              console=Console(quiet=True))
+    runner = ExperimentRunner(
+        load(experiment), tmp_path / "runs", experiment, progress=False, console=Console(quiet=True)
+    )
     runner.run_dir = tmp_path
     _, dataset = runner.prepare_dataset()
-    setup = TrialSetup(dataset_dir=str(dataset.path), base_train={"hidden": [16]}, fixed={}, opponent="idle",
-                       matches=4, match_seed=7, epochs=3, eval_every=2, train_seed=0, game={"round_seconds": 8.0})
+    setup = TrialSetup(
+        dataset_dir=str(dataset.path),
+        base_train={"hidden": [16]},
+        fixed={},
+        opponent="idle",
+        matches=4,
+        match_seed=7,
+        epochs=3,
+        eval_every=2,
+        train_seed=0,
+        game={"round_seconds": 8.0},
+    )
     reports = []
     run_trial({"loss": "focal"}, setup, reports.append)
     assert [r["epoch"] for r in reports] == [2, 3] and reports[-1]["finished"]
     assert all(0 <= r["win_rate"] <= 1 and 0 <= r["val_accuracy"] <= 1 for r in reports)
 
 
-@pytest.mark.parametrize("space, needle", [
-    ({"lossx": {"choice": ["ce"]}}, "lossx: not a trainer option"),
-    ({"loss": {"choice": ["nope"]}}, "loss: 'nope' is not a valid value"),
-    ({"event_weighting.weight": {"uniform": [0.5, 3]}}, "greater than or equal to 1"),
-    ({"lr": {"normal": [0, 1]}}, "a distribution is one of"),
-    ({"lr": {"uniform": [0.1]}}, r"uniform takes \[low, high\]"),
-    ({"hidden": {"choice": [[32], [64]]}}, "choice values must be scalars"),
-    ({"hidden.width": 3}, "'hidden' is not a section"),
-    ([], "non-empty mapping"),
-])
+@pytest.mark.parametrize(
+    "space, needle",
+    [
+        ({"lossx": {"choice": ["ce"]}}, "lossx: not a trainer option"),
+        ({"loss": {"choice": ["nope"]}}, "loss: 'nope' is not a valid value"),
+        ({"event_weighting.weight": {"uniform": [0.5, 3]}}, "greater than or equal to 1"),
+        ({"lr": {"normal": [0, 1]}}, "a distribution is one of"),
+        ({"lr": {"uniform": [0.1]}}, r"uniform takes \[low, high\]"),
+        ({"hidden": {"choice": [[32], [64]]}}, "choice values must be scalars"),
+        ({"hidden.width": 3}, "'hidden' is not a section"),
+        ([], "non-empty mapping"),
+    ],
+)
 def test_bad_search_spaces_name_the_key(space, needle):
     with pytest.raises(SweepError, match=needle):
         SearchSpace.parse(space)

@@ -18,13 +18,20 @@ from bcarena.envs.duel import DuelConfig, DuelCore, bot_noise, make_bot
 from bcarena.envs.duel.observation import state_observations
 from bcarena.envs.duel.render import gray_frames
 from bcarena.envs.video import read_video
-from bcarena.recordings import (ActionDataset, RecordingError, RecordOptions, build_dataset, load_episode,
-                                make_duel_dataset, record_duel)
+from bcarena.recordings import (
+    ActionDataset,
+    RecordingError,
+    RecordOptions,
+    build_dataset,
+    load_episode,
+    make_duel_dataset,
+    record_duel,
+)
+from bcarena.recordings.actions import DUEL_ACTION_MAP
 from bcarena.recordings.dataset import EVENTS, NO_EVENT, SPLITS
 from bcarena.recordings.episode import META_FILE, STATES_FILE, find_episodes, parse_meta
 from bcarena.recordings.games import flatten_columns
 from bcarena.recordings.inputlog import INPUT_LOG_FILE, read_input_log
-from bcarena.recordings.actions import DUEL_ACTION_MAP
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +96,14 @@ def _replay(folder: Path, actions: np.ndarray) -> tuple[DuelCore, pd.DataFrame, 
         pair[0, meta.player] = action
         pair[0, 1 - meta.player] = opponent.act(obs, bot_noise(core, 1 - meta.player, opponent.noise_dims))[0]
         events = core.step(pair)
-        state.update(flatten_columns({k: getattr(events, k) for k in
-                                      ("skill_started", "hits_landed", "hits_taken", "damage_dealt", "damage_taken")}))
+        state.update(
+            flatten_columns(
+                {
+                    k: getattr(events, k)
+                    for k in ("skill_started", "hits_landed", "hits_taken", "damage_dealt", "damage_taken")
+                }
+            )
+        )
         state.update(ended=events.ended, opponent_action=pair[:, 1 - meta.player])
         rows.append({k: v[0] for k, v in state.items()})
     return core, pd.DataFrame(rows), views
@@ -144,7 +157,8 @@ def test_recording_folder_contents(pro_dataset: ActionDataset) -> None:
     assert len(events) < meta["num_frames"]
     taps = log[log["button"].isin(["light", "heavy", "special"])]
     durations = taps.groupby("button", group_keys=False).apply(
-        lambda g: g["tick"].to_numpy()[1::2] - g["tick"].to_numpy()[0::2], include_groups=False)
+        lambda g: g["tick"].to_numpy()[1::2] - g["tick"].to_numpy()[0::2], include_groups=False
+    )
     assert all(((d >= 2) & (d <= 5)).all() for d in durations)
 
 
@@ -159,20 +173,34 @@ def _assert_same_episode(a: Path, b: Path) -> None:
 
 
 def test_recording_is_deterministic_and_batch_independent(tmp_path: Path) -> None:
-    a = record_duel("pro", ("brawler", "random"), 4, tmp_path / "a", seed=7,
-                    options=RecordOptions(video=False, progress=False, batch_size=4))
-    b = record_duel("pro", ("brawler", "random"), 4, tmp_path / "b", seed=7,
-                    options=RecordOptions(video=False, progress=False, batch_size=1))
+    a = record_duel(
+        "pro",
+        ("brawler", "random"),
+        4,
+        tmp_path / "a",
+        seed=7,
+        options=RecordOptions(video=False, progress=False, batch_size=4),
+    )
+    b = record_duel(
+        "pro",
+        ("brawler", "random"),
+        4,
+        tmp_path / "b",
+        seed=7,
+        options=RecordOptions(video=False, progress=False, batch_size=1),
+    )
     for x, y in zip(a, b):
         _assert_same_episode(x, y)
 
 
 def test_video_for_people(tmp_path: Path) -> None:
-    [folder] = record_duel("pro", ("brawler",), 1, tmp_path, seed=1,
-                           options=RecordOptions(max_frames=12, progress=False))
+    [folder] = record_duel(
+        "pro", ("brawler",), 1, tmp_path, seed=1, options=RecordOptions(max_frames=12, progress=False)
+    )
     meta = parse_meta((folder / META_FILE).read_bytes())
     assert meta.result["truncated"] and meta.num_frames == 12 and meta.result["winner"] is None
     import cv2
+
     cap = cv2.VideoCapture(str(folder / "video.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 12 and cap.get(cv2.CAP_PROP_FPS) == 10
     ok, frame = cap.read()
@@ -200,8 +228,14 @@ class _Flaky:
 
 def test_crash_mid_episode_leaves_earlier_episodes_and_nothing_partial(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="player crashed"):
-        record_duel(_Flaky(fail_at=400), ("idle",), 4, tmp_path, seed=0,
-                    options=RecordOptions(video=True, progress=False, batch_size=1))
+        record_duel(
+            _Flaky(fail_at=400),
+            ("idle",),
+            4,
+            tmp_path,
+            seed=0,
+            options=RecordOptions(video=True, progress=False, batch_size=1),
+        )
     done = find_episodes(tmp_path)
     assert 1 <= len(done) < 4
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # temp folder removed
@@ -212,7 +246,8 @@ def test_crash_mid_episode_leaves_earlier_episodes_and_nothing_partial(tmp_path:
 _KILLED_RUN = """
 import sys
 from bcarena.recordings import RecordOptions, record_duel
-record_duel("pro", ("turtle",), 40, sys.argv[1], seed=3, options=RecordOptions(video=True, progress=False, batch_size=1))
+options = RecordOptions(video=True, progress=False, batch_size=1)
+record_duel("pro", ("turtle",), 40, sys.argv[1], seed=3, options=options)
 """
 
 
@@ -232,10 +267,12 @@ def test_killed_recorder_leaves_every_earlier_episode_readable(tmp_path: Path) -
     for folder in done:
         load_episode(folder)  # verifies every hash and decodes every frame
     # resuming completes the run with exactly the episodes a clean run records
-    record_duel("pro", ("turtle",), len(done) + 1, out, seed=3,
-                options=RecordOptions(video=True, progress=False, resume=True))
-    clean = record_duel("pro", ("turtle",), len(done) + 1, tmp_path / "clean", seed=3,
-                        options=RecordOptions(video=True, progress=False))
+    record_duel(
+        "pro", ("turtle",), len(done) + 1, out, seed=3, options=RecordOptions(video=True, progress=False, resume=True)
+    )
+    clean = record_duel(
+        "pro", ("turtle",), len(done) + 1, tmp_path / "clean", seed=3, options=RecordOptions(video=True, progress=False)
+    )
     for a, b in zip(find_episodes(out), clean):
         _assert_same_episode(a, b)
     with pytest.raises(RecordingError, match="already exists"):
@@ -250,8 +287,9 @@ def test_frames_to_nearest_event_columns(pro_dataset: ActionDataset) -> None:
             rows = t["episode"].to_numpy() == episode
             flags = np.flatnonzero(pro_dataset.events(name)[rows])
             frames = np.arange(rows.sum())
-            want = (np.abs(frames[:, None] - flags[None, :]).min(axis=1) if flags.size
-                    else np.full(frames.size, NO_EVENT))
+            want = (
+                np.abs(frames[:, None] - flags[None, :]).min(axis=1) if flags.size else np.full(frames.size, NO_EVENT)
+            )
             assert (dist[rows] == want).all()
 
 
@@ -259,5 +297,9 @@ def test_dataset_build_benchmark_fast_twin() -> None:
     from bcarena.experiments.benchmarks.dataset_build import run
 
     result = run(episodes=2, repeats=1)
-    assert result["frames"] > 100 and set(result["x_real_time"]) == {"pixels_threads", "pixels_one_thread", "state_only"}
+    assert result["frames"] > 100 and set(result["x_real_time"]) == {
+        "pixels_threads",
+        "pixels_one_thread",
+        "state_only",
+    }
     assert result["x_real_time"]["state_only"] == pytest.approx(result["build_frames_per_s"]["state_only"] / 10)

@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bcarena.envs.files import sha256_file
 from bcarena.recordings import RecordingError, RecordOptions, build_dataset, load_episode, record_duel
 from bcarena.recordings.actions import DUEL_ACTION_MAP, boxing_action_map
 from bcarena.recordings.dataset import DatasetError
-from bcarena.recordings.episode import AGENT_VIEW_FILE, META_FILE, STATES_FILE, VIDEO_FILE, parse_meta, sha256_file
-from bcarena.recordings.inputlog import (INPUT_LOG_FILE, InputLogError, KeyEvents, align, key_events, lost_presses,
-                                         parse_input_log)
+from bcarena.recordings.episode import AGENT_VIEW_FILE, META_FILE, STATES_FILE, VIDEO_FILE, parse_meta
+from bcarena.recordings.inputlog import (
+    INPUT_LOG_FILE,
+    InputLogError,
+    KeyEvents,
+    align,
+    key_events,
+    lost_presses,
+    parse_input_log,
+)
 
 LEFT, RIGHT, UP, DOWN, LIGHT, HEAVY, SPECIAL = range(7)  # Duel button indices
 IDLE_A, LEFT_A, RIGHT_A, JUMP_A, GUARD_A, LIGHT_A, HEAVY_A, SPECIAL_A = range(8)
@@ -34,8 +45,13 @@ def test_short_tap_is_lost_by_sample_and_kept_by_window_priority() -> None:
     window = align(events, DUEL_ACTION_MAP, 3, 6, "window-priority")
     assert sample.tolist() == [RIGHT_A, HEAVY_A, RIGHT_A]  # heavy held across tick 11: sampled
     assert window.tolist() == [LIGHT_A, HEAVY_A, RIGHT_A]
-    assert lost_presses(events, DUEL_ACTION_MAP, sample, 6) == {"presses": 2, "lost": 1, "lost_light": 1,
-                                                                "lost_heavy": 0, "lost_special": 0}
+    assert lost_presses(events, DUEL_ACTION_MAP, sample, 6) == {
+        "presses": 2,
+        "lost": 1,
+        "lost_light": 1,
+        "lost_heavy": 0,
+        "lost_special": 0,
+    }
     assert lost_presses(events, DUEL_ACTION_MAP, window, 6)["lost"] == 0
 
 
@@ -105,8 +121,12 @@ def test_fuzz_input_log_parser_bytes(data: bytes) -> None:
     align(events, DUEL_ACTION_MAP, 5, 6)
 
 
-_ROW = st.tuples(st.integers(-3, 400).map(str) | st.text(max_size=4), st.sampled_from(["0.1", "1e9", "-1", "inf", "x"]),
-                 st.sampled_from(DUEL_ACTION_MAP.buttons + ("kick", "")), st.sampled_from(["down", "up", "DOWN"]))
+_ROW = st.tuples(
+    st.integers(-3, 400).map(str) | st.text(max_size=4),
+    st.sampled_from(["0.1", "1e9", "-1", "inf", "x"]),
+    st.sampled_from(DUEL_ACTION_MAP.buttons + ("kick", "")),
+    st.sampled_from(["down", "up", "DOWN"]),
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -123,8 +143,14 @@ def test_fuzz_input_log_parser_rows(rows: list[tuple[str, str, str, str]]) -> No
 
 @pytest.fixture(scope="module")
 def episode(tmp_path_factory) -> Path:
-    [folder] = record_duel("pro", ("brawler",), 1, tmp_path_factory.mktemp("rec"), seed=2,
-                           options=RecordOptions(video=True, max_frames=40, progress=False))
+    [folder] = record_duel(
+        "pro",
+        ("brawler",),
+        1,
+        tmp_path_factory.mktemp("rec"),
+        seed=2,
+        options=RecordOptions(video=True, max_frames=40, progress=False),
+    )
     return folder
 
 
@@ -142,9 +168,11 @@ def test_fuzz_meta_parser_bytes(meta_bytes: bytes, data: bytes) -> None:
         pass
 
 
-_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
-                     max_leaves=8)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -270,3 +298,148 @@ def test_bad_split(episode: Path, tmp_path: Path) -> None:
         build_dataset(tmp_path / "rec", tmp_path / "ds", split=(0.5, 0.6, 0.1), progress=False)
     with pytest.raises(DatasetError, match="unknown alignment"):
         build_dataset(tmp_path / "rec", tmp_path / "ds", alignment="nearest", progress=False)
+
+
+# ------------------------------------------------------- entries that are not episodes (issue 15, item 7)
+def _recordings_with_strays(episode: Path, tmp_path: Path) -> Path:
+    """rec/ with one good episode, a folder without meta.json, one with a folder in its place, a file named like an
+    episode, and the hidden temporary of a killed recorder."""
+    _copy(episode, tmp_path)
+    rec = tmp_path / "rec"
+    cut = _copy(episode, tmp_path / "cut")
+    cut.rename(rec / "episode_000001")
+    (rec / "episode_000001" / META_FILE).unlink()
+    (rec / "episode_000002" / META_FILE).mkdir(parents=True)
+    (rec / "episode_000003").write_text("not a folder")
+    (rec / ".episode_000004.partial-x1y2").mkdir()
+    (rec / "notes.txt").write_text("files that are not named like episodes are not episodes-to-be")
+    return rec
+
+
+def test_strict_build_refuses_entries_that_are_not_episodes(episode: Path, tmp_path: Path) -> None:
+    rec = _recordings_with_strays(episode, tmp_path)
+    with pytest.raises(RecordingError) as info:
+        build_dataset(rec, tmp_path / "ds", split=(1.0, 0.0, 0.0), progress=False)
+    message = str(info.value)
+    assert message.startswith("3 entries are not complete episode folders: ")
+    for name, reason in (
+        ("episode_000001", "no meta.json"),
+        ("episode_000002", "meta.json is not a file"),
+        ("episode_000003", "a file where an episode folder should be"),
+    ):
+        assert f"{rec / name} ({reason})" in message
+    assert "partial" not in message and "notes.txt" not in message
+    assert "--no-strict (strict=False)" in message and "1 complete episode(s)" in message
+    assert not (tmp_path / "ds").exists()
+
+
+def test_no_strict_build_warns_naming_each_skipped_entry(episode: Path, tmp_path: Path) -> None:
+    rec = _recordings_with_strays(episode, tmp_path)
+    with pytest.warns(UserWarning, match=r"skipped 3 entries are not complete episode folders") as caught:
+        ds = build_dataset(rec, tmp_path / "ds", split=(1.0, 0.0, 0.0), progress=False, strict=False)
+    [warning] = [w for w in caught if "skipped" in str(w.message)]
+    for name in ("episode_000001", "episode_000002", "episode_000003"):
+        assert str(rec / name) in str(warning.message)
+    assert "partial" not in str(warning.message)
+    assert ds.manifest["num_episodes"] == 1
+    assert [s["path"] for s in ds.manifest["skipped"]] == [str(rec / f"episode_00000{i}") for i in (1, 2, 3)]
+
+
+def test_hidden_partial_folders_are_never_reported(episode: Path, tmp_path: Path) -> None:
+    _copy(episode, tmp_path)
+    (tmp_path / "rec" / ".episode_000001.partial-abc").mkdir()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = build_dataset(tmp_path / "rec", tmp_path / "ds", split=(1.0, 0.0, 0.0), progress=False)
+    assert not [w for w in caught if "skipped" in str(w.message) or "partial" in str(w.message)]
+    assert ds.manifest["num_episodes"] == 1 and ds.manifest["skipped"] == []
+
+
+def test_cli_dataset_build_strict_and_no_strict(episode: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from bcarena.experiments.cli import app
+
+    rec = _recordings_with_strays(episode, tmp_path)
+    res = CliRunner().invoke(app, ["dataset", "build", str(rec), str(tmp_path / "ds"), "--split", "1,0,0"])
+    output = " ".join(res.output.split())
+    assert res.exit_code == 2 and str(rec / "episode_000001") in output and "--no-strict" in output
+    with pytest.warns(UserWarning, match=r"skipped 3 entries .*episode_000003"):
+        res = CliRunner().invoke(
+            app, ["dataset", "build", str(rec), str(tmp_path / "ds"), "--split", "1,0,0", "--no-strict"]
+        )
+    assert res.exit_code == 0, res.output
+
+
+# ------------------------------------------- the key log must explain the state log (issue 15, item 11)
+def _edit_input_log(folder: Path, keep) -> None:
+    lines = (folder / INPUT_LOG_FILE).read_text().splitlines(keepends=True)
+    (folder / INPUT_LOG_FILE).write_text(lines[0] + "".join(keep(lines[1:])))
+    _rehash(folder)
+
+
+@pytest.mark.parametrize(
+    "edit, cause",
+    [
+        (
+            lambda folder: _rehash(folder, player=1),
+            r"likely cause: a flipped player: meta.json says player 1, but as player 0 the key log reproduces 100%",
+        ),
+        (
+            lambda folder: _edit_input_log(folder, lambda rows: []),
+            r"likely cause: the key log is empty \(no key events\)",
+        ),
+        (
+            lambda folder: _edit_input_log(folder, lambda rows: rows[: len(rows) // 2]),
+            r"likely cause: a truncated key log: its last event is in frame \d+ of 40",
+        ),
+        (
+            lambda folder: _edit_input_log(
+                folder, lambda rows: [r for r in rows if "light" not in r and "heavy" not in r and "special" not in r]
+            ),
+            (
+                r"of the 2 skill\(s\) the state log shows player 0 starting, the key log presses 0; "
+                r"likely cause: skill "
+                r"presses are missing"
+            ),
+        ),
+    ],
+    ids=["flipped-player", "empty-key-log", "truncated-key-log", "skill-presses-dropped"],
+)
+def test_key_log_that_does_not_explain_the_state_log_is_refused(episode: Path, tmp_path: Path, edit, cause) -> None:
+    folder = _copy(episode, tmp_path)
+    edit(folder)
+    _assert_build_fails(
+        tmp_path,
+        rf"{re.escape(str(folder))}: inputs.csv does not match states.parquet: replaying the "
+        rf"key log as player \d reproduces \d+ of 40 frames \(\d+%, at least 95% expected\)"
+        rf".*{cause}",
+    )
+    for alignment in ("sample", "window-priority"):  # the check does not depend on the dataset's alignment
+        with pytest.raises(RecordingError, match="does not match"):
+            load_episode(folder, alignment=alignment, pixels=False)
+
+
+def test_correct_recordings_agree_on_every_frame_under_every_alignment(tmp_path: Path) -> None:
+    from bcarena.recordings.converter import check_inputs
+    from bcarena.recordings.games import game_spec
+    from bcarena.recordings.inputlog import ALIGNMENTS, DECISION_RULE, read_input_log
+
+    for player in (0, 1):
+        for folder in record_duel(
+            "random",
+            ("pro", "brawler"),
+            2,
+            tmp_path / f"p{player}",
+            seed=4,
+            player=player,
+            options=RecordOptions(video=False, max_frames=120, progress=False),
+        ):
+            for alignment in ALIGNMENTS:
+                load_episode(folder, alignment=alignment, pixels=False)
+            meta = parse_meta((folder / META_FILE).read_bytes())
+            spec = game_spec("duel")
+            events = read_input_log(folder / INPUT_LOG_FILE, spec.action_map())
+            decisions = align(events, spec.action_map(), meta.num_frames, meta.ticks_per_frame, DECISION_RULE)
+            found = check_inputs(folder, meta, spec, pd.read_parquet(folder / STATES_FILE), events, decisions)
+            assert found.frame_agreement == 1.0 and found.skill_agreement == 1.0 and found.skill_starts > 0

@@ -11,12 +11,19 @@ import pytest
 from typer.testing import CliRunner
 
 from bcarena.envs.duel import DuelEnv
-from bcarena.recordings import (ActionDataset, RecordingError, RecordOptions, build_dataset, load_episode,
-                                make_duel_dataset, record_duel)
+from bcarena.recordings import (
+    ActionDataset,
+    RecordingError,
+    RecordOptions,
+    build_dataset,
+    load_episode,
+    make_duel_dataset,
+    record_duel,
+)
+from bcarena.recordings.actions import DUEL_ACTION_MAP
 from bcarena.recordings.episode import META_FILE, STATES_FILE, parse_meta
 from bcarena.recordings.inputlog import INPUT_LOG_FILE
 from bcarena.recordings.play import DUEL_KEYS, KeyboardLog, play_duel
-from bcarena.recordings.actions import DUEL_ACTION_MAP
 from bcarena.recordings.sources import SourceError, resolve_source
 from bcarena.recordings.stats import dataset_stats, plot_class_distribution
 
@@ -58,8 +65,13 @@ def test_policy_sources_are_recorded_with_their_labels(tmp_path: Path) -> None:
     assert parse_meta((folders[0] / META_FILE).read_bytes()).players[0].kind == "policy"
 
     agent = PixelAgent()
-    record_duel(agent, ("pro",), 3, tmp_path / "pix", options=RecordOptions(video=False, progress=False,
-                                                                              max_frames=10, batch_size=3))
+    record_duel(
+        agent,
+        ("pro",),
+        3,
+        tmp_path / "pix",
+        options=RecordOptions(video=False, progress=False, max_frames=10, batch_size=3),
+    )
     assert agent.resets == [3] and agent.seen[0].shape == (3, 84, 84, 1)
     pix = build_dataset(tmp_path / "pix", tmp_path / "pds", split=(1.0, 0.0, 0.0), progress=False)
     # the dataset's frames are the observations the agent acted on, and its labels are its actions
@@ -185,17 +197,43 @@ def test_cli_record_build_stats(tmp_path: Path) -> None:
     from bcarena.experiments.cli import app
 
     runner = CliRunner()
-    result = runner.invoke(app, ["record", "--episodes", "3", "--out", str(tmp_path / "rec"), "--no-video",
-                                 "--max-frames", "40", "--opponents", "brawler"])
+    result = runner.invoke(
+        app,
+        [
+            "record",
+            "--episodes",
+            "3",
+            "--out",
+            str(tmp_path / "rec"),
+            "--no-video",
+            "--max-frames",
+            "40",
+            "--opponents",
+            "brawler",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["dataset", "build", str(tmp_path / "rec"), str(tmp_path / "ds"), "--alignment",
-                                 "sample", "--split", "0.34,0.33,0.33"])
+    result = runner.invoke(
+        app,
+        [
+            "dataset",
+            "build",
+            str(tmp_path / "rec"),
+            str(tmp_path / "ds"),
+            "--alignment",
+            "sample",
+            "--split",
+            "0.34,0.33,0.33",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    assert "skill presses lost" in result.output and ActionDataset.load(tmp_path / "ds").manifest["alignment"] == "sample"
+    assert (
+        "skill presses lost" in result.output and ActionDataset.load(tmp_path / "ds").manifest["alignment"] == "sample"
+    )
     result = runner.invoke(app, ["dataset", "stats", str(tmp_path / "ds"), "--json", str(tmp_path / "s.json")])
     assert result.exit_code == 0 and (tmp_path / "ds" / "classes.png").exists()
     assert json.loads((tmp_path / "s.json").read_text())["episode_lengths"]["count"] == 3
     result = runner.invoke(app, ["dataset", "build", str(tmp_path / "rec"), str(tmp_path / "ds")])
-    assert result.exit_code == 1 and "already exists" in result.output
+    assert result.exit_code == 2 and "already exists" in result.output
     result = runner.invoke(app, ["play"])
-    assert result.exit_code == 1 and "needs a display" in result.output
+    assert result.exit_code == 2 and "needs a display" in result.output

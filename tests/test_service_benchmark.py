@@ -18,7 +18,8 @@ def test_serving_benchmark_fast_twin():
         assert all(0 < v["p50"] <= v["p99"] for v in row.values() if isinstance(v, dict))
         assert row["onnx_speedup_p50_vs_torch_1thr"] > 0
     assert in_process["best_batch_1_p99_ms"] == min(
-        v["p99"] for v in in_process["batch_1"].values() if isinstance(v, dict))
+        v["p99"] for v in in_process["batch_1"].values() if isinstance(v, dict)
+    )
     http = results["http_onnx"]
     assert http["clean"] and [lv["concurrency"] for lv in http["levels"]] == [1, 2]
     assert all(lv["ok"] == 100 and lv["server_errors"] == lv["dropped"] == 0 for lv in http["levels"])

@@ -1,6 +1,8 @@
 """Export to ONNX / TorchScript: action parity on recorded observations, refusal, integrity, frame stacks."""
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,9 +13,17 @@ from bcarena.agents.selection import Selection
 from bcarena.agents.torch_agent import TorchAgent
 from bcarena.envs.duel import ACTION_NAMES, SKILL_ACTIONS, DuelMatch
 from bcarena.eval.service import export as ex
-from bcarena.eval.service.export import (EXPORT_FILE, ExportError, ObsLayout, export_agent, load_export, load_served,
-                                 record_from_dataset, record_from_matches)
 from bcarena.eval.service.client import FrameStack
+from bcarena.eval.service.export import (
+    EXPORT_FILE,
+    ExportError,
+    ObsLayout,
+    export_agent,
+    load_export,
+    load_served,
+    record_from_dataset,
+    record_from_matches,
+)
 
 pytest.importorskip("onnxruntime")
 
@@ -72,14 +82,16 @@ def test_export_is_refused_when_the_exported_model_disagrees(mlp_recording, tmp_
         real.save(broken, example, path)
 
     monkeypatch.setitem(ex.FORMATS, "torchscript", ex.Format("torchscript", real.filename, save_broken, real.load))
-    with pytest.raises(ExportError, match=r"export refused: torchscript model's argmax differs from torch on \d+ of 10000"):
+    with pytest.raises(
+        ExportError, match=r"export refused: torchscript model's argmax differs from torch on \d+ of 10000"
+    ):
         export_agent(agent, "torchscript", tmp_path / "exp", rec)
     assert list(tmp_path.iterdir()) == []  # nothing half-written
 
 
 def test_export_needs_enough_observations_and_a_known_format(mlp_recording, tmp_path):
     agent, rec = mlp_recording
-    small = ex.Recording(rec.inputs[:500], rec.actions[:500], "tiny")
+    small = ex.ParityInputs(rec.inputs[:500], rec.actions[:500], "tiny")
     with pytest.raises(ExportError, match=r">= 10000 recorded observations, got 500"):
         export_agent(agent, "onnx", tmp_path / "a", small)
     with pytest.raises(ExportError, match=r"unknown export format 'tflite'"):
@@ -99,6 +111,89 @@ def test_tampered_export_is_rejected(mlp_recording, tmp_path):
         load_export(tmp_path / "exp")
     with pytest.raises(ExportError, match="neither an export folder"):
         load_served(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def onnx_export(mlp_recording, tmp_path_factory):
+    """One ONNX export of the MLP agent; tests edit copies of it."""
+    agent, rec = mlp_recording
+    return export_agent(agent, "onnx", tmp_path_factory.mktemp("onnx") / "exp", rec).path
+
+
+def _copy_export(onnx_export, folder):
+    shutil.copytree(onnx_export, folder)
+    return folder
+
+
+def _edit_export(folder, **fields):
+    meta = json.loads((folder / EXPORT_FILE).read_text())
+    meta.update(fields)
+    (folder / EXPORT_FILE).write_text(json.dumps(meta))
+
+
+def _hash_and_size(path):
+    import hashlib
+
+    data = path.read_bytes()
+    return {"sha256": hashlib.sha256(data).hexdigest(), "model_bytes": len(data)}
+
+
+def test_model_file_must_lie_inside_the_export_folder(onnx_export, tmp_path):
+    other = _copy_export(onnx_export, tmp_path / "other") / "model.onnx"
+    mine = _copy_export(onnx_export, tmp_path / "mine")
+    # Another folder's model, with its correct hash: refused, not served.
+    _edit_export(mine, model_file="../other/model.onnx", **_hash_and_size(other))
+    with pytest.raises(ExportError, match=r"model_file '../other/model.onnx' lies outside the export folder"):
+        load_served(mine)
+    passwd = Path("/etc/passwd")
+    if passwd.is_file():  # any file on the machine, even with a matching hash: never read, never parsed
+        _edit_export(mine, model_file=str(passwd), **_hash_and_size(passwd))
+        with pytest.raises(ExportError, match=r"model_file '/etc/passwd' lies outside the export folder"):
+            load_export(mine)
+    # A link inside the folder that leads out is refused the same way.
+    (mine / "link.onnx").symlink_to(other)
+    _edit_export(mine, model_file="link.onnx", **_hash_and_size(other))
+    with pytest.raises(ExportError, match="lies outside the export folder"):
+        load_export(mine)
+    _edit_export(mine, model_file="model.onnx", **_hash_and_size(mine / "model.onnx"))
+    assert load_export(mine).format == "onnx"  # the folder itself was fine all along
+
+
+def test_a_model_that_does_not_parse_is_an_export_error(onnx_export, tmp_path):
+    folder = _copy_export(onnx_export, tmp_path / "exp")
+    (folder / "model.onnx").write_bytes(b"root:x:0:0:root:/root:/bin/bash\n")  # the hash is checked first ...
+    with pytest.raises(ExportError, match="32 bytes, but export.json says"):
+        load_export(folder)
+    _edit_export(folder, model_bytes=32)
+    with pytest.raises(ExportError, match="does not match export.json"):
+        load_export(folder)
+    _edit_export(folder, **_hash_and_size(folder / "model.onnx"))  # ... and a matching hash still must parse
+    with pytest.raises(ExportError, match=r"model.onnx: not a runnable onnx model for inputs \(37,\) \(Invalid"):
+        load_export(folder)
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"format": ["onnx"]}, r"format is \"\['onnx'\]\"; expected one of"),
+        ({"model_file": 7}, "model_file is '7'; expected the name of the model file"),
+        ({"sha256": 12}, "sha256 is '12'; expected 64 lowercase hex digits"),
+        ({"model_bytes": 3}, r"model.onnx: \d+ bytes, but export.json says 3"),
+        ({"layout": {"obs_type": "state", "shape": ["37"], "wire_dtype": "float32"}}, "layout.shape must be a list of"),
+        ({"layout": {"obs_type": "state", "shape": [37], "wire_dtype": "uint8"}}, "layout .* is inconsistent"),
+        ({"layout": {"obs_type": "audio", "shape": [37], "wire_dtype": "float32"}}, "unknown obs_type 'audio'"),
+        ({"agent": "mlp"}, "agent must be an object with a string 'name'"),
+        (
+            {"action_names": ["idle"] * 10},
+            r"scores of shape \(1, 8\) for one observation; export.json names 10 actions",
+        ),
+    ],
+)
+def test_every_export_json_field_is_checked(onnx_export, tmp_path, fields, message):
+    folder = _copy_export(onnx_export, tmp_path / "exp")
+    _edit_export(folder, **fields)
+    with pytest.raises(ExportError, match=message):
+        load_export(folder)
 
 
 def test_non_exportable_agents_are_named():
@@ -129,10 +224,20 @@ def test_composite_agent_exports_and_serves_from_its_folder(tmp_path):
     from bcarena.agents.composite import CompositeAgent
 
     torch.manual_seed(0)
-    movement = TorchAgent(ScoreModel(MLPPolicy(37, 5, (16,)), torch.zeros(37), torch.ones(37)),
-                          list(ACTION_NAMES[:5]), [], 1, name="movement")
-    skill = TorchAgent(ScoreModel(MLPPolicy(37, 4, (16,)), torch.zeros(37), torch.ones(37)),
-                       ["none", "light", "heavy", "special"], [1, 2, 3], 1, name="skill")
+    movement = TorchAgent(
+        ScoreModel(MLPPolicy(37, 5, (16,)), torch.zeros(37), torch.ones(37)),
+        list(ACTION_NAMES[:5]),
+        [],
+        1,
+        name="movement",
+    )
+    skill = TorchAgent(
+        ScoreModel(MLPPolicy(37, 4, (16,)), torch.zeros(37), torch.ones(37)),
+        ["none", "light", "heavy", "special"],
+        [1, 2, 3],
+        1,
+        name="skill",
+    )
     agent = CompositeAgent(movement, skill, list(ACTION_NAMES), list(SKILL_ACTIONS), [0, 1, 2, 3, 4], name="combo")
     rec = record_from_matches(agent, 1000)
     np.testing.assert_array_equal(agent.act(rec.inputs), rec.actions)

@@ -26,15 +26,25 @@ def mlp_agent() -> TorchAgent:
     return TorchAgent(model, list(ACTION_NAMES), list(SKILL_ACTIONS), 1, name="mlp")
 
 
-@pytest.mark.parametrize("url", ["http://example.com:8000", "http://10.0.0.1:8000", "http://0.0.0.0:8000",
-                                 "http://192.168.1.5", "ftp://127.0.0.1:21", "127.0.0.1:8000"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.com:8000",
+        "http://10.0.0.1:8000",
+        "http://0.0.0.0:8000",
+        "http://192.168.1.5",
+        "ftp://127.0.0.1:21",
+        "127.0.0.1:8000",
+    ],
+)
 def test_only_loopback_urls_are_load_tested(url):
     with pytest.raises(LoadTestError):
         check_loopback(url)
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:8000/", "http://localhost:1", "http://[::1]:9000",
-                                 "http://127.3.4.5:80"])
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8000/", "http://localhost:1", "http://[::1]:9000", "http://127.3.4.5:80"]
+)
 def test_loopback_urls_are_accepted(url):
     assert check_loopback(url) == url.rstrip("/")
 
@@ -56,7 +66,9 @@ def test_small_load_test_is_clean_and_fuzz_is_all_4xx(tmp_path):
     assert report.passed and report.total_requests == 300
     for level in report.levels:
         assert (level.ok, level.server_errors, level.dropped, level.client_errors) == (150, 0, 0, 0)
-        assert 0 < level.latency_ms["p50"] <= level.latency_ms["p95"] <= level.latency_ms["p99"] <= level.latency_ms["max"]
+        assert (
+            0 < level.latency_ms["p50"] <= level.latency_ms["p95"] <= level.latency_ms["p99"] <= level.latency_ms["max"]
+        )
         assert level.decisions_per_s == pytest.approx(level.requests_per_s)
     assert report.fuzz.all_4xx and set(report.fuzz.by_case) == set(FUZZ_CASES) and not report.fuzz.failures
     assert batched.passed and batched.levels[0].decisions_per_s == pytest.approx(32 * batched.levels[0].requests_per_s)
@@ -71,8 +83,9 @@ def test_dropped_requests_are_counted_not_hidden():
     from bcarena.eval.service import loadtest
 
     meta = {"layout": {"obs_type": "state", "shape": [37], "wire_dtype": "float32"}, "max_batch": 4}
-    report = loadtest.asyncio.run(loadtest._run(f"http://127.0.0.1:{port}", meta, (2,), 5, 1, "application/json",
-                                                2, 0, 2.0, False))
+    report = loadtest.asyncio.run(
+        loadtest._run(f"http://127.0.0.1:{port}", meta, (2,), 5, 1, "application/json", 2, 0, 2.0, False)
+    )
     assert report.levels[0].dropped == 5 and report.levels[0].ok == 0 and not report.passed
     assert report.fuzz.status_counts == {"dropped": 2} and not report.fuzz.all_4xx
 
@@ -82,9 +95,22 @@ def test_10000_requests_through_a_served_export_with_zero_errors_and_1000_fuzzed
     agent_dir = mlp_agent().save(tmp_path / "agent")
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    server = subprocess.Popen([sys.executable, "-m", "bcarena.experiments.cli", "serve", str(agent_dir),
-                               "--port", str(port), "--backend", "onnx"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bcarena.experiments.cli",
+            "serve",
+            str(agent_dir),
+            "--port",
+            str(port),
+            "--backend",
+            "onnx",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         import httpx
 

@@ -8,9 +8,9 @@ from bcarena.agents.base import BotAgent
 from bcarena.agents.policies import CNNPolicy, MLPPolicy, ScoreModel
 from bcarena.agents.torch_agent import TorchAgent
 from bcarena.envs.duel import ACTION_NAMES, SKILL_ACTIONS
-from bcarena.eval.service.export import served_from_agent
 from bcarena.eval.matches import play_matches
 from bcarena.eval.service.client import RemoteAgent, RemoteError
+from bcarena.eval.service.export import served_from_agent
 from bcarena.eval.service.server import BackgroundServer, ServerSettings, free_port
 
 pytest.importorskip("fastapi")
@@ -49,8 +49,13 @@ def test_remote_agent_wins_exactly_like_the_in_process_agent(backend, k):
 
 def test_remote_pixel_agent_keeps_the_frame_stack_client_side():
     torch.manual_seed(0)
-    agent = TorchAgent(ScoreModel(CNNPolicy(3, 8, (4, 8, 8), hidden=16), torch.tensor(0.0), torch.tensor(255.0)),
-                       list(ACTION_NAMES), list(SKILL_ACTIONS), 3, name="cnn")
+    agent = TorchAgent(
+        ScoreModel(CNNPolicy(3, 8, (4, 8, 8), hidden=16), torch.tensor(0.0), torch.tensor(255.0)),
+        list(ACTION_NAMES),
+        list(SKILL_ACTIONS),
+        3,
+        name="cnn",
+    )
     seeds = np.arange(3)
     local = play_matches(agent, BotAgent("brawler"), seeds)
     with BackgroundServer(served_from_agent(agent, None, "torch")) as server, RemoteAgent(server.url) as remote:
@@ -70,5 +75,5 @@ def test_remote_agent_rejects_observations_of_the_wrong_shape():
     served = served_from_agent(skilled_mlp(), None, "torch")
     with BackgroundServer(served) as server, RemoteAgent(server.url) as remote:
         remote.reset(2)
-        with pytest.raises(ValueError, match=r"expected state observations of shape \(B, \(37,\)\)"):
+        with pytest.raises(ValueError, match=r"expected state observations of shape \(B, 37\) float32, got \(2, 36\)"):
             remote.act(np.zeros((2, 36), dtype=np.float32))

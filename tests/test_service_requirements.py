@@ -54,21 +54,27 @@ def test_valid_file_loads_with_defaults(tmp_path):
     assert req.win_rate[0].seed == 0 and req.offline.split == "test" and req.offline.tolerance == 2
 
 
-@pytest.mark.parametrize("text,message", [
-    ("latency:\n  - {batch: 1, p90_ms: 2}\n", r"latency\.0\.p90_ms: Extra inputs are not permitted"),
-    ("latency:\n  - {batch: 1}\n", "give p50_ms and/or p99_ms"),
-    ("throughput: {min_decisions_per_s: fast}\n", r"throughput\.min_decisions_per_s: Input should be a valid number"),
-    ("serving: {format: tflite}\n", r"serving\.format: Input should be 'torch', 'onnx' or 'torchscript'"),
-    ("serving: {device: tpu}\n", r"serving\.device"),
-    ("serving: {max_model_mb: -1}\n", r"serving\.max_model_mb: Input should be greater than 0"),
-    ("win_rate:\n  - {opponent: nobody, min: 0.5}\n", r"win_rate\.0\.opponent: .*'nobody' is neither a bot"),
-    ("win_rate:\n  - {opponent: pro, min: 1.5}\n", r"win_rate\.0\.min: Input should be less than or equal to 1"),
-    ("offline:\n  min: {recall_kick: 0.2}\n", r"offline\.min: .*unknown offline metric 'recall_kick'"),
-    ("offline:\n  min: {event_f1_idle: 0.2, event_f1_light: 0.1}\n", "unknown offline metric 'event_f1_idle'"),
-    ("latncy: []\n", r"latncy: Extra inputs are not permitted"),
-    ("- 1\n- 2\n", "must hold a mapping of sections"),
-    ("latency: [\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("latency:\n  - {batch: 1, p90_ms: 2}\n", r"latency\.0\.p90_ms: Extra inputs are not permitted"),
+        ("latency:\n  - {batch: 1}\n", "give p50_ms and/or p99_ms"),
+        (
+            "throughput: {min_decisions_per_s: fast}\n",
+            r"throughput\.min_decisions_per_s: Input should be a valid number",
+        ),
+        ("serving: {format: tflite}\n", r"serving\.format: Input should be 'torch', 'onnx' or 'torchscript'"),
+        ("serving: {device: tpu}\n", r"serving\.device"),
+        ("serving: {max_model_mb: -1}\n", r"serving\.max_model_mb: Input should be greater than 0"),
+        ("win_rate:\n  - {opponent: nobody, min: 0.5}\n", r"win_rate\.0\.opponent: .*'nobody' is neither a bot"),
+        ("win_rate:\n  - {opponent: pro, min: 1.5}\n", r"win_rate\.0\.min: Input should be less than or equal to 1"),
+        ("offline:\n  min: {recall_kick: 0.2}\n", r"offline\.min: .*unknown offline metric 'recall_kick'"),
+        ("offline:\n  min: {event_f1_idle: 0.2, event_f1_light: 0.1}\n", "unknown offline metric 'event_f1_idle'"),
+        ("latncy: []\n", r"latncy: Extra inputs are not permitted"),
+        ("- 1\n- 2\n", "must hold a mapping of sections"),
+        ("latency: [\n", "not valid YAML"),
+    ],
+)
 def test_bad_files_name_the_key(tmp_path, text, message):
     path = write(tmp_path, text)
     with pytest.raises(RequirementsError, match=message) as info:
@@ -77,8 +83,16 @@ def test_bad_files_name_the_key(tmp_path, text, message):
 
 
 def test_missing_file_is_named(tmp_path):
-    with pytest.raises(RequirementsError, match="nope.yaml: requirements file not found"):
+    with pytest.raises(RequirementsError, match="nope.yaml: no such requirements file"):
         load_requirements(tmp_path / "nope.yaml")
+
+
+def test_alias_bomb_requirements_file_is_refused_at_once(tmp_path):
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    path = write(tmp_path, "latency: []\n" + "\n".join(levels) + "\n")
+    with pytest.raises(RequirementsError, match=r"req.yaml: its aliases expand to \d+ more values"):
+        load_requirements(path)
 
 
 def test_check_measures_every_requirement_and_fails_what_is_not_met(tmp_path):
@@ -108,9 +122,14 @@ def test_unavailable_device_is_not_met_with_the_reason(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     agent = mlp_agent()
-    req = load_requirements(write(tmp_path, "serving: {device: cuda, max_model_mb: 1}\n"
-                                            "latency:\n  - {batch: 1, p99_ms: 1000}\n"
-                                            "throughput: {min_decisions_per_s: 1}\n"))
+    req = load_requirements(
+        write(
+            tmp_path,
+            "serving: {device: cuda, max_model_mb: 1}\n"
+            "latency:\n  - {batch: 1, p99_ms: 1000}\n"
+            "throughput: {min_decisions_per_s: 1}\n",
+        )
+    )
     report = check_requirements(agent, req, agent.save(tmp_path / "agent"), parity_observations=500)
     rows = {r.requirement: r for r in report.rows}
     assert not rows["device"].passed and "cuda" in rows["device"].reason.lower()
@@ -123,14 +142,29 @@ def test_unavailable_device_is_not_met_with_the_reason(tmp_path):
 def test_check_with_onnx_format_and_a_dataset_measures_offline_metrics(tmp_path):
     from bcarena.recordings.converter import make_duel_dataset
 
-    make_duel_dataset(tmp_path / "d", "pro", ("brawler",), episodes=3, seed=2, pixels=False,
-                      split=(0.34, 0.33, 0.33))
+    make_duel_dataset(tmp_path / "d", "pro", ("brawler",), episodes=3, seed=2, pixels=False, split=(0.34, 0.33, 0.33))
     agent = mlp_agent()
     path = agent.save(tmp_path / "agent")
-    req = write(tmp_path, "serving: {format: onnx, max_model_mb: 1}\nlatency:\n  - {batch: 1, p99_ms: 50}\n"
-                          "offline:\n  min: {accuracy: 0.0, balanced_accuracy: 0.99}\n")
-    result = runner.invoke(app, ["check", str(path), "-r", str(req), "--dataset", str(tmp_path / "d" / "dataset"),
-                                 "--parity-observations", "300", "--out", str(tmp_path / "check.json")])
+    req = write(
+        tmp_path,
+        "serving: {format: onnx, max_model_mb: 1}\nlatency:\n  - {batch: 1, p99_ms: 50}\n"
+        "offline:\n  min: {accuracy: 0.0, balanced_accuracy: 0.99}\n",
+    )
+    result = runner.invoke(
+        app,
+        [
+            "check",
+            str(path),
+            "-r",
+            str(req),
+            "--dataset",
+            str(tmp_path / "d" / "dataset"),
+            "--parity-observations",
+            "300",
+            "--out",
+            str(tmp_path / "check.json"),
+        ],
+    )
     assert result.exit_code == 1, result.output  # balanced accuracy 0.99 is not met
     data = json.loads((tmp_path / "check.json").read_text())
     rows = {r["requirement"]: r for r in data["rows"]}

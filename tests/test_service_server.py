@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 import threading
 
 import numpy as np
@@ -49,8 +50,13 @@ def obs(n: int | None = None, seed: int = 0) -> np.ndarray:
 
 def test_metadata_describes_layout_actions_hash_and_limits(client, served):
     meta = client.get("/metadata").json()
-    assert meta["layout"] == {"obs_type": "state", "shape": [37], "wire_dtype": "float32",
-                              "features": list(STATE_FEATURES), "frame_stack": 1}
+    assert meta["layout"] == {
+        "obs_type": "state",
+        "shape": [37],
+        "wire_dtype": "float32",
+        "features": list(STATE_FEATURES),
+        "frame_stack": 1,
+    }
     assert meta["action_names"] == list(ACTION_NAMES) and meta["max_batch"] == 16
     assert meta["model_sha256"] == served.sha256 and len(meta["model_sha256"]) == 64
     health = client.get("/health").json()
@@ -66,7 +72,9 @@ def test_act_single_batch_json_and_npy_agree_with_the_model(client, served):
     answer = client.post("/act", content=npy(batch), headers={"content-type": NPY_TYPE}).json()
     assert answer["actions"] == expected.tolist()
     # Integers are valid state values too, and a charset parameter is fine.
-    ints = client.post("/act", content=json.dumps({"obs": [0] * 37}), headers={"content-type": f"{JSON_TYPE}; charset=utf-8"})
+    ints = client.post(
+        "/act", content=json.dumps({"obs": [0] * 37}), headers={"content-type": f"{JSON_TYPE}; charset=utf-8"}
+    )
     assert ints.status_code == 200
 
 
@@ -123,8 +131,13 @@ def test_every_fuzz_case_gets_a_4xx(client, served):
 
 def test_pixel_server_takes_uint8_stacks_from_the_client():
     torch.manual_seed(0)
-    agent = TorchAgent(ScoreModel(CNNPolicy(2, 8, (4, 8, 8), hidden=16), torch.tensor(0.0), torch.tensor(255.0)),
-                       list(ACTION_NAMES), list(SKILL_ACTIONS), 2, name="cnn")
+    agent = TorchAgent(
+        ScoreModel(CNNPolicy(2, 8, (4, 8, 8), hidden=16), torch.tensor(0.0), torch.tensor(255.0)),
+        list(ACTION_NAMES),
+        list(SKILL_ACTIONS),
+        2,
+        name="cnn",
+    )
     served = served_from_agent(agent, None, "torch")
     frames = np.random.default_rng(0).integers(0, 256, size=(3, 2, 84, 84), dtype=np.uint8)
     with TestClient(create_app(served, ServerSettings(max_batch=4)), raise_server_exceptions=False) as c:
@@ -150,7 +163,9 @@ def test_micro_batching_merges_concurrent_requests_and_answers_each_its_rows(ser
         results: dict[int, list[int]] = {}
 
         def send(i: int) -> None:
-            results[i] = httpx.post(f"{server.url}/act", json={"obs": batches[i].tolist()}, timeout=30).json()["actions"]
+            results[i] = httpx.post(f"{server.url}/act", json={"obs": batches[i].tolist()}, timeout=30).json()[
+                "actions"
+            ]
 
         threads = [threading.Thread(target=send, args=(i,)) for i in range(len(batches))]
         for t in threads:
@@ -169,3 +184,150 @@ def test_settings_are_validated():
         ServerSettings(max_batch=0)
     with pytest.raises(ValueError, match="batch_window_ms"):
         ServerSettings(batch_window_ms=-1)
+
+
+# ----------------------------------------------------------------------------- slow and huge requests
+def _raw_connection(server, timeout: float = 10.0):
+    import socket
+
+    sock = socket.create_connection((server.host, server.port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _read_until_closed(sock) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_a_slowloris_request_is_closed_at_its_deadline(served):
+    import select
+    import time
+
+    with BackgroundServer(served, ServerSettings(request_timeout_s=0.5)) as server:
+        sock = _raw_connection(server)
+        started = time.monotonic()
+        trickle = b"POST /act HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: " + b"a" * 10_000
+        for byte in trickle:  # one header byte every 20 ms: never a complete request
+            if select.select([sock], [], [], 0.02)[0]:
+                break
+            sock.send(bytes([byte]))
+        answer = _read_until_closed(sock)
+        closed_after = time.monotonic() - started
+        sock.close()
+        # A partial body is cut off the same way, and the server keeps serving everyone else.
+        sock = _raw_connection(server)
+        started = time.monotonic()
+        sock.sendall(
+            b'POST /act HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n{"obs": ['
+        )
+        assert _read_until_closed(sock) == b"" and time.monotonic() - started < 3.0
+        sock.close()
+        assert httpx_get(server, "/health")["status"] == "ok"
+    assert answer.startswith(b"HTTP/1.1 408 ") and 0.4 < closed_after < 3.0
+
+
+def httpx_get(server, path: str) -> dict:
+    import httpx
+
+    return httpx.get(f"{server.url}{path}", timeout=10).json()
+
+
+def _read_response(sock) -> tuple[int, bytes]:
+    """(status, body) of one HTTP response with a Content-Length, read from a raw socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"content-length: (\d+)", head, re.IGNORECASE).group(1))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return int(head.split()[1]), body
+
+
+def test_oversize_bodies_get_413_before_they_are_read(served):
+    import select
+    import socket
+
+    with BackgroundServer(served, ServerSettings(max_batch=16, request_timeout_s=2)) as server:
+        limit = httpx_get(server, "/metadata")["max_body_bytes"][JSON_TYPE]
+        sock = _raw_connection(server)
+        sock.sendall(
+            b"POST /act HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n"
+        )  # announced, never sent
+        status, body = _read_response(sock)
+        sock.close()
+        assert status == 413 and b"body of 1000000000 bytes exceeds the limit" in body
+        # Without a length: the body is streamed in chunks and refused once the limit is passed.
+        sock = _raw_connection(server)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+        sock.sendall(
+            b"POST /act HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        chunk, sent = b"0" * 4096, 0
+        while sent < 1000 * limit and not select.select([sock], [], [], 0)[0]:
+            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            sent += len(chunk)
+        status, body = _read_response(sock)
+        sock.close()
+    assert status == 413 and b"body exceeds the limit" in body and sent < 100 * limit
+
+
+def test_huge_headers_are_refused(served):
+    with BackgroundServer(served) as server:
+        sock = _raw_connection(server)
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"a" * 100_000 + b"\r\n\r\n")
+        answer = _read_until_closed(sock)
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 400 ")
+
+
+def test_health_answers_while_a_large_json_body_is_decoded():
+    import time
+
+    import httpx
+
+    torch.manual_seed(0)
+    agent = TorchAgent(
+        ScoreModel(CNNPolicy(1, 8, (4, 8, 8), hidden=16), torch.tensor(0.0), torch.tensor(255.0)),
+        list(ACTION_NAMES),
+        list(SKILL_ACTIONS),
+        1,
+        name="cnn",
+    )
+    batch = 2000
+    row = b"[" + b",".join([b"7"] * 84) + b"]"
+    frame = b"[[" + b",".join([row] * 84) + b"]]"  # one observation (1, 84, 84)
+    body = b'{"obs":[' + b",".join([frame] * batch) + b"]}"  # 14 million values, 28 MB
+    expected = agent.act_stacked(np.full((1, 1, 84, 84), 7, dtype=np.float32)).tolist() * batch
+    with BackgroundServer(served_from_agent(agent, None, "torch"), ServerSettings(max_batch=batch)) as server:
+        answers = {}
+
+        def post() -> None:
+            answers["act"] = httpx.post(
+                f"{server.url}/act", content=body, headers={"content-type": JSON_TYPE}, timeout=120
+            )
+
+        sender = threading.Thread(target=post)
+        sender.start()
+        slowest = 0.0
+        with httpx.Client(timeout=30) as client:
+            while sender.is_alive():
+                started = time.perf_counter()
+                assert client.get(f"{server.url}/health").status_code == 200
+                slowest = max(slowest, time.perf_counter() - started)
+                time.sleep(0.02)
+        sender.join()
+    assert answers["act"].status_code == 200 and answers["act"].json()["actions"] == expected
+    assert slowest < 0.5, f"/health took {slowest:.2f} s while the body was decoded"
+
+
+def test_request_errors_survive_a_trip_through_a_worker_process():
+    import pickle
+
+    from bcarena.eval.service.server import RequestError
+
+    error = pickle.loads(pickle.dumps(RequestError(422, "obs has shape (3,)")))
+    assert (error.status, error.message) == (422, "obs has shape (3,)")

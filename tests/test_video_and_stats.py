@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from statsmodels.stats.proportion import proportion_confint
 
-from bcarena.envs.video import VideoError, read_video, write_video
+from bcarena.envs.video import VideoError, VideoWriter, read_video
 from bcarena.eval.stats import wilson_interval
 
 
@@ -19,15 +19,22 @@ def test_wilson_rejects_impossible_counts():
         wilson_interval(11, 10)
 
 
+def _write_video(path, frames, fps=10):
+    with VideoWriter(path, fps) as writer:
+        for frame in frames:
+            writer.write(frame)
+    return path
+
+
 def test_ffv1_round_trips_frames_exactly(tmp_path):
     frames = np.random.default_rng(0).integers(0, 256, size=(12, 84, 84), dtype=np.uint8)
-    write_video(tmp_path / "frames.mkv", frames, fps=10)
+    _write_video(tmp_path / "frames.mkv", frames)
     np.testing.assert_array_equal(read_video(tmp_path / "frames.mkv", gray=True), frames)
 
 
 def test_mp4_is_written_atomically_and_readable(tmp_path):
     frames = np.zeros((5, 64, 96, 3), dtype=np.uint8)
-    path = write_video(tmp_path / "clip.mp4", frames, fps=10)
+    path = _write_video(tmp_path / "clip.mp4", frames)
     assert read_video(path).shape == (5, 64, 96, 3)
     assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]  # no partial file left behind
 
@@ -38,7 +45,7 @@ def test_a_failed_write_leaves_nothing(tmp_path):
         raise RuntimeError("capture crashed")
 
     with pytest.raises(RuntimeError, match="capture crashed"):
-        write_video(tmp_path / "clip.mp4", frames(), fps=10)
+        _write_video(tmp_path / "clip.mp4", frames())
     assert list(tmp_path.iterdir()) == []
 
 

@@ -20,11 +20,11 @@ import numpy as np
 
 from bcarena.envs.duel.config import Action, DuelConfig
 from bcarena.envs.duel.observation import FEATURE_INDEX as F
+from bcarena.envs.errors import BcarenaError
 
 
-class UnknownBotError(KeyError):
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0])
+class UnknownBotError(BcarenaError, KeyError):
+    """No bot is registered under the name asked for (a KeyError, as a registry lookup)."""
 
 
 @dataclass
@@ -68,8 +68,8 @@ class Bot:
         own_x = obs[:, F["own_x"]]
         wall_margin = 2 * cfg.body_width / cfg.arena_width * 2
         cornered = np.where(dx >= 0, own_x < -1 + wall_margin, own_x > 1 - wall_margin)
-        in_move = obs[:, F["own_in_light"]:F["own_in_special"] + 1].any(axis=1)
-        opp_onehot = obs[:, F["opp_in_light"]:F["opp_in_special"] + 1]
+        in_move = obs[:, F["own_in_light"] : F["own_in_special"] + 1].any(axis=1)
+        opp_onehot = obs[:, F["opp_in_light"] : F["opp_in_special"] + 1]
         opp_move = np.where(opp_onehot.any(axis=1), opp_onehot.argmax(axis=1) + 1, 0)
         return _View(
             distance=obs[:, F["distance"]].astype(np.float64) * cfg.arena_width,
@@ -77,7 +77,7 @@ class Bot:
             away=away,
             cornered=cornered,
             busy=in_move | (obs[:, F["own_hitstun"]] > 0),
-            ready=obs[:, F["own_cd_light"]:F["own_cd_special"] + 1] == 0,
+            ready=obs[:, F["own_cd_light"] : F["own_cd_special"] + 1] == 0,
             opp_move=opp_move,
             opp_threat_phase=(obs[:, F["opp_startup"]] + obs[:, F["opp_active"]]) > 0,
             opp_recovery=obs[:, F["opp_recovery"]] > 0,
@@ -123,8 +123,9 @@ class BrawlerBot(Bot):
     def act(self, obs: np.ndarray, noise: np.ndarray) -> np.ndarray:
         v = self._view(obs)
         close = v.distance <= 0.9 * self._reach[1]
-        attack = np.where(v.ready[:, 1] & (noise[:, 1] < 0.35), Action.HEAVY,
-                          np.where(v.ready[:, 0], Action.LIGHT, Action.IDLE))
+        attack = np.where(
+            v.ready[:, 1] & (noise[:, 1] < 0.35), Action.HEAVY, np.where(v.ready[:, 0], Action.LIGHT, Action.IDLE)
+        )
         act = np.where(close & (noise[:, 0] < 0.7), attack, np.where(close, Action.IDLE, v.toward))
         return np.where(v.busy, Action.IDLE, act).astype(np.int64)
 
@@ -137,10 +138,19 @@ class TurtleBot(Bot):
     def act(self, obs: np.ndarray, noise: np.ndarray) -> np.ndarray:
         v = self._view(obs)
         counter = (v.opp_recovery | v.opp_hitstun) & (v.distance <= self._reach[1]) & v.ready[:, 0]
-        act = np.where(self._threatened(v, 0.5), Action.GUARD,
-              np.where(counter & (noise[:, 0] < 0.5), Action.LIGHT,
-              np.where((v.distance < 1.0) & ~v.cornered & (noise[:, 1] < 0.3), v.away,
-              np.where(noise[:, 1] < 0.8, Action.GUARD, Action.IDLE))))
+        act = np.where(
+            self._threatened(v, 0.5),
+            Action.GUARD,
+            np.where(
+                counter & (noise[:, 0] < 0.5),
+                Action.LIGHT,
+                np.where(
+                    (v.distance < 1.0) & ~v.cornered & (noise[:, 1] < 0.3),
+                    v.away,
+                    np.where(noise[:, 1] < 0.8, Action.GUARD, Action.IDLE),
+                ),
+            ),
+        )
         return np.where(v.busy, Action.IDLE, act).astype(np.int64)
 
 
@@ -169,8 +179,9 @@ class ProBot(Bot):
         punish = (v.opp_recovery | v.opp_hitstun) & reach_ok.any(axis=1)
         open_ = ~v.opp_guarding & ~v.opp_threat_phase & reach_ok[:, :2].any(axis=1)
         chip = v.opp_guarding & reach_ok[:, 2]
-        skill = np.where(reach_ok[:, 2] & (punish | chip), Action.SPECIAL,
-                np.where(reach_ok[:, 1], Action.HEAVY, Action.LIGHT))
+        skill = np.where(
+            reach_ok[:, 2] & (punish | chip), Action.SPECIAL, np.where(reach_ok[:, 1], Action.HEAVY, Action.LIGHT)
+        )
         opportune = (punish | open_ | chip) & ~v.busy & ~self._threatened(v, 0.3)
         return opportune, punish, skill
 
@@ -184,8 +195,7 @@ class ProBot(Bot):
         # Defence is reliable (a pro's guard is a reflex); the hesitation is all in when to attack.
         guard = self._threatened(v, 0.3) | (in_jab_range & ~press)
         lo, hi = self.band
-        spacing = np.where(v.distance > hi, v.toward,
-                  np.where((v.distance < lo) & ~v.cornered, v.away, Action.IDLE))
+        spacing = np.where(v.distance > hi, v.toward, np.where((v.distance < lo) & ~v.cornered, v.away, Action.IDLE))
         act = np.where(guard, Action.GUARD, np.where(press, skill, spacing))
         return np.where(v.busy, Action.IDLE, act).astype(np.int64)
 
@@ -208,4 +218,3 @@ def register_bot(cls: type[Bot]) -> type[Bot]:
         raise ValueError(f"{cls.__name__} needs a non-empty 'name' to be registered")
     BOTS[cls.name] = cls
     return cls
-

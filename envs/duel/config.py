@@ -8,9 +8,12 @@ default 60 Hz / 6 gives the 10 FPS decision and recording rate the project is ab
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, Mapping
+from typing import Any
+
+from bcarena.envs.errors import BcarenaError
 
 
 class Action(IntEnum):
@@ -29,10 +32,9 @@ class Action(IntEnum):
 ACTION_NAMES: tuple[str, ...] = tuple(a.name.lower() for a in Action)
 NUM_ACTIONS = len(Action)
 SKILL_ACTIONS: tuple[int, ...] = (Action.LIGHT, Action.HEAVY, Action.SPECIAL)
-MOVE_ACTIONS: tuple[int, ...] = (Action.IDLE, Action.LEFT, Action.RIGHT, Action.JUMP, Action.GUARD)
 
 
-class ConfigError(ValueError):
+class DuelConfigError(BcarenaError, ValueError):
     """A game configuration value is missing, unknown or out of range."""
 
 
@@ -58,12 +60,42 @@ class SkillSpec:
 
 
 def _default_skills() -> tuple[SkillSpec, SkillSpec, SkillSpec]:
-    light = SkillSpec(startup=4, active=3, recovery=8, reach=1.2, damage=6.0, cooldown=18,
-                      hitstun=14, knockback=2.0, guard_through=0.15, hits_airborne=False)
-    heavy = SkillSpec(startup=9, active=4, recovery=16, reach=1.6, damage=12.0, cooldown=48,
-                      hitstun=22, knockback=5.0, guard_through=0.2, hits_airborne=False)
-    special = SkillSpec(startup=12, active=6, recovery=24, reach=2.6, damage=24.0, cooldown=420,
-                        hitstun=30, knockback=8.0, guard_through=0.5, hits_airborne=True)
+    light = SkillSpec(
+        startup=4,
+        active=3,
+        recovery=8,
+        reach=1.2,
+        damage=6.0,
+        cooldown=18,
+        hitstun=14,
+        knockback=2.0,
+        guard_through=0.15,
+        hits_airborne=False,
+    )
+    heavy = SkillSpec(
+        startup=9,
+        active=4,
+        recovery=16,
+        reach=1.6,
+        damage=12.0,
+        cooldown=48,
+        hitstun=22,
+        knockback=5.0,
+        guard_through=0.2,
+        hits_airborne=False,
+    )
+    special = SkillSpec(
+        startup=12,
+        active=6,
+        recovery=24,
+        reach=2.6,
+        damage=24.0,
+        cooldown=420,
+        hitstun=30,
+        knockback=8.0,
+        guard_through=0.5,
+        hits_airborne=True,
+    )
     return (light, heavy, special)
 
 
@@ -87,34 +119,49 @@ class DuelConfig:
     skills: tuple[SkillSpec, SkillSpec, SkillSpec] = field(default_factory=_default_skills)
 
     def __post_init__(self) -> None:
-        if isinstance(self.skills, (list, tuple)) and self.skills and isinstance(self.skills[0], Mapping):
-            object.__setattr__(self, "skills", tuple(_skill_from_dict(i, s) for i, s in enumerate(self.skills)))
+        given: Sequence[Any] = self.skills  # from_dict and YAML give mappings here; they become SkillSpecs
+        if isinstance(given, (list, tuple)) and given and isinstance(given[0], Mapping):
+            object.__setattr__(self, "skills", tuple(_skill_from_dict(i, s) for i, s in enumerate(given)))
         for name in ("tick_rate_hz", "action_repeat"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"DuelConfig.{name} must be a positive integer, got {value!r}")
-        for name in ("round_seconds", "arena_width", "body_width", "max_hp", "walk_speed", "jump_speed",
-                     "gravity", "friction", "low_hit_height"):
+                raise DuelConfigError(f"DuelConfig.{name} must be a positive integer, got {value!r}")
+        for name in (
+            "round_seconds",
+            "arena_width",
+            "body_width",
+            "max_hp",
+            "walk_speed",
+            "jump_speed",
+            "gravity",
+            "friction",
+            "low_hit_height",
+        ):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-                raise ConfigError(f"DuelConfig.{name} must be a number > 0, got {value!r}")
+                raise DuelConfigError(f"DuelConfig.{name} must be a number > 0, got {value!r}")
         for name in ("start_gap", "start_jitter"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value >= 0:
-                raise ConfigError(f"DuelConfig.{name} must be a number >= 0, got {value!r}")
+                raise DuelConfigError(f"DuelConfig.{name} must be a number >= 0, got {value!r}")
         if self.start_gap + 2 * self.start_jitter + self.body_width > self.arena_width:
-            raise ConfigError(
+            raise DuelConfigError(
                 f"DuelConfig.start_gap ({self.start_gap}) + 2*start_jitter + body_width must fit in "
-                f"arena_width ({self.arena_width})")
+                f"arena_width ({self.arena_width})"
+            )
         if self.start_gap < self.body_width:
-            raise ConfigError(f"DuelConfig.start_gap must be >= body_width ({self.body_width}), got {self.start_gap}")
+            raise DuelConfigError(
+                f"DuelConfig.start_gap must be >= body_width ({self.body_width}), got {self.start_gap}"
+            )
         if len(self.skills) != len(SKILL_ACTIONS):
-            raise ConfigError(f"DuelConfig.skills must list {len(SKILL_ACTIONS)} skills (light, heavy, special), "
-                              f"got {len(self.skills)}")
+            raise DuelConfigError(
+                f"DuelConfig.skills must list {len(SKILL_ACTIONS)} skills (light, heavy, special), "
+                f"got {len(self.skills)}"
+            )
         for index, skill in enumerate(self.skills):
             _check_skill(index, skill)
         if self.round_ticks < 1:
-            raise ConfigError(f"DuelConfig.round_seconds ({self.round_seconds}) is shorter than one tick")
+            raise DuelConfigError(f"DuelConfig.round_seconds ({self.round_seconds}) is shorter than one tick")
 
     @property
     def dt(self) -> float:
@@ -138,20 +185,20 @@ class DuelConfig:
     @property
     def jump_apex(self) -> float:
         """m, the height a jump reaches."""
-        return self.jump_speed ** 2 / (2 * self.gravity)
+        return self.jump_speed**2 / (2 * self.gravity)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "DuelConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> DuelConfig:
         """Build from plain data (JSON/YAML). Unknown keys are errors, not silently ignored."""
         if not isinstance(data, Mapping):
-            raise ConfigError(f"DuelConfig must be a mapping, got {type(data).__name__}")
+            raise DuelConfigError(f"DuelConfig must be a mapping, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ConfigError(f"DuelConfig: unknown key(s) {unknown}; valid keys are {sorted(known)}")
+            raise DuelConfigError(f"DuelConfig: unknown key(s) {unknown}; valid keys are {sorted(known)}")
         return cls(**dict(data))
 
 
@@ -164,26 +211,27 @@ def _skill_from_dict(index: int, data: Mapping[str, Any]) -> SkillSpec:
     missing = sorted(known - set(data))
     where = f"DuelConfig.skills[{index}] ({_SKILL_NAMES[index] if index < 3 else '?'})"
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(known)}")
+        raise DuelConfigError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(known)}")
     if missing:
-        raise ConfigError(f"{where}: missing key(s) {missing}")
+        raise DuelConfigError(f"{where}: missing key(s) {missing}")
     return SkillSpec(**dict(data))
 
 
 def _check_skill(index: int, skill: SkillSpec) -> None:
     where = f"DuelConfig.skills[{index}] ({_SKILL_NAMES[index]})"
     if not isinstance(skill, SkillSpec):
-        raise ConfigError(f"{where} must be a SkillSpec or a mapping, got {type(skill).__name__}")
+        raise DuelConfigError(f"{where} must be a SkillSpec or a mapping, got {type(skill).__name__}")
     for name in ("startup", "active", "recovery", "cooldown", "hitstun"):
         value = getattr(skill, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < (1 if name in ("startup", "active") else 0):
-            raise ConfigError(f"{where}.{name} must be an integer >= {1 if name in ('startup', 'active') else 0}, "
-                              f"got {value!r}")
+            raise DuelConfigError(
+                f"{where}.{name} must be an integer >= {1 if name in ('startup', 'active') else 0}, got {value!r}"
+            )
     for name in ("reach", "damage"):
         value = getattr(skill, name)
         if not isinstance(value, (int, float)) or not value > 0:
-            raise ConfigError(f"{where}.{name} must be a number > 0, got {value!r}")
+            raise DuelConfigError(f"{where}.{name} must be a number > 0, got {value!r}")
     if not isinstance(skill.knockback, (int, float)) or skill.knockback < 0:
-        raise ConfigError(f"{where}.knockback must be a number >= 0, got {skill.knockback!r}")
+        raise DuelConfigError(f"{where}.knockback must be a number >= 0, got {skill.knockback!r}")
     if not isinstance(skill.guard_through, (int, float)) or not 0 <= skill.guard_through <= 1:
-        raise ConfigError(f"{where}.guard_through must be within [0, 1], got {skill.guard_through!r}")
+        raise DuelConfigError(f"{where}.guard_through must be within [0, 1], got {skill.guard_through!r}")

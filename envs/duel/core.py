@@ -17,9 +17,10 @@ import numpy as np
 
 from bcarena.envs import rng
 from bcarena.envs.duel.config import NUM_ACTIONS, SKILL_ACTIONS, Action, DuelConfig
+from bcarena.envs.errors import BcarenaError
 
 
-class DuelError(ValueError):
+class DuelError(BcarenaError, ValueError):
     """Invalid use of a Duel match: bad actions, stepping a finished match, bad indices."""
 
 
@@ -49,8 +50,9 @@ def validate_actions(actions: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     arr = arr.astype(np.int64, copy=False)
     if arr.size and (arr.min() < 0 or arr.max() >= NUM_ACTIONS):
         bad = arr[(arr < 0) | (arr >= NUM_ACTIONS)][:5]
-        raise DuelError(f"actions must be in [0, {NUM_ACTIONS}) ({', '.join(a.name for a in Action)}), "
-                        f"got {bad.tolist()}")
+        raise DuelError(
+            f"actions must be in [0, {NUM_ACTIONS}) ({', '.join(a.name for a in Action)}), got {bad.tolist()}"
+        )
     return arr
 
 
@@ -127,7 +129,9 @@ class DuelCore:
         idx = self._rows if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
         seeds_arr = np.asarray(seeds).reshape(-1)
         if seeds_arr.shape[0] != idx.shape[0]:
-            raise DuelError(f"reset needs one seed per match: got {seeds_arr.shape[0]} seeds for {idx.shape[0]} matches")
+            raise DuelError(
+                f"reset needs one seed per match: got {seeds_arr.shape[0]} seeds for {idx.shape[0]} matches"
+            )
         if seeds_arr.size and (not np.issubdtype(seeds_arr.dtype, np.integer) or seeds_arr.min() < 0):
             raise DuelError(f"seeds must be non-negative integers, got {seeds_arr[:5]!r}")
         if idx.size and (idx.min() < 0 or idx.max() >= self.num_matches):
@@ -193,8 +197,9 @@ class DuelCore:
             live = ~self.done
             if not live.any():
                 break
-            ended = self._tick(tick_in_step == 0, live, is_skill, skill_index, direction, wants_guard, wants_jump,
-                               events)
+            ended = self._tick(
+                tick_in_step == 0, live, is_skill, skill_index, direction, wants_guard, wants_jump, events
+            )
             if ended is not None:
                 finals.append((ended, self.get_state(ended)))
         for rows, state in finals:
@@ -202,9 +207,17 @@ class DuelCore:
         self.decision += ~frozen
         return events
 
-    def _tick(self, first: bool, live: np.ndarray, is_skill: np.ndarray, skill_index: np.ndarray,
-              direction: np.ndarray, wants_guard: np.ndarray, wants_jump: np.ndarray,
-              events: StepEvents) -> np.ndarray | None:
+    def _tick(
+        self,
+        first: bool,
+        live: np.ndarray,
+        is_skill: np.ndarray,
+        skill_index: np.ndarray,
+        direction: np.ndarray,
+        wants_guard: np.ndarray,
+        wants_jump: np.ndarray,
+        events: StepEvents,
+    ) -> np.ndarray | None:
         """Advance one tick; return the indices of matches that ended on it, if any."""
         cfg = self.config
         dt = cfg.dt
@@ -230,8 +243,11 @@ class DuelCore:
         stunned = self.hitstun > 0
         slide = np.sign(self.vx) * np.maximum(np.abs(self.vx) - cfg.friction * dt, 0.0)
         # Matches that already ended move on here too; ``step`` puts their final state back.
-        self.vx = np.where(walking, direction * cfg.walk_speed * ~self.guarding,
-                           np.where(stunned | ~grounded, np.where(stunned, slide, self.vx), 0.0))
+        self.vx = np.where(
+            walking,
+            direction * cfg.walk_speed * ~self.guarding,
+            np.where(stunned | ~grounded, np.where(stunned, slide, self.vx), 0.0),
+        )
         # Integrate, land, keep inside the arena.
         self.x = self.x + self.vx * dt
         airborne = (self.y > 0.0) | (self.vy > 0.0)
@@ -289,7 +305,9 @@ class DuelCore:
     def _resolve_hits(self, live2: np.ndarray, gap: np.ndarray, events: StepEvents) -> None:
         move = self.move
         tick = self.move_tick
-        in_active = (move > 0) & (tick >= self._startup[move]) & (tick < self._active_end[move]) & ~self.move_hit & live2
+        in_active = (
+            (move > 0) & (tick >= self._startup[move]) & (tick < self._active_end[move]) & ~self.move_hit & live2
+        )
         if not in_active.any():
             return
         ahead = gap * self.facing  # distance to the opponent in front, m (negative: behind)
@@ -318,8 +336,26 @@ class DuelCore:
         events.damage_dealt += damage[:, ::-1]
 
     # ------------------------------------------------------------- snapshots
-    _STATE_FIELDS = ("x", "y", "vx", "vy", "facing", "hp", "guarding", "hitstun", "cooldown", "move",
-                     "move_tick", "move_hit", "tick", "decision", "done", "winner", "ko", "seeds")
+    _STATE_FIELDS = (
+        "x",
+        "y",
+        "vx",
+        "vy",
+        "facing",
+        "hp",
+        "guarding",
+        "hitstun",
+        "cooldown",
+        "move",
+        "move_tick",
+        "move_hit",
+        "tick",
+        "decision",
+        "done",
+        "winner",
+        "ko",
+        "seeds",
+    )
 
     def get_state(self, indices: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """A copy of the full state (optionally of some matches): what a per-frame state log stores."""

@@ -28,7 +28,8 @@ from bcarena.envs.duel.bots import Bot, make_bot
 from bcarena.envs.duel.config import NUM_ACTIONS, DuelConfig
 from bcarena.envs.duel.core import DuelCore, DuelError, StepEvents, validate_actions
 from bcarena.envs.duel.observation import STATE_DIM, state_observations
-from bcarena.envs.duel.render import GRAY_SIZE, gray_frames, rgb_frame
+from bcarena.envs.duel.render import GRAY_SIZE, bgr_frame, gray_frames
+from bcarena.envs.errors import BcarenaError
 
 ObsType = Literal["state", "pixels"]
 OBS_TYPES: tuple[str, ...] = ("state", "pixels")
@@ -59,19 +60,25 @@ def _resolve_bot(opponent: str | Bot, config: DuelConfig) -> Bot:
     raise DuelError(f"opponent must be a bot name or a Bot, got {type(opponent).__name__}")
 
 
+class DisplayUnavailable(BcarenaError, RuntimeError):
+    """A window was asked for where none can open (no X11 or Wayland display)."""
+
+
 def require_display() -> None:
     """Raise a clear error where an OpenCV window cannot open (it would abort the process)."""
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        raise RuntimeError("no display: a window needs $DISPLAY (X11) or $WAYLAND_DISPLAY; "
-                           "use render_mode='rgb_array' or write a video instead")
+        raise DisplayUnavailable(
+            "no display: a window needs $DISPLAY (X11) or $WAYLAND_DISPLAY; "
+            "use render_mode='rgb_array' or write a video instead"
+        )
 
 
 class DuelMatch:
     """N two-player matches: ``step`` takes both fighters' actions, shape (N, 2).
 
     Observations are (N, 2, STATE_DIM) float32 for ``state`` or (N, 2, 84, 84, 1) uint8 for
-    ``pixels``; ``obs[:, p]`` is what player p sees, batched like ``DuelEnv``'s observations. A finished match stays frozen (its events
-    are zero) until ``reset``; ``all_done`` tells when the batch is over.
+    ``pixels``; ``obs[:, p]`` is what player p sees, batched like ``DuelEnv``'s observations. A finished
+    match stays frozen (its events are zero) until ``reset``; ``all_done`` tells when the batch is over.
     """
 
     def __init__(self, num_matches: int, config: DuelConfig | None = None, obs_type: ObsType = "state") -> None:
@@ -105,7 +112,7 @@ class DuelMatch:
 
     def render(self, index: int = 0, names: tuple[str, str] = ("P1", "P2"), caption: str | None = None) -> np.ndarray:
         """RGB (H, W, 3) uint8 frame of match ``index`` for people."""
-        return rgb_frame(self.core, index, names, caption=caption)[..., ::-1].copy()
+        return bgr_frame(self.core, index, names, caption=caption)[..., ::-1].copy()
 
 
 class DuelEnv(gym.Env):
@@ -118,8 +125,13 @@ class DuelEnv(gym.Env):
 
     metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 10}
 
-    def __init__(self, opponent: str | Bot = "pro", obs_type: ObsType = "state", config: DuelConfig | dict | None = None,
-                 render_mode: str | None = None) -> None:
+    def __init__(
+        self,
+        opponent: str | Bot = "pro",
+        obs_type: ObsType = "state",
+        config: DuelConfig | dict | None = None,
+        render_mode: str | None = None,
+    ) -> None:
         super().__init__()
         cfg = DuelConfig.from_dict(config) if isinstance(config, dict) else (config or DuelConfig())
         self.config = cfg
@@ -163,8 +175,10 @@ class DuelEnv(gym.Env):
         events = self.core.step(np.array([[int(action), int(opp[0])]]))
         terminated = bool(events.ended[0])
         reward = _rewards(self.core, events, self.config)[0]
-        info: dict[str, Any] = {"damage_dealt": float(events.damage_dealt[0, AGENT]),
-                                "damage_taken": float(events.damage_taken[0, AGENT])}
+        info: dict[str, Any] = {
+            "damage_dealt": float(events.damage_dealt[0, AGENT]),
+            "damage_taken": float(events.damage_taken[0, AGENT]),
+        }
         if terminated:
             info.update(winner=int(self.core.winner[0]), ko=bool(self.core.ko[0]), hp=self.core.hp[0].copy())
         obs = self._observe(state_observations(self.core))
@@ -173,7 +187,7 @@ class DuelEnv(gym.Env):
         return obs, float(reward), terminated, False, info
 
     def render(self):
-        frame = rgb_frame(self.core, 0, ("agent", self.opponent.name))
+        frame = bgr_frame(self.core, 0, ("agent", self.opponent.name))
         if self.render_mode == "human":
             import cv2
 
@@ -198,8 +212,14 @@ class DuelVectorEnv(VectorEnv):
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": ["rgb_array"]}
 
-    def __init__(self, num_envs: int, opponent: str | Bot = "pro", obs_type: ObsType = "state",
-                 config: DuelConfig | dict | None = None, render_mode: str | None = None) -> None:
+    def __init__(
+        self,
+        num_envs: int,
+        opponent: str | Bot = "pro",
+        obs_type: ObsType = "state",
+        config: DuelConfig | dict | None = None,
+        render_mode: str | None = None,
+    ) -> None:
         cfg = DuelConfig.from_dict(config) if isinstance(config, dict) else (config or DuelConfig())
         self.config = cfg
         self.num_envs = int(num_envs)
@@ -217,7 +237,7 @@ class DuelVectorEnv(VectorEnv):
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
         if seed is None:
-            seed = int(np.random.SeedSequence().entropy % 2**62)
+            seed = int(np.random.default_rng().integers(2**62))  # fresh OS entropy
         seeds = np.asarray([seed + i for i in range(self.num_envs)] if isinstance(seed, (int, np.integer)) else seed)
         if seeds.shape != (self.num_envs,):
             raise DuelError(f"seed must be an int or a list of {self.num_envs} ints, got {len(seeds)} seeds")
@@ -241,8 +261,9 @@ class DuelVectorEnv(VectorEnv):
 
     def step(self, actions):
         self._actions[:, AGENT] = validate_actions(actions, (self.num_envs,))
-        self._actions[:, OPPONENT] = self.opponent.act(self._state[:, OPPONENT],
-                                                       bot_noise(self.core, OPPONENT, self.opponent.noise_dims))
+        self._actions[:, OPPONENT] = self.opponent.act(
+            self._state[:, OPPONENT], bot_noise(self.core, OPPONENT, self.opponent.noise_dims)
+        )
         events = self.core.step(self._actions)
         rewards = _rewards(self.core, events, self.config)
         terminated = events.ended.copy()
@@ -259,4 +280,4 @@ class DuelVectorEnv(VectorEnv):
         return obs, rewards, terminated, np.zeros(self.num_envs, dtype=bool), infos
 
     def render(self):
-        return rgb_frame(self.core, 0, ("agent", self.opponent.name))[..., ::-1].copy()
+        return bgr_frame(self.core, 0, ("agent", self.opponent.name))[..., ::-1].copy()

@@ -26,9 +26,23 @@ import numpy as np
 from bcarena.envs.duel.config import DuelConfig
 
 FIGHTER_FEATURES: tuple[str, ...] = (
-    "x", "y", "vx", "vy", "hp", "facing", "guarding", "hitstun",
-    "cd_light", "cd_heavy", "cd_special", "in_light", "in_heavy", "in_special",
-    "startup", "active", "recovery",
+    "x",
+    "y",
+    "vx",
+    "vy",
+    "hp",
+    "facing",
+    "guarding",
+    "hitstun",
+    "cd_light",
+    "cd_heavy",
+    "cd_special",
+    "in_light",
+    "in_heavy",
+    "in_special",
+    "startup",
+    "active",
+    "recovery",
 )
 STATE_FEATURES: tuple[str, ...] = (
     tuple(f"own_{f}" for f in FIGHTER_FEATURES)

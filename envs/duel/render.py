@@ -3,7 +3,7 @@
 Two products:
   * ``gray_frames``: (M, 84, 84) uint8 frames for pixel agents, drawn from one fighter's point
     of view (itself bright, its opponent dimmer), with HP, cooldown and timer bars;
-  * ``rgb_frame``: a larger colour frame (H, W, 3) uint8 (BGR, as OpenCV writes video) for
+  * ``bgr_frame``: a larger colour frame (H, W, 3) uint8 in BGR order (as OpenCV writes video) for
     people and replays, with HP bars, cooldowns, the timer and player names.
 Only this module knows pixels; the simulator knows metres.
 """
@@ -76,12 +76,13 @@ def gray_frames(core: DuelCore, player: np.ndarray | int, indices: np.ndarray | 
     return frames
 
 
-_RGB_COLORS = ((235, 140, 40), (60, 80, 230))  # BGR: player 0 blue-ish, player 1 red-ish
+_BGR_COLORS = ((235, 140, 40), (60, 80, 230))  # player 0 blue-ish, player 1 red-ish
 _SKILL_LABELS = ("L", "H", "S")
 
 
-def rgb_frame(core: DuelCore, index: int, names: tuple[str, str] = ("P1", "P2"), width: int = 640,
-              caption: str | None = None) -> np.ndarray:
+def bgr_frame(
+    core: DuelCore, index: int, names: tuple[str, str] = ("P1", "P2"), width: int = 640, caption: str | None = None
+) -> np.ndarray:
     """A colour frame (H, W, 3) uint8 BGR of match ``index`` for people: HUD, names and an optional caption."""
     cfg = core.config
     height = width * 9 // 16
@@ -93,7 +94,7 @@ def rgb_frame(core: DuelCore, index: int, names: tuple[str, str] = ("P1", "P2"),
     body_h = int(_BODY_HEIGHT_M * scale)
     half = int(cfg.body_width * scale / 2)
     for p in (0, 1):
-        color = _RGB_COLORS[p]
+        color = _BGR_COLORS[p]
         x = int(20 + core.x[index, p] * scale)
         base = int(floor - core.y[index, p] * scale)
         stunned = core.hitstun[index, p] > 0
@@ -108,11 +109,13 @@ def rgb_frame(core: DuelCore, index: int, names: tuple[str, str] = ("P1", "P2"),
             is_active = core._startup[move] <= tick < core._active_end[move]
             tip = x + face * (int(core._reach[move] * scale) if is_active else half + 8)
             arm_y = top + body_h // 4
-            cv2.line(img, (x, arm_y), (tip, arm_y), (255, 255, 255) if is_active else (180, 180, 180),
-                     6 if is_active else 3)
+            cv2.line(
+                img, (x, arm_y), (tip, arm_y), (255, 255, 255) if is_active else (180, 180, 180), 6 if is_active else 3
+            )
             if is_active:
-                cv2.putText(img, _SKILL_LABELS[move - 1], (tip + face * 6 - 6, arm_y - 8), font, 0.6,
-                            (255, 255, 255), 2)
+                cv2.putText(
+                    img, _SKILL_LABELS[move - 1], (tip + face * 6 - 6, arm_y - 8), font, 0.6, (255, 255, 255), 2
+                )
         if core.guarding[index, p]:
             gx = x + face * (half + 6)
             cv2.line(img, (gx, top), (gx, base), (120, 230, 230), 4)
@@ -123,8 +126,9 @@ def rgb_frame(core: DuelCore, index: int, names: tuple[str, str] = ("P1", "P2"),
         cv2.rectangle(img, (x0, 14), (x0 + bar_w, 30), (60, 60, 60), -1)
         hp_x = x0 + int(hp * bar_w) if p == 0 else x0 + bar_w - int(hp * bar_w)
         cv2.rectangle(img, (min(x0, hp_x) if p == 0 else hp_x, 14), (hp_x if p == 0 else x0 + bar_w, 30), color, -1)
-        cv2.putText(img, f"{names[p]}  {max(0.0, float(core.hp[index, p])):.0f}", (x0, 48), font, 0.5,
-                    (230, 230, 230), 1)
+        cv2.putText(
+            img, f"{names[p]}  {max(0.0, float(core.hp[index, p])):.0f}", (x0, 48), font, 0.5, (230, 230, 230), 1
+        )
         for s in range(3):
             left = core.cooldown[index, p, s] / max(1, int(core._cooldown_of[s]))
             cx = x0 + s * 46 + (bar_w - 140 if p == 1 else 0)

@@ -13,17 +13,18 @@ matches against brawler and pro were still equal).
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
 from bcarena.agents.base import Agent
-from bcarena.eval.service.layout import NPY_TYPE, ObsLayout
 from bcarena.eval.errors import EvalError
+from bcarena.eval.service.layout import NPY_TYPE, ObsLayout
 
 
 class RemoteError(EvalError):
-    """The agent server is unreachable, refused a request, or answered something unexpected."""
+    """The agent server is unreachable, refused a request, answered something unexpected, or was sent
+    observations that do not fit its input layout."""
 
 
 class FrameStack:
@@ -48,13 +49,16 @@ class FrameStack:
         if self.layout.obs_type == "pixels" and frame.ndim == 4 and frame.shape[-1] == 1:
             frame = frame[..., 0]
         if frame.ndim != 1 + len(self.frame_shape) or frame.shape[1:] != self.frame_shape:
-            raise ValueError(f"expected {self.layout.obs_type} observations of shape (B, {self.frame_shape}), "
-                             f"got {frame.shape}")
+            raise RemoteError(
+                f"expected {self.layout.obs_type} observations of shape (B, {self.frame_shape}), got {frame.shape}"
+            )
         frame = frame.astype(self.layout.wire_dtype, copy=False)
         if self._stack is None or self._stack.shape[0] != frame.shape[0]:
             if self._stack is not None:
-                raise ValueError(f"batch of {frame.shape[0]} after a stack of {self._stack.shape[0]} rows; "
-                                 f"call reset({frame.shape[0]}) between batches")
+                raise ValueError(
+                    f"batch of {frame.shape[0]} after a stack of {self._stack.shape[0]} rows; "
+                    f"call reset({frame.shape[0]}) between batches"
+                )
             self._stack = np.repeat(frame[:, None], self.k, axis=1)
         elif self.k > 1:
             self._stack = np.concatenate([self._stack[:, 1:], frame[:, None]], axis=1)
@@ -101,27 +105,33 @@ class RemoteAgent(Agent):
             raise RemoteError(f"agent server {self.url}{path} answered {response.status_code}: {str(detail)[:300]}")
         return response.json()
 
+    @property
+    def obs_shape(self) -> tuple[int, ...]:
+        """One observation as the served layout takes it: (state_dim,) or (84, 84, 1)."""
+        return self.stack.frame_shape if self.obs_type == "state" else (*self.stack.frame_shape, 1)
+
     def reset(self, batch_size: int) -> None:
         self.stack.reset()
 
-    def act(self, obs: np.ndarray) -> np.ndarray:
+    def _act(self, obs: np.ndarray) -> np.ndarray:
         inputs = self.stack.push(obs)
         out = []
         for start in range(0, inputs.shape[0], self.max_batch):
             buf = io.BytesIO()
-            np.save(buf, np.ascontiguousarray(inputs[start:start + self.max_batch]), allow_pickle=False)
+            np.save(buf, np.ascontiguousarray(inputs[start : start + self.max_batch]), allow_pickle=False)
             answer = self._call("POST", "/act", content=buf.getvalue(), headers={"content-type": NPY_TYPE})
             out.append(np.asarray(answer["actions"], dtype=np.int64))
         actions = np.concatenate(out)
         if actions.shape != (inputs.shape[0],):
-            raise RemoteError(f"agent server {self.url} returned {actions.shape[0]} actions for {inputs.shape[0]} "
-                              "observations")
+            raise RemoteError(
+                f"agent server {self.url} returned {actions.shape[0]} actions for {inputs.shape[0]} observations"
+            )
         return actions
 
     def close(self) -> None:
         self._client.close()
 
-    def __enter__(self) -> "RemoteAgent":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

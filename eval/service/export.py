@@ -27,31 +27,37 @@ import hashlib
 import io
 import json
 import logging
-import shutil
 import tempfile
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
-from bcarena.agents.base import Agent, BotAgent
-from bcarena.envs.duel import ACTION_NAMES, STATE_FEATURES, DuelConfig, DuelMatch
-from bcarena.eval.errors import EvalError
-from bcarena.recordings.dataset import ActionDataset
-from bcarena.recordings.episode import sha256_file
-from bcarena.eval.service.layout import AGENT_FILE, EXPORT_FILE, ExportError, ObsLayout
 
-MIN_PARITY_OBSERVATIONS = 10_000
+from bcarena.agents.base import Agent, BotAgent
+from bcarena.agents.capabilities import Exportable, FrameStacked, Stochastic
+from bcarena.envs.duel import ACTION_NAMES, DuelConfig
+from bcarena.envs.files import OutsideFolderError, atomic_folder, inside, package_versions, sha256_file, write_json
+from bcarena.eval.service.layout import (
+    AGENT_FILE,
+    EXPORT_FILE,
+    FORMAT_NAMES,
+    MIN_PARITY_OBSERVATIONS,
+    ExportError,
+    ObsLayout,
+)
+from bcarena.recordings.dataset import ActionDataset
 
 
 # ----------------------------------------------------------------------------- recording
 @dataclass
-class Recording:
+class ParityInputs:
     """Model inputs (n, *shape) that an agent fed its network (float32 states, uint8 pixel stacks;
-    the network sees them as float32), and the actions (n,) it chose."""
+    the network sees them as float32), and the actions (n,) it chose: what an export must reproduce."""
 
     inputs: np.ndarray
     actions: np.ndarray
@@ -61,34 +67,47 @@ class Recording:
         return int(self.inputs.shape[0])
 
 
+def exportable(agent: Agent) -> Exportable:
+    """``agent`` itself if it declares :class:`Exportable`, else an ExportError saying why it cannot be served."""
+    if not isinstance(agent, Exportable):
+        raise ExportError(
+            f"agent {agent.name!r} ({type(agent).__name__}) has no export_module(): "
+            "only torch agents (MLP, CNN, composite) and PPO experts can be exported and served"
+        )
+    return agent
+
+
 def export_module(agent: Agent) -> torch.nn.Module:
     """The agent's policy network in eval mode, or an ExportError saying why there is none."""
-    if not callable(getattr(agent, "export_module", None)):
-        raise ExportError(f"agent {agent.name!r} ({type(agent).__name__}) has no export_module(): "
-                          "only torch agents (MLP, CNN, composite) can be exported and served")
-    module = agent.export_module()
+    module = exportable(agent).export_module()
     if not isinstance(module, torch.nn.Module):
-        raise ExportError(f"{type(agent).__name__}.export_module() returned {type(module).__name__}, "
-                          "not a torch.nn.Module")
+        raise ExportError(
+            f"{type(agent).__name__}.export_module() returned {type(module).__name__}, not a torch.nn.Module"
+        )
     return module.eval()
 
 
 def is_greedy(agent: Agent) -> bool:
     """Whether the agent's action is its module's argmax (sampling agents are served greedily)."""
-    return getattr(getattr(agent, "selection", None), "mode", "argmax") in ("argmax", "thresholds")
+    return not isinstance(agent, Stochastic) or agent.greedy
 
 
 class _RecordingAgent(Agent):
     """Wraps an agent; each ``act`` call stores the model inputs it built and the actions it chose.
 
-    Torch agents expose ``stacked(obs)`` (observations -> model inputs, frame stack updated) and
-    ``act_stacked(inputs)``; acting through them is exactly ``act`` with the inputs kept.
+    :class:`~bcarena.agents.capabilities.FrameStacked` agents build their model inputs with ``stacked(obs)``
+    (frame stack updated) and act on them with ``act_stacked(inputs)``: exactly ``act``, with the inputs kept.
     """
 
     def __init__(self, agent: Agent, limit: int | None = None) -> None:
         export_module(agent)  # fail early for agents that cannot be exported
         self.agent, self.limit = agent, limit
-        self.name, self.obs_type = agent.name, agent.obs_type
+        self.name, self.game, self.obs_type, self.action_names = (
+            agent.name,
+            agent.game,
+            agent.obs_type,
+            agent.action_names,
+        )
         self.inputs: list[np.ndarray] = []
         self.actions: list[np.ndarray] = []
         self._seen: set[bytes] = set()
@@ -97,20 +116,25 @@ class _RecordingAgent(Agent):
     def count(self) -> int:
         return len(self._seen)
 
+    @property
+    def obs_shape(self) -> tuple[int, ...]:
+        return self.agent.obs_shape
+
     def reset(self, batch_size: int) -> None:
         self.agent.reset(batch_size)
 
-    def act(self, obs: np.ndarray) -> np.ndarray:
-        stacked, act_stacked = getattr(self.agent, "stacked", None), getattr(self.agent, "act_stacked", None)
-        if callable(stacked) and callable(act_stacked):
-            inputs = np.asarray(stacked(obs))
-            actions = np.asarray(act_stacked(inputs), dtype=np.int64)
+    def _act(self, obs: np.ndarray) -> np.ndarray:
+        if isinstance(self.agent, FrameStacked):
+            inputs = np.asarray(self.agent.stacked(obs))
+            actions = np.asarray(self.agent.act_stacked(inputs), dtype=np.int64)
         elif self.obs_type == "state":
             inputs = np.asarray(obs, dtype=np.float32)  # a plain state agent's model input is its observation
             actions = np.asarray(self.agent.act(obs), dtype=np.int64)
         else:
-            raise ExportError(f"agent {self.name!r} ({type(self.agent).__name__}) has no stacked()/act_stacked(), "
-                              "so the model inputs (frame stacks) it builds cannot be recorded")
+            raise ExportError(
+                f"agent {self.name!r} ({type(self.agent).__name__}) has no stacked()/act_stacked(), "
+                "so the model inputs (frame stacks) it builds cannot be recorded"
+            )
         self._keep_new(inputs, actions)
         return actions
 
@@ -129,12 +153,18 @@ class _RecordingAgent(Agent):
         self.inputs.append(inputs[keep])
         self.actions.append(actions[keep])
 
-    def recording(self, source: str) -> Recording:
-        return Recording(np.concatenate(self.inputs), np.concatenate(self.actions), source)
+    def recording(self, source: str) -> ParityInputs:
+        return ParityInputs(np.concatenate(self.inputs), np.concatenate(self.actions), source)
 
 
-def record_from_matches(agent: Agent, count: int = MIN_PARITY_OBSERVATIONS, opponent: str = "brawler",
-                        seed: int = 0, config: DuelConfig | None = None, batch: int | None = None) -> Recording:
+def record_from_matches(
+    agent: Agent,
+    count: int = MIN_PARITY_OBSERVATIONS,
+    opponent: str = "brawler",
+    seed: int = 0,
+    config: DuelConfig | None = None,
+    batch: int | None = None,
+) -> ParityInputs:
     """``count`` distinct model inputs recorded while ``agent`` plays matches (seeds seed, seed+1, ...).
 
     ``batch`` matches are played at a time (default: about one per 150 inputs, at most 64).
@@ -146,14 +176,16 @@ def record_from_matches(agent: Agent, count: int = MIN_PARITY_OBSERVATIONS, oppo
     next_seed = seed
     while recorder.count < count:
         if next_seed - seed >= 50 * batch:
-            raise ExportError(f"only {recorder.count} distinct observations after {next_seed - seed} matches of "
-                              f"{agent.name!r} vs {opponent}; need {count}")
+            raise ExportError(
+                f"only {recorder.count} distinct observations after {next_seed - seed} matches of "
+                f"{agent.name!r} vs {opponent}; need {count}"
+            )
         play_matches(recorder, BotAgent(opponent), np.arange(next_seed, next_seed + batch), config)
         next_seed += batch
     return recorder.recording(f"matches of {agent.name} vs {opponent}, seeds {seed}..{next_seed - 1}")
 
 
-def record_from_dataset(agent: Agent, dataset: ActionDataset, count: int | None = None) -> Recording:
+def record_from_dataset(agent: Agent, dataset: ActionDataset, count: int | None = None) -> ParityInputs:
     """Model inputs recorded while ``agent`` replays every dataset episode in frame order (``predict_dataset``)."""
     from bcarena.eval.offline import predict_dataset
 
@@ -163,28 +195,28 @@ def record_from_dataset(agent: Agent, dataset: ActionDataset, count: int | None 
     return recorder.recording(f"dataset {where}")
 
 
-def record_observations(agent: Agent, count: int = MIN_PARITY_OBSERVATIONS, dataset: ActionDataset | None = None,
-                        seed: int = 0, config: DuelConfig | None = None) -> Recording:
+def record_observations(
+    agent: Agent,
+    count: int = MIN_PARITY_OBSERVATIONS,
+    dataset: ActionDataset | None = None,
+    seed: int = 0,
+    config: DuelConfig | None = None,
+) -> ParityInputs:
     """Recorded model inputs for a parity check: the dataset's frames when given, else matches of the agent."""
     if dataset is None:
         return record_from_matches(agent, count, seed=seed, config=config)
     recording = record_from_dataset(agent, dataset)
     if len(recording) < count:
-        raise ExportError(f"{recording.source} yields {len(recording)} observations; the parity check needs "
-                          f">= {count} (use a bigger dataset or record from matches)")
+        raise ExportError(
+            f"{recording.source} yields {len(recording)} observations; the parity check needs "
+            f">= {count} (use a bigger dataset or record from matches)"
+        )
     return recording
 
 
-def probe_input_shape(agent: Agent, config: DuelConfig | None = None) -> tuple[int, ...]:
-    """Shape of one model input: the agent's ``input_shape``, else found by acting on one observation."""
-    if getattr(agent, "input_shape", None) is not None:
-        return tuple(agent.input_shape)
-    recorder = _RecordingAgent(agent)
-    obs = DuelMatch(1, config, obs_type=agent.obs_type).reset([0])
-    recorder.reset(1)
-    recorder.act(obs[:, 0])
-    agent.reset(1)
-    return tuple(recorder.recording("probe").inputs.shape[1:])
+def probe_input_shape(agent: Agent) -> tuple[int, ...]:
+    """Shape of one model input: the ``input_shape`` an exportable agent declares."""
+    return tuple(exportable(agent).input_shape)
 
 
 # ----------------------------------------------------------------------------- runtimes
@@ -236,8 +268,10 @@ class OnnxRuntime(Runtime):
         if device not in providers:
             raise ExportError(f"unknown device {device!r}; expected 'cpu' or 'cuda'")
         if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise ExportError("device 'cuda' requested but ONNX Runtime has no CUDAExecutionProvider here "
-                              f"(available: {ort.get_available_providers()})")
+            raise ExportError(
+                "device 'cuda' requested but ONNX Runtime has no CUDAExecutionProvider here "
+                f"(available: {ort.get_available_providers()})"
+            )
         options = ort.SessionOptions()
         if threads:
             # Batch-1 decisions of a small network are fastest on one thread (no pool hand-off).
@@ -256,8 +290,9 @@ def _import_onnxruntime():
     try:
         import onnxruntime
     except ImportError as exc:  # an optional extra
-        raise ExportError("ONNX Runtime is not installed; install the serving extra: "
-                          "pip install 'bcarena[serve]'") from exc
+        raise ExportError(
+            "ONNX Runtime is not installed; install the serving extra: pip install 'bcarena[serve]'"
+        ) from exc
     return onnxruntime
 
 
@@ -292,13 +327,22 @@ def _save_onnx(module: torch.nn.Module, example: torch.Tensor, path: Path) -> No
     try:
         import onnxscript  # noqa: F401  (the torch.onnx exporter needs it)
     except ImportError as exc:
-        raise ExportError("ONNX export needs onnxscript; install the serving extra: "
-                          "pip install 'bcarena[serve]'") from exc
+        raise ExportError(
+            "ONNX export needs onnxscript; install the serving extra: pip install 'bcarena[serve]'"
+        ) from exc
     batch = torch.export.Dim("batch", min=1, max=65536)
     with _quiet_export():
         # external_data=False embeds the weights: one self-contained file, no model.onnx.data beside it.
-        torch.onnx.export(module, (example,), str(path), input_names=["obs"], output_names=["scores"],
-                          dynamic_shapes=({0: batch},), external_data=False, verbose=False)
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            input_names=["obs"],
+            output_names=["scores"],
+            dynamic_shapes=({0: batch},),
+            external_data=False,
+            verbose=False,
+        )
 
 
 def _save_torchscript(module: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
@@ -321,6 +365,7 @@ FORMATS: dict[str, Format] = {
     "onnx": Format("onnx", "model.onnx", _save_onnx, lambda path, device: OnnxRuntime(path, device)),
     "torchscript": Format("torchscript", "model.ts", _save_torchscript, _load_torchscript),
 }
+assert tuple(FORMATS) == FORMAT_NAMES
 
 
 # ----------------------------------------------------------------------------- parity
@@ -338,19 +383,28 @@ class ParityReport:
 
     @property
     def passed(self) -> bool:
-        return (self.observations >= self.required and self.mismatches == 0
-                and (self.module_mismatches == 0 or not self.greedy))
+        return (
+            self.observations >= self.required
+            and self.mismatches == 0
+            and (self.module_mismatches == 0 or not self.greedy)
+        )
 
 
-def parity_check(module: torch.nn.Module, runtime: Runtime, recording: Recording, batch: int = 4096,
-                 required: int = MIN_PARITY_OBSERVATIONS, greedy: bool = True) -> ParityReport:
+def parity_check(
+    module: torch.nn.Module,
+    runtime: Runtime,
+    recording: ParityInputs,
+    batch: int = 4096,
+    required: int = MIN_PARITY_OBSERVATIONS,
+    greedy: bool = True,
+) -> ParityReport:
     """Compare ``runtime`` (the exported model) with the eager torch module on every recorded input."""
     reference = TorchRuntime(module, "cpu")
     mismatches = module_mismatches = 0
     max_diff = 0.0
     for start in range(0, len(recording), batch):
-        x = recording.inputs[start:start + batch].astype(np.float32)
-        chosen = recording.actions[start:start + batch]
+        x = recording.inputs[start : start + batch].astype(np.float32)
+        chosen = recording.actions[start : start + batch]
         ref_scores = reference.scores(x)
         scores = np.asarray(runtime.scores(x))
         mismatches += int(np.sum(scores.argmax(1) != ref_scores.argmax(1)))
@@ -360,12 +414,7 @@ def parity_check(module: torch.nn.Module, runtime: Runtime, recording: Recording
 
 
 # ----------------------------------------------------------------------------- export
-def _versions() -> dict[str, str]:
-    versions = {"torch": torch.__version__}
-    for name in ("onnx", "onnxruntime", "onnxscript"):
-        with contextlib.suppress(ImportError):
-            versions[name] = __import__(name).__version__
-    return versions
+RUNTIME_PACKAGES = ("torch", "onnx", "onnxruntime", "onnxscript")  # their versions are stamped into export.json
 
 
 @dataclass
@@ -388,8 +437,15 @@ def _format(name: str) -> Format:
     return FORMATS[name]
 
 
-def export_agent(agent: Agent, fmt: str, out: Path, recording: Recording, overwrite: bool = False,
-                 required: int = MIN_PARITY_OBSERVATIONS, agent_source: str | None = None) -> ExportReport:
+def export_agent(
+    agent: Agent,
+    fmt: str,
+    out: Path,
+    recording: ParityInputs,
+    overwrite: bool = False,
+    required: int = MIN_PARITY_OBSERVATIONS,
+    agent_source: str | None = None,
+) -> ExportReport:
     """Write ``agent``'s network in format ``fmt`` to the folder ``out`` if it passes the parity check.
 
     Raises ExportError (and leaves nothing behind) when the exported model disagrees with the agent
@@ -400,37 +456,37 @@ def export_agent(agent: Agent, fmt: str, out: Path, recording: Recording, overwr
     if out.exists() and not overwrite:
         raise ExportError(f"{out} already exists (pass overwrite=True / --force to replace it)")
     if len(recording) < required:
-        raise ExportError(f"parity check needs >= {required} recorded observations, got {len(recording)} "
-                          f"from {recording.source}")
+        raise ExportError(
+            f"parity check needs >= {required} recorded observations, got {len(recording)} from {recording.source}"
+        )
     module = export_module(agent)
     layout = ObsLayout.from_input_shape(agent.obs_type, tuple(recording.inputs.shape[1:]))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out, overwrite=overwrite) as tmp:
         model_file = tmp / spec.filename
         spec.save(module, torch.from_numpy(recording.inputs[:2].astype(np.float32)), model_file)
-        parity = parity_check(module, spec.load(model_file, "cpu"), recording, required=required,
-                              greedy=is_greedy(agent))
+        parity = parity_check(
+            module, spec.load(model_file, "cpu"), recording, required=required, greedy=is_greedy(agent)
+        )
         if not parity.passed:
             raise ExportError(
                 f"export refused: {fmt} model's argmax differs from torch on {parity.mismatches} of "
                 f"{parity.observations} recorded observations (torch module vs the agent's actions: "
                 f"{parity.module_mismatches}; max score difference "
-                f"{parity.max_abs_score_diff:.3g}; {parity.source})")
+                f"{parity.max_abs_score_diff:.3g}; {parity.source})"
+            )
         digest = sha256_file(model_file)
         metadata = {
-            "format": fmt, "model_file": spec.filename, "sha256": digest, "model_bytes": model_file.stat().st_size,
+            "format": fmt,
+            "model_file": spec.filename,
+            "sha256": digest,
+            "model_bytes": model_file.stat().st_size,
             "agent": {"name": agent.name, "class": type(agent).__name__, "source": agent_source},
-            "layout": layout.to_dict(), "action_names": list(ACTION_NAMES),
-            "parity": asdict(parity), "versions": _versions(),
+            "layout": layout.to_dict(),
+            "action_names": list(ACTION_NAMES),
+            "parity": asdict(parity),
+            "versions": package_versions(RUNTIME_PACKAGES),
         }
-        (tmp / EXPORT_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.replace(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_json(tmp / EXPORT_FILE, metadata)
     return ExportReport(out, fmt, out / spec.filename, metadata["model_bytes"], digest, layout, parity, metadata)
 
 
@@ -448,9 +504,16 @@ class ServedModel:
     action_names: tuple[str, ...] = ACTION_NAMES
 
     def metadata(self) -> dict[str, Any]:
-        return {"agent": self.agent_name, "format": self.format, "runtime": self.runtime.name,
-                "device": self.runtime.device, "model_sha256": self.sha256, "model_bytes": self.model_bytes,
-                "layout": self.layout.to_dict(), "action_names": list(self.action_names)}
+        return {
+            "agent": self.agent_name,
+            "format": self.format,
+            "runtime": self.runtime.name,
+            "device": self.runtime.device,
+            "model_sha256": self.sha256,
+            "model_bytes": self.model_bytes,
+            "layout": self.layout.to_dict(),
+            "action_names": list(self.action_names),
+        }
 
 
 def agent_weights(path: Path) -> tuple[str, int]:
@@ -465,20 +528,37 @@ def agent_weights(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), sum(f.stat().st_size for f in files)
 
 
-def served_from_agent(agent: Agent, source: Path | None, backend: str = "torch", device: str = "cpu",
-                      parity_observations: int = MIN_PARITY_OBSERVATIONS) -> ServedModel:
+def served_from_agent(
+    agent: Agent,
+    source: Path | None,
+    backend: str = "torch",
+    device: str = "cpu",
+    parity_observations: int = MIN_PARITY_OBSERVATIONS,
+) -> ServedModel:
     """Serve an in-memory agent: eagerly with torch, or converted to ``backend`` after a parity check
     on ``parity_observations`` inputs recorded from matches of the agent."""
     module = export_module(agent)
     if backend == "torch":
         shape = probe_input_shape(agent)
         digest, size = agent_weights(source) if source is not None else (_module_digest(module), _module_bytes(module))
-        return ServedModel(TorchRuntime(module, device), ObsLayout.from_input_shape(agent.obs_type, shape),
-                           agent.name, "torch", digest, size)
+        return ServedModel(
+            TorchRuntime(module, device),
+            ObsLayout.from_input_shape(agent.obs_type, shape),
+            agent.name,
+            "torch",
+            digest,
+            size,
+        )
     recording = record_from_matches(agent, parity_observations)
     with tempfile.TemporaryDirectory() as tmp:
-        report = export_agent(agent, backend, Path(tmp) / "export", recording, required=parity_observations,
-                              agent_source=str(source) if source else None)
+        report = export_agent(
+            agent,
+            backend,
+            Path(tmp) / "export",
+            recording,
+            required=parity_observations,
+            agent_source=str(source) if source else None,
+        )
         return load_export(report.path, device)
 
 
@@ -495,40 +575,108 @@ def _module_bytes(module: torch.nn.Module) -> int:
 
 
 def load_export(path: Path, device: str = "cpu") -> ServedModel:
-    """Load an export folder written by ``export_agent``; the model file's hash must match export.json."""
+    """Load an export folder written by ``export_agent``.
+
+    Every field of export.json is checked before the model is touched: the model file must lie
+    inside the folder (a hand-edited ``model_file`` cannot serve another folder's model or read
+    any file on the machine), its size and SHA-256 must match, and only then is it parsed; a model
+    that does not parse, or whose scores do not fit the layout and action names, is an ExportError.
+    """
     path = Path(path)
     meta_file = path / EXPORT_FILE
     try:
-        meta = json.loads(meta_file.read_text())
-        spec = _format(meta["format"])
-        model_file = path / meta["model_file"]
-        layout = ObsLayout.from_dict(meta["layout"])
-        expected = meta["sha256"]
-    except FileNotFoundError as exc:
-        raise ExportError(f"{path}: not an export folder (no {EXPORT_FILE})") from exc
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ExportError(f"{meta_file}: malformed export metadata ({exc!r})") from exc
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ExportError(f"{path}: not an export folder (no {EXPORT_FILE})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ExportError(f"{meta_file}: not valid JSON ({type(exc).__name__}: {str(exc)[:120]})") from None
+    spec, model_name, expected, layout, agent_name, action_names = _export_fields(meta, meta_file)
+    try:
+        model_file = inside(path, model_name, "model_file")
+    except OutsideFolderError:
+        raise ExportError(
+            f"{meta_file}: model_file {model_name!r} lies outside the export folder; "
+            f"an export folder serves only the model file it holds"
+        ) from None
     if not model_file.is_file():
-        raise ExportError(f"{path}: model file {model_file.name} is missing")
+        raise ExportError(f"{path}: model file {model_name} is missing")
+    size = model_file.stat().st_size
+    if "model_bytes" in meta and size != meta["model_bytes"]:
+        raise ExportError(f"{model_file}: {size} bytes, but export.json says {meta['model_bytes']}")
     # Loading into memory first means the bytes hashed are the bytes run.
     data = model_file.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if digest != expected:
         raise ExportError(f"{model_file}: SHA-256 {digest[:12]}... does not match export.json ({expected[:12]}...)")
-    runtime = OnnxRuntime(data, device) if spec.name == "onnx" else spec.load(model_file, device)
-    return ServedModel(runtime, layout, meta["agent"]["name"], spec.name, digest, len(data),
-                       tuple(meta.get("action_names", ACTION_NAMES)))
+    try:
+        runtime = OnnxRuntime(data, device) if spec.name == "onnx" else spec.load(model_file, device)
+        scores = np.asarray(runtime.scores(np.zeros((1, *layout.shape), dtype=np.float32)))
+    except ExportError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime and torch.jit raise many types for bad models
+        raise ExportError(
+            f"{model_file}: not a runnable {spec.name} model for inputs {layout.shape} "
+            f"({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
+    if scores.shape != (1, len(action_names)):
+        raise ExportError(
+            f"{model_file}: the model gives scores of shape {scores.shape} for one observation; "
+            f"export.json names {len(action_names)} actions"
+        )
+    return ServedModel(runtime, layout, agent_name, spec.name, digest, len(data), action_names)
 
 
-def load_served(path: Path, backend: str | None = None, device: str = "cpu",
-                parity_observations: int = MIN_PARITY_OBSERVATIONS) -> ServedModel:
+def _export_fields(meta: Any, meta_file: Path) -> tuple[Format, str, str, ObsLayout, str, tuple[str, ...]]:
+    """(format, model file name, SHA-256, layout, agent name, action names) of export.json, each type-checked."""
+
+    def fail(field_name: str, expected: str) -> ExportError:
+        value = meta.get(field_name, "<missing>") if isinstance(meta, dict) else meta
+        return ExportError(f"{meta_file}: {field_name} is {str(value)[:80]!r}; expected {expected}")
+
+    if not isinstance(meta, dict):
+        raise ExportError(f"{meta_file}: must hold a JSON object, got {type(meta).__name__}")
+    if not isinstance(meta.get("format"), str) or meta["format"] not in FORMATS:
+        raise fail("format", f"one of {sorted(FORMATS)}")
+    if not isinstance(meta.get("model_file"), str) or not meta["model_file"]:
+        raise fail("model_file", "the name of the model file in this folder")
+    sha = meta.get("sha256")
+    if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise fail("sha256", "64 lowercase hex digits")
+    if "model_bytes" in meta and (not isinstance(meta["model_bytes"], int) or isinstance(meta["model_bytes"], bool)):
+        raise fail("model_bytes", "an integer")
+    agent = meta.get("agent")
+    if not isinstance(agent, dict) or not isinstance(agent.get("name"), str):
+        raise ExportError(f"{meta_file}: agent must be an object with a string 'name'")
+    names = meta.get("action_names", list(ACTION_NAMES))
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+        raise fail("action_names", "a non-empty list of action names")
+    raw = meta.get("layout")
+    shape = raw.get("shape") if isinstance(raw, dict) else None
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+        raise ExportError(f"{meta_file}: layout.shape must be a list of positive integers, got {shape!r}")
+    try:
+        # The layout must be exactly what the exporter derives from that shape (dtype, features, stack).
+        layout = ObsLayout.from_input_shape(raw.get("obs_type"), tuple(shape))
+        written = ObsLayout.from_dict(raw)
+    except (ExportError, KeyError, TypeError) as exc:
+        raise ExportError(f"{meta_file}: invalid layout ({exc})") from None
+    if written != layout:
+        raise ExportError(f"{meta_file}: layout {raw} is inconsistent; for shape {shape} it must be {layout.to_dict()}")
+    return FORMATS[meta["format"]], meta["model_file"], sha, layout, agent["name"], tuple(names)
+
+
+def load_served(
+    path: Path, backend: str | None = None, device: str = "cpu", parity_observations: int = MIN_PARITY_OBSERVATIONS
+) -> ServedModel:
     """A served model from an export folder (its own format) or an agent folder (torch, or exported on the fly)."""
     path = Path(path)
     if (path / EXPORT_FILE).is_file():
         served = load_export(path, device)
         if backend is not None and backend != served.format:
-            raise ExportError(f"{path} is a {served.format} export; it cannot run with backend {backend!r} "
-                              f"(serve the agent folder instead to convert it)")
+            raise ExportError(
+                f"{path} is a {served.format} export; it cannot run with backend {backend!r} "
+                f"(serve the agent folder instead to convert it)"
+            )
         return served
     from bcarena.agents import load_agent
 
@@ -536,6 +684,3 @@ def load_served(path: Path, backend: str | None = None, device: str = "cpu",
         raise ExportError(f"{path}: neither an export folder ({EXPORT_FILE}) nor an agent folder ({AGENT_FILE})")
     agent = load_agent(path)
     return served_from_agent(agent, path, backend or "torch", device, parity_observations)
-
-
-BACKENDS: tuple[str, ...] = ("torch", *FORMATS)

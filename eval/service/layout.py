@@ -15,6 +15,10 @@ from bcarena.eval.errors import EvalError
 EXPORT_FILE = "export.json"
 AGENT_FILE = "agent.json"
 JSON_TYPE, NPY_TYPE = "application/json", "application/x-npy"
+# Serving formats (their writers and runtimes are in export.py, which needs torch) and the least number of
+# recorded observations an export's action-parity check needs.
+FORMAT_NAMES: tuple[str, ...] = ("onnx", "torchscript")
+MIN_PARITY_OBSERVATIONS = 10_000
 
 
 class ExportError(EvalError):
@@ -42,18 +46,24 @@ class ObsLayout:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ObsLayout":
+    def from_dict(cls, data: dict[str, Any]) -> ObsLayout:
         features = data.get("features")
-        return cls(obs_type=data["obs_type"], shape=tuple(data["shape"]), wire_dtype=data["wire_dtype"],
-                   features=tuple(features) if features is not None else None, frame_stack=data.get("frame_stack"))
+        return cls(
+            obs_type=data["obs_type"],
+            shape=tuple(data["shape"]),
+            wire_dtype=data["wire_dtype"],
+            features=tuple(features) if features is not None else None,
+            frame_stack=data.get("frame_stack"),
+        )
 
     @classmethod
-    def from_input_shape(cls, obs_type: str, shape: tuple[int, ...]) -> "ObsLayout":
+    def from_input_shape(cls, obs_type: str, shape: tuple[int, ...]) -> ObsLayout:
         if obs_type == "state":
             if len(shape) != 1 or shape[0] % len(STATE_FEATURES):
                 raise ExportError(f"a state agent's model input must be (k * {len(STATE_FEATURES)},), got {shape}")
-            return cls("state", shape, "float32", features=tuple(STATE_FEATURES),
-                       frame_stack=shape[0] // len(STATE_FEATURES))
+            return cls(
+                "state", shape, "float32", features=tuple(STATE_FEATURES), frame_stack=shape[0] // len(STATE_FEATURES)
+            )
         if obs_type == "pixels":
             if len(shape) != 3:
                 raise ExportError(f"a pixel agent's model input must be (k, H, W) frames, got {shape}")

@@ -17,16 +17,17 @@ import ipaddress
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from bcarena.eval.service.layout import JSON_TYPE, NPY_TYPE, ObsLayout
 from bcarena.eval.errors import EvalError
+from bcarena.eval.service.layout import JSON_TYPE, NPY_TYPE, ObsLayout
 
 MAX_CONCURRENCY = 256
 MAX_REQUESTS = 1_000_000
@@ -48,8 +49,10 @@ def check_loopback(url: str) -> str:
     except ValueError:
         loopback = False
     if not loopback:
-        raise LoadTestError(f"refusing to load-test {host!r}: the load test only targets loopback addresses "
-                            "(127.0.0.0/8, ::1, localhost)")
+        raise LoadTestError(
+            f"refusing to load-test {host!r}: the load test only targets loopback addresses "
+            "(127.0.0.0/8, ::1, localhost)"
+        )
     return url.rstrip("/")
 
 
@@ -157,8 +160,17 @@ def _empty_body(layout: ObsLayout, rng: np.random.Generator, max_batch: int) -> 
 
 def _wrong_structure(layout: ObsLayout, rng: np.random.Generator, max_batch: int) -> tuple[str, bytes]:
     obs = _one(layout, rng).tolist()
-    bodies = [_json(obs), _json({"observation": obs}), _json({"obs": obs, "extra": 1}), _json({"obs": None}),
-              _json({"obs": {"a": 1}}), _json("obs"), _json(7), b"null", _json({"obs": 3.5})]
+    bodies = [
+        _json(obs),
+        _json({"observation": obs}),
+        _json({"obs": obs, "extra": 1}),
+        _json({"obs": None}),
+        _json({"obs": {"a": 1}}),
+        _json("obs"),
+        _json(7),
+        b"null",
+        _json({"obs": 3.5}),
+    ]
     return JSON_TYPE, bodies[int(rng.integers(len(bodies)))]
 
 
@@ -179,8 +191,12 @@ def _wrong_npy_dtype(layout: ObsLayout, rng: np.random.Generator, max_batch: int
 
 def _npy_garbage(layout: ObsLayout, rng: np.random.Generator, max_batch: int) -> tuple[str, bytes]:
     good = _npy(_one(layout, rng))
-    variants = [bytes(rng.integers(0, 256, size=256, dtype=np.uint8)), good[: len(good) // 2],
-                b"\x93NUMPY" + bytes(rng.integers(0, 256, size=32, dtype=np.uint8)), good[:10]]
+    variants = [
+        bytes(rng.integers(0, 256, size=256, dtype=np.uint8)),
+        good[: len(good) // 2],
+        b"\x93NUMPY" + bytes(rng.integers(0, 256, size=32, dtype=np.uint8)),
+        good[:10],
+    ]
     return NPY_TYPE, variants[int(rng.integers(len(variants)))]
 
 
@@ -220,12 +236,27 @@ def _out_of_range(layout: ObsLayout, rng: np.random.Generator, max_batch: int) -
 
 
 FUZZ_CASES: dict[str, FuzzCase] = {
-    "wrong_shape": _wrong_shape, "extra_axis": _extra_axis, "strings": _strings, "booleans": _booleans,
-    "non_finite": _non_finite, "overflow": _overflow, "oversize_batch": _oversize_batch, "empty_batch": _empty_batch,
-    "bad_json": _bad_json, "not_utf8": _not_utf8, "empty_body": _empty_body, "wrong_structure": _wrong_structure,
-    "ragged": _ragged, "deep_nesting": _deep_nesting, "wrong_npy_dtype": _wrong_npy_dtype,
-    "npy_garbage": _npy_garbage, "npy_pickle": _npy_pickle, "npz": _npz, "npy_non_finite": _npy_non_finite,
-    "content_type": _content_type, "out_of_range": _out_of_range,
+    "wrong_shape": _wrong_shape,
+    "extra_axis": _extra_axis,
+    "strings": _strings,
+    "booleans": _booleans,
+    "non_finite": _non_finite,
+    "overflow": _overflow,
+    "oversize_batch": _oversize_batch,
+    "empty_batch": _empty_batch,
+    "bad_json": _bad_json,
+    "not_utf8": _not_utf8,
+    "empty_body": _empty_body,
+    "wrong_structure": _wrong_structure,
+    "ragged": _ragged,
+    "deep_nesting": _deep_nesting,
+    "wrong_npy_dtype": _wrong_npy_dtype,
+    "npy_garbage": _npy_garbage,
+    "npy_pickle": _npy_pickle,
+    "npz": _npz,
+    "npy_non_finite": _npy_non_finite,
+    "content_type": _content_type,
+    "out_of_range": _out_of_range,
 }
 
 
@@ -327,8 +358,10 @@ class _Connection:
     async def _post(self, path: str, content_type: str, body: bytes) -> tuple[int, bytes]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: {content_type}\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
         try:
             self.writer.write(head + body)
             await self.writer.drain()
@@ -355,8 +388,9 @@ class _Connection:
             self.writer = None
 
 
-async def _send_all(url: str, requests: list[tuple[str, bytes]], concurrency: int, timeout: float, bar: tqdm
-                    ) -> tuple[list[float], Counter, list[Any]]:
+async def _send_all(
+    url: str, requests: list[tuple[str, bytes]], concurrency: int, timeout: float, bar: tqdm
+) -> tuple[list[float], Counter, list[Any]]:
     """Send ``requests`` with ``concurrency`` in flight; (latencies s, status counts, per-request statuses)."""
     parts = urlsplit(url)
     latencies: list[float] = []
@@ -398,35 +432,58 @@ def _server_metadata(url: str, timeout: float) -> dict[str, Any]:
         ObsLayout.from_dict(meta["layout"])
         int(meta["max_batch"])
     except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-        raise LoadTestError(f"{url}/metadata did not answer like an agent server: "
-                            f"{type(exc).__name__}: {exc}") from None
+        raise LoadTestError(
+            f"{url}/metadata did not answer like an agent server: {type(exc).__name__}: {exc}"
+        ) from None
     return meta
 
 
-async def _run(url: str, meta: dict[str, Any], levels: tuple[int, ...], requests: int, batch: int, content_type: str,
-               fuzz: int, seed: int, timeout: float, progress: bool) -> LoadTestReport:
+async def _run(
+    url: str,
+    meta: dict[str, Any],
+    levels: tuple[int, ...],
+    requests: int,
+    batch: int,
+    content_type: str,
+    fuzz: int,
+    seed: int,
+    timeout: float,
+    progress: bool,
+) -> LoadTestReport:
     layout, max_batch = ObsLayout.from_dict(meta["layout"]), int(meta["max_batch"])
     pool = valid_observations(layout, 64 * batch, seed).reshape(64, batch, *layout.shape)
     bodies = [encode(obs if batch > 1 else obs[0], content_type) for obs in pool]
     results = []
     for concurrency in levels:
         work = [(content_type, bodies[i % len(bodies)]) for i in range(requests)]
-        with tqdm(total=requests, desc=f"concurrency {concurrency}", unit="req", disable=not progress,
-                  leave=False) as bar:
+        with tqdm(
+            total=requests, desc=f"concurrency {concurrency}", unit="req", disable=not progress, leave=False
+        ) as bar:
             start = time.perf_counter()
             latencies, counts, _ = await _send_all(url, work, concurrency, timeout, bar)
             duration = time.perf_counter() - start
         client_errors = sum(v for k, v in counts.items() if k.startswith("4"))
         server_errors = sum(v for k, v in counts.items() if k.startswith("5"))
-        results.append(LevelResult(concurrency, requests, batch, counts.get("200", 0), client_errors, server_errors,
-                                   counts.get("dropped", 0), duration, requests / duration,
-                                   requests * batch / duration, _percentiles(latencies)))
+        results.append(
+            LevelResult(
+                concurrency,
+                requests,
+                batch,
+                counts.get("200", 0),
+                client_errors,
+                server_errors,
+                counts.get("dropped", 0),
+                duration,
+                requests / duration,
+                requests * batch / duration,
+                _percentiles(latencies),
+            )
+        )
     fuzz_result = None
     if fuzz:
         cases = fuzz_requests(layout, fuzz, max_batch, seed)
         with tqdm(total=fuzz, desc="fuzz", unit="req", disable=not progress, leave=False) as bar:
-            _, counts, statuses = await _send_all(url, [(c, b) for _, c, b in cases], min(8, max(levels)), timeout,
-                                                  bar)
+            _, counts, statuses = await _send_all(url, [(c, b) for _, c, b in cases], min(8, max(levels)), timeout, bar)
         by_case: dict[str, Counter] = {}
         failures = []
         for (name, content_type_sent, _), status in zip(cases, statuses):
@@ -437,9 +494,17 @@ async def _run(url: str, meta: dict[str, Any], levels: tuple[int, ...], requests
     return LoadTestReport(url, content_type, meta, results, fuzz_result)
 
 
-def run_loadtest(url: str, levels: tuple[int, ...] = (1, 4, 16, 64), requests: int = 2_500, batch: int = 1,
-                 content_type: str = JSON_TYPE, fuzz: int = 1_000, seed: int = 0, timeout: float = 30.0,
-                 progress: bool = False) -> LoadTestReport:
+def run_loadtest(
+    url: str,
+    levels: tuple[int, ...] = (1, 4, 16, 64),
+    requests: int = 2_500,
+    batch: int = 1,
+    content_type: str = JSON_TYPE,
+    fuzz: int = 1_000,
+    seed: int = 0,
+    timeout: float = 30.0,
+    progress: bool = False,
+) -> LoadTestReport:
     """Load-test the agent server at ``url`` (loopback only): ``requests`` per concurrency level, then ``fuzz``
     malformed requests."""
     url = check_loopback(url)

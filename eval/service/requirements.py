@@ -34,21 +34,31 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bcarena.agents.base import Agent
 from bcarena.envs.duel import ACTION_NAMES, BOTS, SKILL_ACTIONS
-from bcarena.eval.service.export import (MIN_PARITY_OBSERVATIONS, ExportError, Recording, Runtime, ServedModel,
-                                 agent_weights, export_agent, load_export, record_observations,
-                                 served_from_agent)
+from bcarena.envs.yaml_files import YamlError, load_yaml
 from bcarena.eval.errors import EvalError
+from bcarena.eval.service.export import (
+    MIN_PARITY_OBSERVATIONS,
+    ExportError,
+    ParityInputs,
+    Runtime,
+    ServedModel,
+    agent_weights,
+    export_agent,
+    load_export,
+    record_observations,
+    served_from_agent,
+)
 from bcarena.eval.stats import wilson_interval
 
 ANY_SKILL = "any_skill"
 _OFFLINE_METRIC = re.compile(
     r"^(accuracy|balanced_accuracy|macro_f1|js_divergence"
-    r"|recall_(?P<cls>\w+)|event_(precision|recall|f1)_(?P<evt>\w+))$")
+    r"|recall_(?P<cls>\w+)|event_(precision|recall|f1)_(?P<evt>\w+))$"
+)
 
 
 class RequirementsError(EvalError):
@@ -71,7 +81,7 @@ class LatencyBound(_Section):
     p99_ms: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
-    def _some_bound(self) -> "LatencyBound":
+    def _some_bound(self) -> LatencyBound:
         if self.p50_ms is None and self.p99_ms is None:
             raise ValueError("give p50_ms and/or p99_ms")
         return self
@@ -109,12 +119,17 @@ class OfflineBounds(_Section):
         for name in bounds:
             match = _OFFLINE_METRIC.match(name)
             known = {ACTION_NAMES[a] for a in SKILL_ACTIONS} | {ANY_SKILL}  # event metrics exist for skills only
-            if match is None or (match["cls"] and match["cls"] not in ACTION_NAMES) or (
-                    match["evt"] and match["evt"] not in known):
-                raise ValueError(f"unknown offline metric {name!r}; metrics: accuracy, balanced_accuracy, macro_f1, "
-                                 "js_divergence, recall_<action>, "
-                                 f"event_<precision|recall|f1>_<{'|'.join(sorted(known))}> "
-                                 f"with actions {list(ACTION_NAMES)}")
+            if (
+                match is None
+                or (match["cls"] and match["cls"] not in ACTION_NAMES)
+                or (match["evt"] and match["evt"] not in known)
+            ):
+                raise ValueError(
+                    f"unknown offline metric {name!r}; metrics: accuracy, balanced_accuracy, macro_f1, "
+                    "js_divergence, recall_<action>, "
+                    f"event_<precision|recall|f1>_<{'|'.join(sorted(known))}> "
+                    f"with actions {list(ACTION_NAMES)}"
+                )
         return bounds
 
 
@@ -131,19 +146,20 @@ def load_requirements(path: str | Path) -> Requirements:
     """Read and validate a requirements YAML file; errors name the file and the offending key."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise RequirementsError(f"{path}: requirements file not found") from None
-    except yaml.YAMLError as exc:
-        raise RequirementsError(f"{path}: not valid YAML ({exc})") from None
+        data = load_yaml(path, "requirements")
+    except YamlError as exc:
+        raise RequirementsError(str(exc)) from None
     if not isinstance(data, dict):
-        raise RequirementsError(f"{path}: must hold a mapping of sections (serving, latency, throughput, "
-                                f"win_rate, offline), got {type(data).__name__}")
+        raise RequirementsError(
+            f"{path}: must hold a mapping of sections (serving, latency, throughput, "
+            f"win_rate, offline), got {type(data).__name__}"
+        )
     try:
         req = Requirements.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-                             for err in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+        )
         raise RequirementsError(f"{path}: {problems}") from None
     if req.offline is not None and req.offline.dataset is not None:
         dataset = Path(req.offline.dataset)
@@ -152,8 +168,9 @@ def load_requirements(path: str | Path) -> Requirements:
 
 
 # ----------------------------------------------------------------------------- measuring
-def measure_latency(runtime: Runtime, inputs: np.ndarray, batch: int, calls: int = 1000, warmup: int = 50
-                    ) -> dict[str, float]:
+def measure_latency(
+    runtime: Runtime, inputs: np.ndarray, batch: int, calls: int = 1000, warmup: int = 50
+) -> dict[str, float]:
     """Latency (ms) of ``calls`` model calls of ``batch`` rows cycled from ``inputs``: p50/p95/p99/mean/max."""
     rng = np.random.default_rng(0)
     batches = [inputs[rng.integers(0, len(inputs), size=batch)].astype(np.float32) for _ in range(min(calls, 64))]
@@ -167,8 +184,15 @@ def measure_latency(runtime: Runtime, inputs: np.ndarray, batch: int, calls: int
         times[i] = time.perf_counter_ns() - start
     ms = times / 1e6
     p50, p95, p99 = np.percentile(ms, [50, 95, 99])
-    return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "mean": float(ms.mean()), "max": float(ms.max()),
-            "calls": calls, "batch": batch}
+    return {
+        "p50": float(p50),
+        "p95": float(p95),
+        "p99": float(p99),
+        "mean": float(ms.mean()),
+        "max": float(ms.max()),
+        "calls": calls,
+        "batch": batch,
+    }
 
 
 def measure_throughput(runtime: Runtime, inputs: np.ndarray, batch: int, min_seconds: float = 1.0) -> float:
@@ -207,16 +231,23 @@ class CheckReport:
         return all(row.passed for row in self.rows)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"agent": self.agent, "requirements": self.requirements, "serving": self.serving,
-                "passed": self.passed, "rows": [asdict(r) for r in self.rows], "details": self.details}
+        return {
+            "agent": self.agent,
+            "requirements": self.requirements,
+            "serving": self.serving,
+            "passed": self.passed,
+            "rows": [asdict(r) for r in self.rows],
+            "details": self.details,
+        }
 
 
 def _not_measured(requirement: str, bound: str, reason: str) -> CheckRow:
     return CheckRow(requirement, bound, "not measured", False, None, reason)
 
 
-def _served(agent: Agent, agent_path: Path | None, spec: ServingSpec, recording: Recording, tmp: Path
-            ) -> tuple[ServedModel | None, dict[str, Any]]:
+def _served(
+    agent: Agent, agent_path: Path | None, spec: ServingSpec, recording: ParityInputs, tmp: Path
+) -> tuple[ServedModel | None, dict[str, Any]]:
     """The model in the serving format on the serving device (None + the reason when impossible here)."""
     info: dict[str, Any] = {}
     if spec.format == "torch":
@@ -225,8 +256,14 @@ def _served(agent: Agent, agent_path: Path | None, spec: ServingSpec, recording:
         except ExportError as exc:
             return None, {"error": str(exc)}
     try:
-        report = export_agent(agent, spec.format, tmp / "export", recording, required=len(recording),
-                              agent_source=str(agent_path) if agent_path else None)
+        report = export_agent(
+            agent,
+            spec.format,
+            tmp / "export",
+            recording,
+            required=len(recording),
+            agent_source=str(agent_path) if agent_path else None,
+        )
     except ExportError as exc:  # e.g. parity failed: reported as not met, the other rows still measured
         return None, {"error": str(exc), "parity_error": str(exc)}
     info["parity"] = asdict(report.parity)
@@ -247,9 +284,15 @@ def _model_bytes(agent_path: Path | None, spec: ServingSpec, served: ServedModel
     return served.model_bytes if served is not None else None
 
 
-def check_requirements(agent: Agent, req: Requirements, agent_path: Path | None = None,
-                       dataset_path: Path | None = None, work_dir: Path | None = None, progress: bool = False,
-                       parity_observations: int = MIN_PARITY_OBSERVATIONS) -> CheckReport:
+def check_requirements(
+    agent: Agent,
+    req: Requirements,
+    agent_path: Path | None = None,
+    dataset_path: Path | None = None,
+    work_dir: Path | None = None,
+    progress: bool = False,
+    parity_observations: int = MIN_PARITY_OBSERVATIONS,
+) -> CheckReport:
     """Measure ``agent`` against every requirement in ``req``.
 
     Latency and throughput are measured in-process on the serving format and device with recorded
@@ -274,21 +317,43 @@ def check_requirements(agent: Agent, req: Requirements, agent_path: Path | None 
         served, info = _served(agent, agent_path, spec, recording, Path(tmp))
         details["export"] = info
         unavailable = "the serving model/device is unavailable here (see the device row)"
-        rows.append(CheckRow("device", spec.device, served.runtime.device if served else "unavailable",
-                             served is not None, spec.device if served else None, info.get("error", "")))
+        rows.append(
+            CheckRow(
+                "device",
+                spec.device,
+                served.runtime.device if served else "unavailable",
+                served is not None,
+                spec.device if served else None,
+                info.get("error", ""),
+            )
+        )
         parity_label = f"action parity ({spec.format} vs torch)"
         if "parity" in info:
             parity = info["parity"]
-            rows.append(CheckRow(parity_label, "0 mismatches", f"{parity['mismatches']} / {parity['observations']}",
-                                 info["parity_passed"], parity["mismatches"]))
+            rows.append(
+                CheckRow(
+                    parity_label,
+                    "0 mismatches",
+                    f"{parity['mismatches']} / {parity['observations']}",
+                    info["parity_passed"],
+                    parity["mismatches"],
+                )
+            )
         elif "parity_error" in info:
             rows.append(_not_measured(parity_label, "0 mismatches", info["parity_error"]))
         size = _model_bytes(agent_path, spec, served, info)
         if spec.max_model_mb is not None:
-            rows.append(CheckRow(f"model size ({spec.format})", f"<= {spec.max_model_mb:g} MB",
-                                 f"{size / 1e6:.3f} MB", size / 1e6 <= spec.max_model_mb, size / 1e6)
-                        if size is not None else _not_measured("model size", f"<= {spec.max_model_mb:g} MB",
-                                                               "no model file to measure"))
+            rows.append(
+                CheckRow(
+                    f"model size ({spec.format})",
+                    f"<= {spec.max_model_mb:g} MB",
+                    f"{size / 1e6:.3f} MB",
+                    size / 1e6 <= spec.max_model_mb,
+                    size / 1e6,
+                )
+                if size is not None
+                else _not_measured("model size", f"<= {spec.max_model_mb:g} MB", "no model file to measure")
+            )
         details["model_bytes"] = size
 
         for bound in req.latency:
@@ -304,8 +369,11 @@ def check_requirements(agent: Agent, req: Requirements, agent_path: Path | None 
             for key in ("p50", "p99"):
                 limit = getattr(bound, f"{key}_ms")
                 if limit is not None:
-                    rows.append(CheckRow(f"{label} {key}", f"<= {limit:g} ms", f"{lat[key]:.3f} ms",
-                                         lat[key] <= limit, lat[key]))
+                    rows.append(
+                        CheckRow(
+                            f"{label} {key}", f"<= {limit:g} ms", f"{lat[key]:.3f} ms", lat[key] <= limit, lat[key]
+                        )
+                    )
         if req.throughput is not None:
             bound_text = f">= {req.throughput.min_decisions_per_s:g} decisions/s"
             label = f"throughput batch {req.throughput.batch}"
@@ -313,8 +381,11 @@ def check_requirements(agent: Agent, req: Requirements, agent_path: Path | None 
                 rows.append(_not_measured(label, bound_text, unavailable))
             else:
                 rate = measure_throughput(served.runtime, recording.inputs, req.throughput.batch)
-                rows.append(CheckRow(label, bound_text, f"{rate:,.0f} decisions/s",
-                                     rate >= req.throughput.min_decisions_per_s, rate))
+                rows.append(
+                    CheckRow(
+                        label, bound_text, f"{rate:,.0f} decisions/s", rate >= req.throughput.min_decisions_per_s, rate
+                    )
+                )
 
     for bound in req.win_rate:
         opponent = load_player(bound.opponent)
@@ -324,21 +395,31 @@ def check_requirements(agent: Agent, req: Requirements, agent_path: Path | None 
         rate = wins / bound.matches
         lo, hi = wilson_interval(wins, bound.matches)
         details[f"win_rate vs {bound.opponent}"] = {"wins": wins, "matches": bound.matches, "ci95": [lo, hi]}
-        rows.append(CheckRow(f"win rate vs {bound.opponent}", f">= {bound.min:.0%} ({bound.matches} matches)",
-                             f"{rate:.1%} [{lo:.1%}, {hi:.1%}]", rate >= bound.min, rate))
+        rows.append(
+            CheckRow(
+                f"win rate vs {bound.opponent}",
+                f">= {bound.min:.0%} ({bound.matches} matches)",
+                f"{rate:.1%} [{lo:.1%}, {hi:.1%}]",
+                rate >= bound.min,
+                rate,
+            )
+        )
 
     if req.offline is not None:
         rows += _offline_rows(agent, req.offline, dataset, details, progress)
     return CheckReport(agent.name, req.name, spec.model_dump(), rows, details)
 
 
-def _offline_rows(agent: Agent, bounds: OfflineBounds, dataset, details: dict[str, Any], progress: bool
-                  ) -> list[CheckRow]:
+def _offline_rows(
+    agent: Agent, bounds: OfflineBounds, dataset, details: dict[str, Any], progress: bool
+) -> list[CheckRow]:
     checks = [(name, ">=", limit) for name, limit in bounds.min.items()]
     checks += [(name, "<=", limit) for name, limit in bounds.max.items()]
     if dataset is None:
-        return [_not_measured(f"offline {name}", f"{op} {limit:g}", "no dataset given (--dataset or offline.dataset)")
-                for name, op, limit in checks]
+        return [
+            _not_measured(f"offline {name}", f"{op} {limit:g}", "no dataset given (--dataset or offline.dataset)")
+            for name, op, limit in checks
+        ]
     from bcarena.eval.offline import evaluate_offline
 
     report = evaluate_offline(agent, dataset, bounds.split, bounds.tolerance, progress=progress)
@@ -349,11 +430,13 @@ def _offline_rows(agent: Agent, bounds: OfflineBounds, dataset, details: dict[st
         value = scalars.get(name)
         label = f"offline {name} ({bounds.split})"
         if value is None:
-            why = "metric undefined on this split (e.g. the class never occurs)" if name in scalars \
+            why = (
+                "metric undefined on this split (e.g. the class never occurs)"
+                if name in scalars
                 else f"metric not reported for this dataset; available: {sorted(scalars)}"
+            )
             rows.append(_not_measured(label, f"{op} {limit:g}", why))
             continue
         ok = value >= limit if op == ">=" else value <= limit
         rows.append(CheckRow(label, f"{op} {limit:g}", f"{value:.3f}", ok, value))
     return rows
-

@@ -19,33 +19,65 @@ Every malformed request gets a 4xx with a message naming what was expected: 400 
 body, 413 too many observations or bytes, 415 unsupported content type, 422 wrong shape, dtype,
 range or non-finite values. With ``batch_window_ms > 0`` concurrent requests are merged into one
 model call (micro-batching), which raises throughput for models whose cost grows slowly with B.
+
+Slow and huge requests cannot stall the server (``ServerSettings``):
+  - each request, headers and body, must arrive within ``request_timeout_s`` of the connection
+    opening or of the previous response, or the connection is closed (a 408 when still in the
+    headers); an idle keep-alive connection is closed after ``keep_alive_s``; headers are capped
+    at ``connections.MAX_HEADER_BYTES``;
+  - a body is refused with 413 as soon as its Content-Length or the bytes streamed so far exceed
+    the limit for its content type, which is what the largest valid batch (``max_batch``
+    observations) can take; the rest is discarded as it arrives, never buffered;
+  - bodies over ``INLINE_PARSE_BYTES`` are decoded off the event loop: JSON in worker processes
+    (``json.loads`` and list-to-array hold the GIL for seconds on a 40 MB body, so a thread would
+    still stall ``/health``), ``.npy`` in a thread (NumPy releases the GIL while copying).
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoint annotations (Request) at runtime.
 import asyncio
 import io
 import json
+import multiprocessing
 import socket
 import threading
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from bcarena.eval.service.export import ServedModel
+from bcarena.eval.errors import EvalError
 from bcarena.eval.service.layout import JSON_TYPE, NPY_TYPE, ExportError
 
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+if TYPE_CHECKING:
+    # Only for annotations: the JSON worker processes import this module and must not load torch (nor the serve
+    # extra, which this module works without).
+    import uvicorn
+    from fastapi import FastAPI, Request
+
+    from bcarena.eval.service.export import ServedModel
+
+T = TypeVar("T")
+
+INLINE_PARSE_BYTES = 512 * 1024  # bodies up to this are decoded on the event loop (a few ms at most)
+JSON_WORKERS = 1  # processes decoding large JSON bodies (one holds ~30x its body in memory while decoding)
+PARSE_THREADS = 2  # threads decoding large .npy bodies and checking large batches
 
 
 def require_serving_extra() -> None:
     """Fail with the install command when the optional serving dependencies are missing."""
     try:
         import fastapi  # noqa: F401
+        import httptools  # noqa: F401  (the request deadlines are built on uvicorn's httptools protocol)
         import uvicorn  # noqa: F401
     except ImportError as exc:
-        raise ExportError("serving needs FastAPI and uvicorn; install the extra: pip install 'bcarena[serve]'") from exc
+        raise ExportError(
+            "serving needs FastAPI, uvicorn and httptools; install the extra: pip install 'bcarena[serve]'"
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -54,35 +86,54 @@ class ServerSettings:
 
     max_batch: int = 1024  # observations per request (and per merged model call)
     batch_window_ms: float = 0.0  # micro-batching: wait up to this long to merge requests; 0 = off
+    request_timeout_s: float = 30.0  # a whole request (headers and body) must arrive within this
+    keep_alive_s: float = 5.0  # an idle keep-alive connection is closed after this
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
+            raise EvalError(f"max_batch must be >= 1, got {self.max_batch}")
         if not 0 <= self.batch_window_ms <= 1000:
-            raise ValueError(f"batch_window_ms must be within [0, 1000], got {self.batch_window_ms}")
+            raise EvalError(f"batch_window_ms must be within [0, 1000], got {self.batch_window_ms}")
+        for name in ("request_timeout_s", "keep_alive_s"):
+            if not 0 < getattr(self, name) <= 3600:
+                raise EvalError(f"{name} must be within (0, 3600] seconds, got {getattr(self, name)}")
 
 
 class RequestError(Exception):
-    """A client error: HTTP ``status`` and a message for the client."""
+    """A client error: HTTP ``status`` and a message for the client.
+
+    Not a ``BcarenaError`` on purpose: it never reaches a command-line user; the server turns it
+    into an HTTP error response for the client that sent the request.
+    """
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status, self.message = status, message
 
+    def __reduce__(self) -> tuple:
+        # Raised in a JSON worker process and re-raised here: pickle both arguments, not just the message.
+        return RequestError, (self.status, self.message)
+
 
 # ----------------------------------------------------------------------------- validation
 class ObservationParser:
-    """Turns a request body into a float32 model-input batch (B, *shape), or raises RequestError."""
+    """Turns a request body into a float32 model-input batch (B, *shape), or raises RequestError.
 
-    def __init__(self, served: ServedModel, settings: ServerSettings) -> None:
+    ``parse`` = ``decode`` (body -> array) + ``check`` (shape, batch size, values); the server runs
+    the two steps off the event loop for large bodies.
+    """
+
+    def __init__(self, served: "ServedModel", settings: ServerSettings) -> None:
         self.layout = served.layout
         self.shape = tuple(self.layout.shape)
         self.pixels = self.layout.obs_type == "pixels"
         self.max_batch = settings.max_batch
         values = self.max_batch * int(np.prod(self.shape))
         # JSON: at most ~24 characters per float ("-0.12345678901234567, "), 5 per pixel ("255, ").
-        self.max_bytes = {JSON_TYPE: 4096 + values * (5 if self.pixels else 24),
-                          NPY_TYPE: 4096 + values * np.dtype(self.layout.wire_dtype).itemsize}
+        self.max_bytes = {
+            JSON_TYPE: 4096 + values * (5 if self.pixels else 24),
+            NPY_TYPE: 4096 + values * np.dtype(self.layout.wire_dtype).itemsize,
+        }
 
     def expected(self) -> str:
         one = tuple(self.shape)
@@ -99,9 +150,16 @@ class ObservationParser:
 
     def parse(self, body: bytes, kind: str) -> tuple[np.ndarray, bool]:
         """(inputs (B, *shape) float32, whether one unbatched observation was sent)."""
+        return self.check(self.decode(body, kind))
+
+    def decode(self, body: bytes, kind: str) -> np.ndarray:
+        """The array a body holds, before its shape and values are checked."""
         if not body:
             raise RequestError(400, "empty request body")
-        arr = self._from_json(body) if kind == JSON_TYPE else self._from_npy(body)
+        return decode_json(body, self.pixels, self.expected()) if kind == JSON_TYPE else self._from_npy(body)
+
+    def check(self, arr: np.ndarray) -> tuple[np.ndarray, bool]:
+        """(inputs (B, *shape) float32, single) for a decoded array, or a 413/422 RequestError."""
         if arr.shape == self.shape:
             single, arr = True, arr[None]
         elif arr.ndim == len(self.shape) + 1 and arr.shape[1:] == self.shape:
@@ -114,35 +172,13 @@ class ObservationParser:
             raise RequestError(413, f"batch of {arr.shape[0]} observations exceeds the limit of {self.max_batch}")
         return self._check_values(arr), single
 
-    def _from_json(self, body: bytes) -> np.ndarray:
-        try:
-            payload = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-            raise RequestError(400, f"body is not valid JSON ({type(exc).__name__}: {str(exc)[:120]})") from None
-        if not isinstance(payload, dict) or "obs" not in payload:
-            raise RequestError(422, 'JSON body must be an object {"obs": [...]}')
-        extra = sorted(set(payload) - {"obs"})
-        if extra:
-            raise RequestError(422, f"unknown key(s) {extra[:5]} in the JSON body; only 'obs' is accepted")
-        try:
-            arr = np.asarray(payload["obs"])
-        except (ValueError, TypeError, OverflowError, RecursionError):
-            raise RequestError(422, "obs must be a rectangular (nested) list of numbers; "
-                                    f"expected {self.expected()}") from None
-        if arr.dtype.kind not in "iuf":
-            what = {"b": "booleans", "U": "strings", "O": "mixed or non-numeric values or huge integers"}.get(
-                arr.dtype.kind, f"dtype {arr.dtype}")
-            raise RequestError(422, f"obs must hold numbers, got {what}")
-        if self.pixels and arr.dtype.kind == "f":
-            raise RequestError(422, "pixel observations must be integers 0..255 (uint8), got floats")
-        return arr
-
     def _from_npy(self, body: bytes) -> np.ndarray:
         try:
             arr = np.load(io.BytesIO(body), allow_pickle=False)
         except Exception as exc:  # noqa: BLE001 - any unreadable payload is the client's error
-            raise RequestError(400, f"body is not a readable .npy array "
-                                    f"({type(exc).__name__}: {str(exc)[:120]})") from None
+            raise RequestError(
+                400, f"body is not a readable .npy array ({type(exc).__name__}: {str(exc)[:120]})"
+            ) from None
         if not isinstance(arr, np.ndarray):
             raise RequestError(400, "body must be a single .npy array, not an .npz archive")
         if arr.dtype != np.dtype(self.layout.wire_dtype):
@@ -163,13 +199,75 @@ class ObservationParser:
         return out
 
 
+def decode_json(body: bytes, pixels: bool, expected: str) -> np.ndarray:
+    """The ``obs`` array of a JSON body, or a RequestError; ``expected`` describes valid shapes for messages.
+
+    A module-level function of plain arguments so a JSON worker process can run it. Pixel values
+    that fit are returned as uint8, which makes the way back from a worker 8x shorter.
+    """
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise RequestError(400, f"body is not valid JSON ({type(exc).__name__}: {str(exc)[:120]})") from None
+    if not isinstance(payload, dict) or "obs" not in payload:
+        raise RequestError(422, 'JSON body must be an object {"obs": [...]}')
+    extra = sorted(set(payload) - {"obs"})
+    if extra:
+        raise RequestError(422, f"unknown key(s) {extra[:5]} in the JSON body; only 'obs' is accepted")
+    try:
+        arr = np.asarray(payload["obs"])
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        raise RequestError(422, f"obs must be a rectangular (nested) list of numbers; expected {expected}") from None
+    if arr.dtype.kind not in "iuf":
+        what = {"b": "booleans", "U": "strings", "O": "mixed or non-numeric values or huge integers"}.get(
+            arr.dtype.kind, f"dtype {arr.dtype}"
+        )
+        raise RequestError(422, f"obs must hold numbers, got {what}")
+    if pixels and arr.dtype.kind == "f":
+        raise RequestError(422, "pixel observations must be integers 0..255 (uint8), got floats")
+    if pixels and arr.size and 0 <= arr.min() and arr.max() <= 255:
+        return arr.astype(np.uint8)
+    return arr
+
+
+class JsonWorkers:
+    """Worker processes that decode large JSON bodies (``decode_json``), started on first use.
+
+    They are spawned, not forked: the server process holds model runtimes and threads that a
+    forked child must not inherit. A worker that dies (out of memory on a huge body) fails only
+    its request, with a 503; the next large body starts fresh workers.
+    """
+
+    def __init__(self, processes: int = JSON_WORKERS) -> None:
+        self.processes = processes
+        self._pool: ProcessPoolExecutor | None = None
+
+    async def decode(self, body: bytes, pixels: bool, expected: str) -> np.ndarray:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, decode_json, body, pixels, expected)
+        except BrokenProcessPool:
+            self.shutdown()
+            raise RequestError(
+                503,
+                "the JSON decoder process died on this body; retry, or send application/x-npy "
+                "(smaller and decoded without a copy)",
+            ) from None
+
+    def shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
 # ----------------------------------------------------------------------------- micro-batching
 class MicroBatcher:
     """Merges concurrent requests into one model call: waits up to ``window_s`` after the first
     request, or until ``max_rows`` observations are queued, then answers each request its rows."""
 
-    def __init__(self, served: ServedModel, window_s: float, max_rows: int) -> None:
-        self.served, self.window_s, self.max_rows = served, window_s, max_rows
+    def __init__(self, actions: Callable[[np.ndarray], Awaitable[np.ndarray]], window_s: float, max_rows: int) -> None:
+        self.model_actions, self.window_s, self.max_rows = actions, window_s, max_rows
         self.queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future]] = asyncio.Queue()
         self.calls = 0
         self._task: asyncio.Task | None = None
@@ -205,7 +303,7 @@ class MicroBatcher:
                 rows += item[0].shape[0]
             self.calls += 1
             try:
-                actions = self.served.runtime.actions(np.concatenate([p[0] for p in pending]))
+                actions = await self.model_actions(np.concatenate([p[0] for p in pending]))
             except Exception as exc:  # noqa: BLE001 - delivered to every waiting request
                 for _, future in pending:
                     if not future.done():
@@ -214,85 +312,185 @@ class MicroBatcher:
             start = 0
             for inputs, future in pending:
                 if not future.done():  # the client may have gone away
-                    future.set_result(actions[start:start + inputs.shape[0]])
+                    future.set_result(actions[start : start + inputs.shape[0]])
                 start += inputs.shape[0]
 
 
 # ----------------------------------------------------------------------------- app
-def create_app(served: ServedModel, settings: ServerSettings | None = None):
+class AgentService:
+    """What the routes of one server do: read and check a request body, call the model (through the micro-batcher
+    when batching is on), and count requests, decisions and client errors. ``start``/``stop`` run in the app's
+    lifespan."""
+
+    def __init__(self, served: "ServedModel", settings: ServerSettings) -> None:
+        self.served, self.settings = served, settings
+        self.parser = ObservationParser(served, settings)
+        self.requests = self.decisions = self.client_errors = 0
+        self.started = time.time()
+        self._threads = ThreadPoolExecutor(PARSE_THREADS, thread_name_prefix="bcarena-parse")
+        self._json_workers = JsonWorkers()
+        self._batcher = (
+            MicroBatcher(self.model_actions, settings.batch_window_ms / 1000, settings.max_batch)
+            if settings.batch_window_ms > 0
+            else None
+        )
+        self.metadata = {
+            **served.metadata(),
+            "max_batch": settings.max_batch,
+            "batch_window_ms": settings.batch_window_ms,
+            "max_body_bytes": dict(self.parser.max_bytes),
+            "request_timeout_s": settings.request_timeout_s,
+            "content_types": [JSON_TYPE, NPY_TYPE],
+            "frame_stack_sent_by_client": True,
+        }
+
+    def start(self) -> None:
+        if self._batcher is not None:
+            self._batcher.start()
+
+    async def stop(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.stop()
+        self._json_workers.shutdown()
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+    async def act(self, request: "Request") -> dict[str, Any]:
+        """The answer to POST /act: {"actions": [...], "batch": B}, plus "action" and "name" for one observation."""
+        kind = self.parser.content_type(request.headers.get("content-type"))
+        inputs, single = await self.parse(await self.read_body(request, kind), kind)
+        actions = await self._batcher.actions(inputs) if self._batcher is not None else await self.model_actions(inputs)
+        self.requests += 1
+        self.decisions += int(actions.shape[0])
+        body: dict[str, Any] = {"actions": actions.tolist(), "batch": int(actions.shape[0])}
+        if single:
+            body["action"] = int(actions[0])
+            body["name"] = self.served.action_names[int(actions[0])]
+        return body
+
+    def health(self) -> dict[str, Any]:
+        """The answer to GET /health: liveness and counters."""
+        return {
+            "status": "ok",
+            "agent": self.served.agent_name,
+            "runtime": self.served.runtime.name,
+            "uptime_s": round(time.time() - self.started, 3),
+            "requests": self.requests,
+            "decisions": self.decisions,
+            "client_errors": self.client_errors,
+            "model_calls": self._batcher.calls if self._batcher is not None else self.requests,
+        }
+
+    async def read_body(self, request: "Request", kind: str) -> bytes:
+        """The body, refused with 413 as soon as its declared or streamed size exceeds the limit for ``kind``."""
+        from starlette.requests import ClientDisconnect
+
+        limit = self.parser.max_bytes[kind]
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            raise RequestError(
+                413,
+                f"body of {declared} bytes exceeds the limit of {limit} bytes ({self.settings.max_batch} observations)",
+            )
+        chunks, size = [], 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise RequestError(
+                        413, f"body exceeds the limit of {limit} bytes ({self.settings.max_batch} observations)"
+                    )
+                chunks.append(chunk)
+        except ClientDisconnect:  # the client went away, or the request deadline closed the connection
+            raise RequestError(
+                408, f"the request body did not arrive within {self.settings.request_timeout_s} s"
+            ) from None
+        return b"".join(chunks)
+
+    async def parse(self, body: bytes, kind: str) -> tuple[np.ndarray, bool]:
+        """(inputs (B, *shape) float32, single); bodies over ``INLINE_PARSE_BYTES`` are decoded off the event loop."""
+        if len(body) <= INLINE_PARSE_BYTES:
+            return self.parser.parse(body, kind)
+        if kind == JSON_TYPE:
+            decoded = await self._json_workers.decode(body, self.parser.pixels, self.parser.expected())
+            return await self._off_loop(self.parser.check, decoded)
+        return await self._off_loop(self.parser.parse, body, kind)
+
+    async def model_actions(self, inputs: np.ndarray) -> np.ndarray:
+        """Actions (B,) for inputs (B, *shape)."""
+        # Torch and ONNX Runtime release the GIL while computing: a large batch runs in a thread.
+        if inputs.nbytes <= INLINE_PARSE_BYTES:
+            return self.served.runtime.actions(inputs)
+        return await self._off_loop(self.served.runtime.actions, inputs)
+
+    async def _off_loop(self, function: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._threads, function, *args)
+
+
+def create_app(served: "ServedModel", settings: ServerSettings | None = None) -> "FastAPI":
     """The FastAPI application serving ``served``."""
     require_serving_extra()
-    from contextlib import asynccontextmanager
-
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
 
-    settings = settings or ServerSettings()
-    parser = ObservationParser(served, settings)
-    stats = {"requests": 0, "decisions": 0, "client_errors": 0, "started": time.time()}
-    batcher = MicroBatcher(served, settings.batch_window_ms / 1000, settings.max_batch) \
-        if settings.batch_window_ms > 0 else None
-    metadata = {**served.metadata(), "max_batch": settings.max_batch, "batch_window_ms": settings.batch_window_ms,
-                "content_types": [JSON_TYPE, NPY_TYPE], "frame_stack_sent_by_client": True}
+    service = AgentService(served, settings or ServerSettings())
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI):
-        if batcher is not None:
-            batcher.start()
-        yield
-        if batcher is not None:
-            await batcher.stop()
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
 
-    app = FastAPI(title=f"bcarena agent server: {served.agent_name}", lifespan=lifespan,
-                  description="Duel agent decisions over HTTP. See GET /metadata for the observation layout.")
+    app = FastAPI(
+        title=f"bcarena agent server: {served.agent_name}",
+        lifespan=lifespan,
+        description="Duel agent decisions over HTTP. See GET /metadata for the observation layout.",
+    )
 
     @app.exception_handler(RequestError)
     async def _client_error(_request: Request, exc: RequestError) -> JSONResponse:
-        stats["client_errors"] += 1
+        service.client_errors += 1
+        # After an early 413 the connection stays open: uvicorn drains the rest of the body unread (within the
+        # request deadline), so the client gets this answer instead of a connection reset.
         return JSONResponse({"detail": exc.message}, status_code=exc.status)
-
-    async def read_body(request: Request, kind: str) -> bytes:
-        limit = parser.max_bytes[kind]
-        declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            raise RequestError(413, f"body of {declared} bytes exceeds the limit of {limit} bytes "
-                                    f"({settings.max_batch} observations)")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise RequestError(413, f"body exceeds the limit of {limit} bytes ({settings.max_batch} observations)")
-            chunks.append(chunk)
-        return b"".join(chunks)
 
     @app.post("/act")
     async def act(request: Request) -> JSONResponse:
         """Actions for one observation or a batch (see the module docstring for the body formats)."""
-        kind = parser.content_type(request.headers.get("content-type"))
-        inputs, single = parser.parse(await read_body(request, kind), kind)
-        actions = await batcher.actions(inputs) if batcher is not None else served.runtime.actions(inputs)
-        stats["requests"] += 1
-        stats["decisions"] += int(actions.shape[0])
-        body: dict[str, Any] = {"actions": actions.tolist(), "batch": int(actions.shape[0])}
-        if single:
-            body["action"] = int(actions[0])
-            body["name"] = served.action_names[int(actions[0])]
-        return JSONResponse(body)
+        return JSONResponse(await service.act(request))
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
         """Liveness and counters."""
-        return {"status": "ok", "agent": served.agent_name, "runtime": served.runtime.name,
-                "uptime_s": round(time.time() - stats["started"], 3), "requests": stats["requests"],
-                "decisions": stats["decisions"], "client_errors": stats["client_errors"],
-                "model_calls": batcher.calls if batcher is not None else stats["requests"]}
+        return service.health()
 
     @app.get("/metadata")
     async def get_metadata() -> dict[str, Any]:
         """Observation layout, action names, model hash and request limits."""
-        return metadata
+        return service.metadata
 
     return app
+
+
+def _uvicorn_config(
+    served: "ServedModel", settings: ServerSettings | None, host: str, port: int, log_level: str
+) -> "uvicorn.Config":
+    import uvicorn
+
+    from bcarena.eval.service.connections import deadline_protocol
+
+    settings = settings or ServerSettings()
+    return uvicorn.Config(
+        create_app(served, settings),
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        lifespan="on",
+        http=deadline_protocol(settings.request_timeout_s),
+        timeout_keep_alive=settings.keep_alive_s,
+    )
 
 
 # ----------------------------------------------------------------------------- running
@@ -303,12 +501,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def serve(served: ServedModel, host: str = "127.0.0.1", port: int = 8000, settings: ServerSettings | None = None,
-          log_level: str = "warning") -> None:
+def serve(
+    served: "ServedModel",
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    settings: ServerSettings | None = None,
+    log_level: str = "warning",
+) -> None:
     """Run the server in the foreground until interrupted (Ctrl-C)."""
     import uvicorn
 
-    uvicorn.run(create_app(served, settings), host=host, port=port, log_level=log_level, access_log=False)
+    uvicorn.Server(_uvicorn_config(served, settings, host, port, log_level)).run()
 
 
 class BackgroundServer:
@@ -318,15 +521,18 @@ class BackgroundServer:
     the client does not compete with it for the GIL.
     """
 
-    def __init__(self, served: ServedModel, settings: ServerSettings | None = None, host: str = "127.0.0.1",
-                 port: int | None = None) -> None:
+    def __init__(
+        self,
+        served: "ServedModel",
+        settings: ServerSettings | None = None,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+    ) -> None:
         require_serving_extra()
         import uvicorn
 
         self.host, self.port = host, port or free_port(host)
-        config = uvicorn.Config(create_app(served, settings), host=host, port=self.port, log_level="warning",
-                                access_log=False, lifespan="on")
-        self.server = uvicorn.Server(config)
+        self.server = uvicorn.Server(_uvicorn_config(served, settings, host, self.port, "warning"))
         self._thread = threading.Thread(target=self.server.run, name=f"bcarena-server-{self.port}", daemon=True)
 
     @property

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bcarena.eval.files import write_text
+from bcarena.envs.files import write_text
 
 
 def emit(results: dict[str, Any], out: Path | None) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import typer
+
 from bcarena.experiments.benchmarks import emit
 from bcarena.recordings import RecordOptions, build_dataset, record_duel
 
@@ -40,11 +41,20 @@ def run(episodes: int = 50, repeats: int = 3, seed: int = 0) -> dict:
     with tempfile.TemporaryDirectory(prefix="bcarena-bench-") as tmp:
         tmp = Path(tmp)
         start = time.perf_counter()
-        record_duel("pro", ("brawler", "turtle", "random", "pro"), episodes, tmp / "rec", seed,
-                    options=RecordOptions(video=False, progress=False))
+        record_duel(
+            "pro",
+            ("brawler", "turtle", "random", "pro"),
+            episodes,
+            tmp / "rec",
+            seed,
+            options=RecordOptions(video=False, progress=False),
+        )
         record_s = time.perf_counter() - start
-        frames = sum(json.loads((p / "meta.json").read_text())["num_frames"] for p in (tmp / "rec").iterdir()
-                     if not p.name.startswith("."))
+        frames = sum(
+            json.loads((p / "meta.json").read_text())["num_frames"]
+            for p in (tmp / "rec").iterdir()
+            if not p.name.startswith(".")
+        )
         timings = {
             "pixels_threads": _time_build(tmp / "rec", tmp / "ds", repeats),
             "pixels_one_thread": _time_build(tmp / "rec", tmp / "ds", repeats, workers=1),
@@ -68,9 +78,11 @@ def run(episodes: int = 50, repeats: int = 3, seed: int = 0) -> dict:
     }
 
 
-def main(episodes: int = typer.Option(50, min=1, help="Duel episodes to record and convert"),
-         repeats: int = typer.Option(3, min=1, help="builds per setting (the fastest counts)"),
-         out: Path = typer.Option(None, help="also write the JSON here")) -> None:
+def main(
+    episodes: int = typer.Option(50, min=1, help="Duel episodes to record and convert"),
+    repeats: int = typer.Option(3, min=1, help="builds per setting (the fastest counts)"),
+    out: Path = typer.Option(None, help="also write the JSON here"),
+) -> None:
     """Measure dataset build throughput and print JSON."""
     results = run(episodes, repeats)
     emit(results, out)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import gymnasium as gym
 import numpy as np
 import typer
+
 from bcarena.envs.duel import NUM_ACTIONS, DuelCore, DuelEnv, DuelVectorEnv
 from bcarena.envs.duel.render import gray_frames
 from bcarena.experiments.benchmarks import emit
@@ -42,16 +43,27 @@ def _stepper(env, num_envs: int, seed: int) -> Callable[[], int]:
     return step
 
 
-def run(sizes: tuple[int, ...] = (1, 64, 1024, 4096), opponent: str = "pro", min_seconds: float = 2.0,
-        render_batch: int = 1024) -> dict:
-    results: dict = {"benchmark": "env_throughput", "opponent": opponent, "obs_type": "state",
-                     "machine": {"python": platform.python_version(), "processor": platform.processor(),
-                                 "numpy": np.__version__}, "vector_env": {}, "sync_vector_env": {}, "speedup": {}}
+def run(
+    sizes: tuple[int, ...] = (1, 64, 1024, 4096),
+    opponent: str = "pro",
+    min_seconds: float = 2.0,
+    render_batch: int = 1024,
+) -> dict:
+    results: dict = {
+        "benchmark": "env_throughput",
+        "opponent": opponent,
+        "obs_type": "state",
+        "machine": {"python": platform.python_version(), "processor": platform.processor(), "numpy": np.__version__},
+        "vector_env": {},
+        "sync_vector_env": {},
+        "speedup": {},
+    }
     for n in sizes:
         vec = DuelVectorEnv(n, opponent=opponent)
         results["vector_env"][str(n)] = rate(_stepper(vec, n, seed=0), min_seconds)
-        sync = gym.vector.SyncVectorEnv([lambda: DuelEnv(opponent=opponent) for _ in range(n)],
-                                        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+        sync = gym.vector.SyncVectorEnv(
+            [lambda: DuelEnv(opponent=opponent) for _ in range(n)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+        )
         results["sync_vector_env"][str(n)] = rate(_stepper(sync, n, seed=0), min_seconds, min_calls=2)
         results["speedup"][str(n)] = results["vector_env"][str(n)] / results["sync_vector_env"][str(n)]
     core = DuelCore(render_batch)
@@ -61,8 +73,10 @@ def run(sizes: tuple[int, ...] = (1, 64, 1024, 4096), opponent: str = "pro", min
     return results
 
 
-def main(out: Path = typer.Option(None, help="also write the JSON here"),
-         min_seconds: float = typer.Option(2.0, help="time each measurement at least this long")) -> None:
+def main(
+    out: Path = typer.Option(None, help="also write the JSON here"),
+    min_seconds: float = typer.Option(2.0, help="time each measurement at least this long"),
+) -> None:
     """Measure and print JSON (decisions/s per N, speedup over SyncVectorEnv, frames/s)."""
     results = run(min_seconds=min_seconds)
     emit(results, out)

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 import typer
+
 from bcarena.agents import load_agent
 from bcarena.agents.base import Agent
 from bcarena.eval.service.export import OnnxRuntime, TorchRuntime, export_agent, export_module, record_from_matches
@@ -56,8 +57,10 @@ def in_process(agent: Agent, export_dir: Path, calls: int, observations: int) ->
     export_agent(agent, "onnx", export_dir, recording, required=observations)
     module = export_module(agent)
     default_threads = torch.get_num_threads()
-    runtimes = {"torch_eager": lambda: TorchRuntime(module),
-                "onnxruntime": lambda: OnnxRuntime(export_dir / "model.onnx")}
+    runtimes = {
+        "torch_eager": lambda: TorchRuntime(module),
+        "onnxruntime": lambda: OnnxRuntime(export_dir / "model.onnx"),
+    }
     results: dict[str, Any] = {"observations": observations, "calls": calls, "torch_threads_default": default_threads}
     for batch in (1, 64):
         row: dict[str, Any] = {}
@@ -65,7 +68,8 @@ def in_process(agent: Agent, export_dir: Path, calls: int, observations: int) ->
             for threads in (1, default_threads):
                 torch.set_num_threads(threads)
                 row[f"{name}_{threads}thr" if name == "torch_eager" else name] = measure_latency(
-                    make(), recording.inputs, batch, calls)
+                    make(), recording.inputs, batch, calls
+                )
                 if name != "torch_eager":
                     break
         torch.set_num_threads(default_threads)
@@ -82,8 +86,21 @@ def in_process(agent: Agent, export_dir: Path, calls: int, observations: int) ->
 def _start_server(target: Path, port: int, backend: str) -> subprocess.Popen:
     import httpx
 
-    server = subprocess.Popen([sys.executable, "-m", "bcarena.experiments.cli", "serve", str(target), "--port",
-                               str(port), "--backend", backend], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bcarena.experiments.cli",
+            "serve",
+            str(target),
+            "--port",
+            str(port),
+            "--backend",
+            backend,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 180
     while True:
         try:
@@ -109,10 +126,15 @@ def http(target: Path, backend: str, requests: int, levels: tuple[int, ...]) -> 
         server.terminate()
         server.wait(30)
     levels_out = [{k: v for k, v in vars(lv).items()} for lv in single.levels]
-    meeting = [lv for lv in single.levels
-               if lv.latency_ms["p99"] <= HTTP_P99_TARGET_MS and lv.decisions_per_s >= HTTP_RATE_TARGET]
+    meeting = [
+        lv
+        for lv in single.levels
+        if lv.latency_ms["p99"] <= HTTP_P99_TARGET_MS and lv.decisions_per_s >= HTTP_RATE_TARGET
+    ]
     return {
-        "backend": backend, "encoding": "application/json, one observation per request", "levels": levels_out,
+        "backend": backend,
+        "encoding": "application/json, one observation per request",
+        "levels": levels_out,
         "batched_npy_32": vars(batched.levels[0]),
         "clean": single.passed and batched.passed,
         "target": {"p99_ms": HTTP_P99_TARGET_MS, "decisions_per_s": HTTP_RATE_TARGET},
@@ -121,16 +143,27 @@ def http(target: Path, backend: str, requests: int, levels: tuple[int, ...]) -> 
     }
 
 
-def run(agent_dir: Path | None = None, calls: int = 5000, observations: int = 10_000, requests: int = 3000,
-        levels: tuple[int, ...] = (1, 2, 4, 8, 16)) -> dict[str, Any]:
+def run(
+    agent_dir: Path | None = None,
+    calls: int = 5000,
+    observations: int = 10_000,
+    requests: int = 3000,
+    levels: tuple[int, ...] = (1, 2, 4, 8, 16),
+) -> dict[str, Any]:
     agent = load_agent(agent_dir) if agent_dir is not None else default_agent()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         export_dir = Path(tmp) / "export"
         results: dict[str, Any] = {
-            "agent": agent.name, "agent_dir": str(agent_dir) if agent_dir else None,
-            "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-                        "torch": torch.__version__, "load_average_before": load_before},
+            "agent": agent.name,
+            "agent_dir": str(agent_dir) if agent_dir else None,
+            "machine": {
+                "platform": platform.platform(),
+                "python": platform.python_version(),
+                "cpus": os.cpu_count(),
+                "torch": torch.__version__,
+                "load_average_before": load_before,
+            },
             "in_process_ms": in_process(agent, export_dir, calls, observations),
         }
         results["http_onnx"] = http(export_dir, "onnx", requests, levels)
@@ -138,10 +171,12 @@ def run(agent_dir: Path | None = None, calls: int = 5000, observations: int = 10
     return results
 
 
-def main(agent: Path = typer.Argument(None, help="agent folder (default: an untrained 256x256 MLP)"),
-         out: Path = typer.Option(None, help="also write the JSON here"),
-         calls: int = typer.Option(5000, help="timed calls per in-process measurement"),
-         requests: int = typer.Option(3000, help="HTTP requests per concurrency level")) -> None:
+def main(
+    agent: Path = typer.Argument(None, help="agent folder (default: an untrained 256x256 MLP)"),
+    out: Path = typer.Option(None, help="also write the JSON here"),
+    calls: int = typer.Option(5000, help="timed calls per in-process measurement"),
+    requests: int = typer.Option(3000, help="HTTP requests per concurrency level"),
+) -> None:
     """Measure and print JSON: in-process p50/p99 per decision (torch vs ONNX Runtime) and HTTP latency/throughput."""
     results = run(agent, calls=calls, requests=requests)
     emit(results, out)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import typer
+
 from bcarena.agents.data import SplitData, stack_rows
 from bcarena.agents.losses import CrossEntropy
 from bcarena.agents.policies import CNNPolicy, MLPPolicy, ScoreModel
@@ -37,8 +38,9 @@ def _data(policy: str, frames: int, frame_stack: int, episode_len: int = 300) ->
         inputs = torch.as_tensor(rng.standard_normal((frames, STATE_DIM), dtype=np.float32))
         return SplitData("state", 1, inputs, None, labels, episodes, None)
     pixels = torch.as_tensor(rng.integers(0, 256, (frames, 84, 84), dtype=np.uint8))
-    return SplitData("pixels", frame_stack, pixels, torch.as_tensor(stack_rows(episodes, frame_stack)), labels,
-                     episodes, None)
+    return SplitData(
+        "pixels", frame_stack, pixels, torch.as_tensor(stack_rows(episodes, frame_stack)), labels, episodes, None
+    )
 
 
 def _model(policy: str, frame_stack: int) -> ScoreModel:
@@ -48,8 +50,9 @@ def _model(policy: str, frame_stack: int) -> ScoreModel:
     return ScoreModel(CNNPolicy(frame_stack, NUM_ACTIONS), torch.tensor(128.0), torch.tensor(64.0))
 
 
-def run_case(policy: str, loader: str, frames: int, batch_size: int, min_seconds: float, frame_stack: int,
-             threads: int) -> dict:
+def run_case(
+    policy: str, loader: str, frames: int, batch_size: int, min_seconds: float, frame_stack: int, threads: int
+) -> dict:
     """Train for >= ``min_seconds`` (after one warm-up batch); samples/s and memory of this process."""
     torch.set_num_threads(threads)
     tracemalloc.start()
@@ -59,11 +62,12 @@ def run_case(policy: str, loader: str, frames: int, batch_size: int, min_seconds
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(0)
     if loader == "index":
+
         def batches():
             while True:
                 order = torch.randperm(len(data), generator=gen)
                 for begin in range(0, len(order), batch_size):
-                    idx = order[begin:begin + batch_size]
+                    idx = order[begin : begin + batch_size]
                     yield data.batch(idx), data.labels[idx]
     else:  # the baseline: DataLoader over materialized (stacked) inputs
         stacked = data.batch(torch.arange(len(data)))
@@ -72,6 +76,7 @@ def run_case(policy: str, loader: str, frames: int, batch_size: int, min_seconds
         def batches():
             while True:
                 yield from torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=gen)
+
     it = batches()
     samples, steps, start = 0, 0, None
     while start is None or time.perf_counter() - start < min_seconds or steps < 3:
@@ -87,12 +92,20 @@ def run_case(policy: str, loader: str, frames: int, batch_size: int, min_seconds
         steps += 1
     elapsed = time.perf_counter() - start
     _, traced_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()  # tracing would slow down (and leak its peak into) whatever runs next in this process
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
-    return {"policy": policy, "loader": loader, "frames": frames, "batch_size": batch_size,
-            "frame_stack": frame_stack if policy == "cnn" else 1, "threads": threads,
-            "samples_per_s": samples / elapsed, "steps": steps,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20,
-            "tracemalloc_peak_mb": traced_peak / 2**20}
+    return {
+        "policy": policy,
+        "loader": loader,
+        "frames": frames,
+        "batch_size": batch_size,
+        "frame_stack": frame_stack if policy == "cnn" else 1,
+        "threads": threads,
+        "samples_per_s": samples / elapsed,
+        "steps": steps,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20,
+        "tracemalloc_peak_mb": traced_peak / 2**20,
+    }
 
 
 def _in_fresh_process(kwargs: dict) -> dict:
@@ -100,28 +113,53 @@ def _in_fresh_process(kwargs: dict) -> dict:
         return pool.apply(run_case, kwds=kwargs)
 
 
-def run(mlp_frames: int = 200_000, cnn_frames: int = 4_000, min_seconds: float = 3.0, threads: int = 1,
-        frame_stack: int = 4, mlp_batch: int = 512, cnn_batch: int = 64) -> dict:
-    results: dict = {"benchmark": "train_throughput",
-                     "machine": {"python": platform.python_version(), "processor": platform.processor(),
-                                 "torch": torch.__version__, "cpus": mp.cpu_count()},
-                     "cases": [], "speedup_index_vs_dataloader": {}}
+def run(
+    mlp_frames: int = 200_000,
+    cnn_frames: int = 4_000,
+    min_seconds: float = 3.0,
+    threads: int = 1,
+    frame_stack: int = 4,
+    mlp_batch: int = 512,
+    cnn_batch: int = 64,
+) -> dict:
+    results: dict = {
+        "benchmark": "train_throughput",
+        "machine": {
+            "python": platform.python_version(),
+            "processor": platform.processor(),
+            "torch": torch.__version__,
+            "cpus": mp.cpu_count(),
+        },
+        "cases": [],
+        "speedup_index_vs_dataloader": {},
+    }
     for policy, frames, batch in (("mlp", mlp_frames, mlp_batch), ("cnn", cnn_frames, cnn_batch)):
         rates = {}
         for loader in ("index", "dataloader"):
-            case = _in_fresh_process({"policy": policy, "loader": loader, "frames": frames, "batch_size": batch,
-                                      "min_seconds": min_seconds, "frame_stack": frame_stack, "threads": threads})
+            case = _in_fresh_process(
+                {
+                    "policy": policy,
+                    "loader": loader,
+                    "frames": frames,
+                    "batch_size": batch,
+                    "min_seconds": min_seconds,
+                    "frame_stack": frame_stack,
+                    "threads": threads,
+                }
+            )
             results["cases"].append(case)
             rates[loader] = case["samples_per_s"]
         results["speedup_index_vs_dataloader"][policy] = rates["index"] / rates["dataloader"]
     return results
 
 
-def main(out: Path = typer.Option(None, help="also write the JSON here"),
-         min_seconds: float = typer.Option(3.0, help="time each case at least this long"),
-         threads: int = typer.Option(1, help="torch CPU threads"),
-         mlp_frames: int = typer.Option(200_000, help="state rows held in memory"),
-         cnn_frames: int = typer.Option(4_000, help="84x84 frames held in memory")) -> None:
+def main(
+    out: Path = typer.Option(None, help="also write the JSON here"),
+    min_seconds: float = typer.Option(3.0, help="time each case at least this long"),
+    threads: int = typer.Option(1, help="torch CPU threads"),
+    mlp_frames: int = typer.Option(200_000, help="state rows held in memory"),
+    cnn_frames: int = typer.Option(4_000, help="84x84 frames held in memory"),
+) -> None:
     """Measure and print JSON: samples/s (index batching and the DataLoader baseline) and peak memory."""
     results = run(mlp_frames, cnn_frames, min_seconds, threads)
     emit(results, out)
