@@ -24,13 +24,19 @@ $(TEST_STAMP): pyproject.toml constraints.txt | $(BIN)/python
 demo: $(DEMO_STAMP)
 	$(BIN)/bcarena demo
 
-test: $(TEST_STAMP)
+test: lint
 	$(BIN)/python -m pytest -q
 
-# The lint gate: ruff (with a complexity limit) and a type check of the public API modules.
+# The lint gate: ruff (with a complexity limit) and mypy on the public API modules (pyproject's [tool.mypy]).
+# mypy cannot follow setuptools' package-dir, so it reads the layers through links bcarena/<layer> -> <layer>/.
+TYPECHECK_ROOT := build/typecheck/bcarena
+LAYERS := envs recordings agents eval experiments
+
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	mkdir -p $(TYPECHECK_ROOT)
+	for layer in $(LAYERS); do ln -sfn ../../../$$layer $(TYPECHECK_ROOT)/$$layer || exit 1; done
 	$(BIN)/mypy
 
 test-slow: $(TEST_STAMP)

@@ -90,6 +90,7 @@ def _uniform(labels, pool, cfg, names, seed):
 
 def _weighted(labels, pool, cfg, names, seed):
     w = class_weights(np.bincount(labels[pool], minlength=len(names)), cfg.sampler_weights, cfg.effective_beta)
+    assert w is not None  # sampler_weights has no "none" scheme
     return pool, w[labels[pool]]
 
 

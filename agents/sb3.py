@@ -289,8 +289,9 @@ class SB3Agent(SavableAgent, Exportable, FrameStacked, Stochastic):
         return cls(policy, spec.hidden, spec.activation, spec.deterministic, header.name, spec.seed)
 
 
-def ppo_from_bc(agent: TorchAgent, env: VecEnv, **ppo_kwargs: Any) -> PPO:
-    """A PPO whose actor is ``agent``'s MLP (a state, frame_stack 1 ``TorchAgent``); the critic starts fresh."""
+def ppo_from_bc(agent: SavableAgent, env: VecEnv, **ppo_kwargs: Any) -> PPO:
+    """A PPO whose actor is ``agent``'s MLP (a state, frame_stack 1 ``TorchAgent``, else an SB3Error); the critic
+    starts fresh."""
     if type(agent) is not TorchAgent or not isinstance(agent.model.policy, MLPPolicy):
         raise SB3Error(f"BC -> PPO needs a TorchAgent with an MLP policy, got {type(agent).__name__}")
     if agent.frame_stack != 1 or agent.model.num_actions != NUM_ACTIONS:

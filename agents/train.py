@@ -4,7 +4,8 @@ The run, top to bottom (``_train``):
   1. ``_prepare_data``: the train/val/test splits as tensors, class ids, class checks, SMOTE rows,
      the epoch sampler (``samplers.py``) and the normalization fitted on train.
   2. ``_build_learner``: model, loss and optimizer on the training device.
-  3. ``_start``: a fresh ``RunState``, or the one in ``checkpoint.pt`` (``resume=True``).
+  3. ``_start``: a fresh ``RunState``, or the one in ``checkpoint.pt`` (``resume=True``, which also
+     removes the ``.partial-*`` temporaries a killed run left in ``out_dir``).
   4. per epoch: ``_train_epoch`` (the sampler's index draw in minibatches of in-memory tensors;
      index batching is about twice as fast as a DataLoader here), ``_validate`` (validation
      metrics, see ``validation.py``), early stopping on ``config.early_stop_metric`` and an
@@ -46,7 +47,7 @@ from bcarena.agents.threads import torch_threads
 from bcarena.agents.torch_agent import TorchAgent
 from bcarena.agents.validation import SUMMARY_METRICS, ClassificationMetrics, classification_metrics
 from bcarena.envs.errors import BcarenaError
-from bcarena.envs.files import write_bytes, write_json
+from bcarena.envs.files import remove_partials, write_bytes, write_json
 from bcarena.recordings.dataset import ActionDataset, DatasetError
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -465,6 +466,7 @@ def _start(out: Path | None, cfg: TrainConfig, fingerprint: str, learner: Learne
     write_json(out / "config.json", cfg.to_dict())
     if not resume:
         return RunState()
+    remove_partials(out)  # a checkpoint, agent or plot a kill cut short: the resumed run writes them anew
     state = _load_checkpoint(out / CHECKPOINT_FILE, cfg, fingerprint)
     learner.model.load_state_dict(state["model"])
     learner.optimizer.load_state_dict(state["optimizer"])

@@ -276,7 +276,9 @@ class BoxingView(gym.Wrapper):
         self._seed = -1
 
     def _view(self, screen: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
-        ram = self.env.unwrapped.ale.getRAM().copy()
+        atari = self.env.unwrapped
+        assert isinstance(atari, ale_py.AtariEnv)  # what make_env builds
+        ram = atari.ale.getRAM().copy()
         scores = ram_info(ram)
         info: dict[str, Any] = {"score": np.array([scores["player_score"][0], scores["enemy_score"][0]]), "ram": ram}
         if self.screens:

@@ -50,7 +50,7 @@ class VideoWriter:
         if self._writer is None:
             self._tmp = new_partial(self.path)
             height, width = frame.shape[:2]
-            fourcc = cv2.VideoWriter_fourcc(*CODECS[self.path.suffix.lower()])
+            fourcc = cv2.VideoWriter.fourcc(*CODECS[self.path.suffix.lower()])
             self._writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, (width, height), frame.ndim == 3)
             if not self._writer.isOpened():
                 raise VideoError(f"{self.path}: OpenCV could not open a {CODECS[self.path.suffix.lower()]} writer")

@@ -21,12 +21,12 @@ from tqdm.auto import tqdm
 
 from bcarena.agents.base import Agent
 from bcarena.envs.boxing import ACTION_NAMES, KO_SCORE, BoxingBatch, BoxingConfig
-from bcarena.envs.play import Hook, Step, play
+from bcarena.envs.play import Hook, Policy, Step, play
 from bcarena.eval.errors import EvalError
 from bcarena.eval.matches import MatchReport, MatchResults, match_seeds, summarize
 
 
-def _check_boxing_agent(agent: Agent, names: list[str]) -> None:
+def _check_boxing_agent(agent: Policy, names: list[str]) -> None:
     if agent.obs_type not in ("pixels", "state"):
         raise EvalError(f"agent {agent.name!r} observes {agent.obs_type!r}; Boxing offers 'pixels' or 'state'")
     if not isinstance(agent, Agent):  # a plain Policy (the scripted expert) declares no game
@@ -42,7 +42,7 @@ def _check_boxing_agent(agent: Agent, names: list[str]) -> None:
 
 
 def evaluate_boxing(
-    agent: Agent,
+    agent: Policy,
     num_matches: int,
     seed: int = 0,
     num_envs: int = 8,
@@ -91,7 +91,7 @@ class _ActionCounts(Hook):
         np.add.at(self.counts, (rows, step.actions[rows, 0]), 1)
 
 
-def _play_wave(agent: Agent, match: BoxingBatch, seeds: np.ndarray, fire: np.ndarray) -> MatchResults:
+def _play_wave(agent: Policy, match: BoxingBatch, seeds: np.ndarray, fire: np.ndarray) -> MatchResults:
     """One bout per seed (the wave may be smaller than the pool of emulators: the spare ones sit out)."""
     n = seeds.size
     counter = _ActionCounts(match.num_matches, match.num_actions)
@@ -103,7 +103,7 @@ def _play_wave(agent: Agent, match: BoxingBatch, seeds: np.ndarray, fire: np.nda
     return MatchResults(
         seeds=seeds,
         winner=winner.astype(np.int8),
-        ko=(score >= KO_SCORE).any(axis=1),
+        ko=np.any(score >= KO_SCORE, axis=1),
         hp=score.astype(np.float64),
         length=length,
         damage_dealt=score.astype(np.float64),

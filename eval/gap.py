@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,7 +164,7 @@ def _fmt(value: float | None) -> str:
 _DESCRIPTIVE_KEYS = ("name", "info", "bcarena_version")
 
 
-def check_distinct(specs: list[str | os.PathLike | Agent], players: list[Agent]) -> None:
+def check_distinct(specs: Sequence[str | os.PathLike | Agent], players: Sequence[Agent]) -> None:
     """Refuse the same agent given twice (``specs`` as given, ``players`` as loaded), naming both."""
     seen: dict[tuple[str, str], str] = {}
     for spec, player in zip(specs, players):
@@ -214,9 +215,9 @@ def fingerprint(folder: Path) -> str:
 
 
 def gap_report(
-    agents: list[str | Agent],
+    agents: Sequence[str | Agent],
     dataset: ActionDataset,
-    opponents: list[str | Agent],
+    opponents: Sequence[str | Agent],
     matches: int = 200,
     seed: int = 0,
     split: str = "test",

@@ -9,6 +9,7 @@ per-match noise from the seed, not from the batch).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,7 +117,7 @@ def load_player(spec: str | Path | Agent, config: DuelConfig | None = None, seed
     )
 
 
-def display_names(specs: list[str | Path | Agent], agents: list[Agent]) -> list[str]:
+def display_names(specs: Sequence[str | Path | Agent], agents: Sequence[Agent]) -> list[str]:
     """One name per player for tables: the agent's name, plus its spec where two players share a name."""
     names = [a.name for a in agents]
     return [

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -188,7 +188,7 @@ def compute_ratings(players: list[str], pairings: list[PairingResult]) -> list[R
 
 
 def run_tournament(
-    players: list[PlayerSpec],
+    players: Sequence[PlayerSpec],
     matches: int = 200,
     seed: int = 0,
     both_sides: bool = True,

@@ -3,6 +3,11 @@
 An experiment says where the gameplay comes from, how the dataset is built, which agent variants
 to train with which seeds, and how to evaluate them. Unknown keys and wrong types are errors that
 name the key *and its line* in the file, so a typo never silently falls back to a default.
+
+Everything that can be checked without doing the work is checked on load, so a run never fails
+minutes in on a typo: player names (bots, perturbed bots, agent folders), the reference bot, counts
+and seeds within bounds, unique seeds and opponents, and a split that gives ``train``, ``val``
+(every variant validates on it) and the offline split episodes for the number of episodes recorded.
 """
 
 from __future__ import annotations
@@ -10,21 +15,74 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bcarena.envs.duel import DuelConfig
+from bcarena.agents.specs import AGENT_FILE
+from bcarena.envs.duel import BOTS, DuelConfig
 from bcarena.envs.errors import BcarenaError
-from bcarena.envs.limits import MAX_EPISODES, MAX_MATCHES, MAX_SEED
+from bcarena.envs.limits import MAX_EPISODES, MAX_FRAMES, MAX_MATCHES, MAX_SEED
 from bcarena.envs.yaml_files import YamlError, load_yaml_document
+from bcarena.eval.perturbed import parse_perturbed
+from bcarena.recordings.converter import split_episodes
+from bcarena.recordings.dataset import SPLITS
+from bcarena.recordings.episode import find_episodes
 
 
 class ExperimentError(BcarenaError, ValueError):
     """An experiment file is unreadable or invalid."""
 
 
+class KeyProblem(BcarenaError, ValueError):
+    """A check across keys, raised by a model validator, with the key path it is about (``loc``).
+
+    Pydantic places a model validator's error at the model; ``load_experiment`` adds ``loc`` to it,
+    so the message names the key and line the fix goes to.
+    """
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+def check_player(spec: str) -> str:
+    """``spec`` if it names a player ``bcarena.eval.matches.load_player`` can load; otherwise a ValueError.
+
+    A bot name, a perturbed bot (``pro[skill_drop=0.9]``, syntax and values checked), an agent folder
+    (it must hold agent.json; weights are read when it plays) or a server URL (reached when it plays).
+    Cheap, so that files and flags are checked before any work starts.
+    """
+    if spec in BOTS or spec.startswith(("http://", "https://")):
+        return spec
+    if parse_perturbed(spec) is not None:  # an EvalError (a ValueError) for a bad bot or value
+        return spec
+    if Path(spec).is_dir():
+        if not (Path(spec) / AGENT_FILE).is_file():
+            raise ValueError(f"{spec!r} is a folder without {AGENT_FILE}, not an agent folder")
+        return spec
+    raise ValueError(
+        f"unknown player {spec!r}: not a bot name (one of {sorted(BOTS)}), not a perturbed bot like "
+        "'pro[skill_drop=0.9]', not an agent folder and not a server URL (http://...)"
+    )
+
+
+def _check_bot(name: str) -> str:
+    if name not in BOTS:
+        raise ValueError(f"unknown bot {name!r}; the reference is a bot, one of {sorted(BOTS)}")
+    return name
+
+
+def _unique(values: list[Any]) -> list[Any]:
+    repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+    if repeated:
+        raise ValueError(f"must not repeat a value, repeated: {repeated}")
+    return values
+
+
 # Seeds and counts are bounded as on the command line: a typo like 1e20 episodes fails on load, not hours later.
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+Player = Annotated[str, AfterValidator(check_player)]
 
 
 class _Strict(BaseModel):
@@ -34,8 +92,8 @@ class _Strict(BaseModel):
 class RecordingSpec(_Strict):
     """Gameplay to learn from: a bot or agent recorded against opponents, or existing recordings."""
 
-    player: str = "pro"  # bot name or agent folder
-    opponents: list[str] = Field(default_factory=lambda: ["brawler", "random", "turtle"])
+    player: Player = "pro"  # bot name, perturbed bot or agent folder
+    opponents: list[Player] = Field(default_factory=lambda: ["brawler", "random", "turtle"], min_length=1)
     episodes: int = Field(60, ge=1, le=MAX_EPISODES)
     path: Path | None = None  # use these recordings instead of recording new ones
 
@@ -56,6 +114,11 @@ class DatasetSpec(_Strict):
     def _split_sums_to_one(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
         if any(v < 0 for v in value) or abs(sum(value) - 1.0) > 1e-6:
             raise ValueError(f"split fractions must be >= 0 and sum to 1, got {list(value)}")
+        if value[0] <= 0 or value[1] <= 0:
+            raise ValueError(
+                f"split {list(value)}: train and val need fractions > 0 (agents learn on train and validate "
+                "on val every epoch), e.g. [0.7, 0.15, 0.15]"
+            )
         return value
 
 
@@ -70,20 +133,22 @@ class VariantSpec(_Strict):
 
 class OfflineSpec(_Strict):
     split: Literal["train", "val", "test"] = "test"
-    tolerance_frames: int = Field(2, ge=0)
+    tolerance_frames: int = Field(2, ge=0, le=MAX_FRAMES)
 
 
 class ReplaySpec(_Strict):
     side_by_side: tuple[str, str] | None = None  # two variant names
-    opponent: str = "brawler"
+    opponent: Player = "brawler"
     seed: Seed = 0
 
 
 class EvaluationSpec(_Strict):
-    opponents: list[str] = Field(default_factory=lambda: ["brawler"])
+    opponents: Annotated[list[Player], AfterValidator(_unique)] = Field(
+        default_factory=lambda: ["brawler"], min_length=1
+    )
     matches: int = Field(500, ge=1, le=MAX_MATCHES)
     seed: Seed = 10_000  # match seeds are seed, seed + 1, ...: every agent meets identical conditions
-    reference: str | None = "pro"  # a bot evaluated alongside the agents (the player being cloned)
+    reference: Annotated[str, AfterValidator(_check_bot)] | None = "pro"  # a bot evaluated alongside the agents
     offline: OfflineSpec = Field(default_factory=OfflineSpec)
     replay: ReplaySpec = Field(default_factory=ReplaySpec)
     gap_report: bool = False
@@ -102,7 +167,7 @@ class Experiment(_Strict):
     recording: RecordingSpec = Field(default_factory=RecordingSpec)
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
     variants: list[VariantSpec] = Field(min_length=1)
-    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: Annotated[list[Seed], AfterValidator(_unique)] = Field(default_factory=lambda: [0], min_length=1)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     requirements: Path | None = None
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
@@ -122,12 +187,36 @@ class Experiment(_Strict):
         names = [v.name for v in self.variants]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
-            raise ValueError(f"variant names must be unique, repeated: {duplicates}")
+            raise KeyProblem(("variants",), f"variant names must be unique, repeated: {duplicates}")
         pair = self.evaluation.replay.side_by_side
         if pair is not None and not set(pair) <= set(names):
-            raise ValueError(
-                f"evaluation.replay.side_by_side names {sorted(set(pair) - set(names))} "
-                f"which are not variants ({names})"
+            raise KeyProblem(
+                ("evaluation", "replay", "side_by_side"),
+                f"names {sorted(set(pair) - set(names))} which are not variants ({names})",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _every_split_gets_episodes(self) -> Experiment:
+        """Train, val and the offline split each need an episode of the recording (whole episodes are split)."""
+        rec, split = self.recording, self.dataset.split
+        episodes = rec.episodes if rec.path is None else len(find_episodes(rec.path))
+        if rec.path is not None and episodes == 0:
+            raise KeyProblem(("recording", "path"), f"{str(rec.path)!r} holds no episode folders (with meta.json)")
+        counts = np.bincount(split_episodes(episodes, split, self.seed), minlength=len(SPLITS))
+        offline = self.evaluation.offline.split
+        empty = [name for name in dict.fromkeys(("train", "val", offline)) if counts[SPLITS.index(name)] == 0]
+        if empty and split[SPLITS.index(offline)] == 0:  # train and val fractions are > 0 (DatasetSpec)
+            raise KeyProblem(
+                ("dataset", "split"),
+                f"split {list(split)} gives {offline!r} no episodes, but the offline evaluation uses it "
+                f"(evaluation.offline.split): give {offline} a fraction > 0 or evaluate offline on another split",
+            )
+        if empty:
+            raise KeyProblem(
+                ("recording", "episodes" if rec.path is None else "path"),
+                f"{episodes} episode(s) split {list(split)} leave {empty} without an episode (whole episodes "
+                f"are split; training needs train and val, the offline evaluation {offline!r}): record more episodes",
             )
         return self
 
@@ -173,10 +262,11 @@ def load_experiment(path: str | Path, validate_variant=None) -> Experiment:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            loc = tuple(err["loc"])
+            cause = err.get("ctx", {}).get("error")
+            loc = tuple(err["loc"]) + (cause.loc if isinstance(cause, KeyProblem) else ())
             key = ".".join(str(p) for p in loc) or "(top level)"
             line = _line_of(lines, loc)
-            message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
             problems.append(f"{path}:{line}: {key}: {message}" if line else f"{path}: {key}: {message}")
         raise ExperimentError("invalid experiment:\n  " + "\n  ".join(problems)) from None
     if validate_variant is not None:

@@ -30,7 +30,7 @@ from bcarena.envs.duel import BOTS
 from bcarena.envs.errors import BcarenaError
 from bcarena.envs.files import OutsideFolderError, inside, safe_name
 from bcarena.envs.yaml_files import load_yaml
-from bcarena.experiments.results import RESULTS_FILE, AgentResult, RunResults, find_runs
+from bcarena.experiments.results import ENVIRONMENT_FILE, RESULTS_FILE, AgentResult, RunResults, find_runs
 
 APP_FILE = Path(__file__).with_name("dashboard_app.py")
 RUNS_ENV = "BCARENA_RUNS"  # the runs root the page reads (set by ``launch``)
@@ -90,9 +90,35 @@ def runs_root() -> Path:
     return Path(os.environ.get(RUNS_ENV, "runs"))
 
 
+@dataclass(frozen=True)
+class RunListing:
+    """The run folders under a root, newest first: those the page shows, and those it skips as incomplete."""
+
+    complete: list[Path]
+    incomplete: list[Path]  # killed, or still running: environment.json says "complete": false
+
+
+def _is_complete(run_dir: Path) -> bool:
+    """False only when the runner marked the run as not finished yet. Runs from before that mark count as
+    complete, and so does a folder whose environment.json cannot be read (``load_run`` names that problem)."""
+    try:
+        environment = _read_object(run_dir / ENVIRONMENT_FILE)
+    except (OSError, RunFolderError):
+        return True
+    return environment.get("complete") is not False
+
+
+def scan_runs(root: str | Path) -> RunListing:
+    """Run folders under ``root`` (any depth), newest first, split into complete and incomplete ones."""
+    listing = RunListing([], [])
+    for run in find_runs(root) if Path(root).is_dir() else []:
+        (listing.complete if _is_complete(run) else listing.incomplete).append(run)
+    return listing
+
+
 def list_runs(root: str | Path) -> list[Path]:
-    """Run folders under ``root``, newest first ([] when ``root`` does not exist)."""
-    return find_runs(root) if Path(root).is_dir() else []
+    """Complete run folders under ``root``, newest first ([] when ``root`` does not exist); see :func:`scan_runs`."""
+    return scan_runs(root).complete
 
 
 def _nesting_depth(value: Any, limit: int) -> int:
@@ -252,7 +278,7 @@ def load_run(run_dir: str | Path) -> RunView:
         path=run_dir,
         results=results,
         config=optional(_read_config, run_dir / "config.resolved.yaml", {}),
-        environment=optional(_read_object, run_dir / "environment.json", {}),
+        environment=optional(_read_object, run_dir / ENVIRONMENT_FILE, {}),
         dataset_stats=optional(_read_object, run_dir / "dataset_stats.json", None),
         curves=curves[["agent_id", "epoch", "metric", "value"]],
         confusions=confusions,

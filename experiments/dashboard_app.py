@@ -58,7 +58,10 @@ def show_replay(path: Path) -> None:
 
 def pick_run() -> dash.RunView | None:
     root = Path(st.sidebar.text_input("Runs folder", str(dash.runs_root())))
-    runs = dash.list_runs(root)
+    listing = dash.scan_runs(root)
+    runs = listing.complete
+    if listing.incomplete:
+        st.sidebar.caption(f"{len(listing.incomplete)} incomplete run folder(s) not listed (killed or still running)")
     if not runs:
         st.info(
             f"No runs found under `{root}` (a run folder holds `results.json`). Create one with "

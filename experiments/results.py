@@ -2,7 +2,8 @@
 
 Layout of ``runs/<experiment>/<run_id>/``:
   config.resolved.yaml   the experiment with every default filled in
-  environment.json       versions, git commit, python, platform, start/end times, wall seconds
+  environment.json       versions, git commit, python, platform, start/end times, wall seconds, and
+                         ``complete``: false from the run's start until its last file is written
   results.json           ``RunResults`` (below) as JSON; offline metrics under ``OfflineReport.scalars`` names
                          plus ``RUN_OFFLINE_METRICS`` (older runs' names: ``LEGACY_OFFLINE_METRICS``)
   table.md               the printed offline-vs-online table, as Markdown
@@ -56,6 +57,7 @@ LEGACY_OFFLINE_METRICS = {
     "event_f1": "skill_event_f1",
 }
 RESULTS_FILE, LEADERBOARD_FILE, PREFERENCES_FILE = "results.json", "leaderboard.parquet", "preferences.jsonl"
+ENVIRONMENT_FILE = "environment.json"
 
 
 class RunNotFoundError(BcarenaError, FileNotFoundError):

@@ -3,7 +3,10 @@
 Every stage's output is cached by a content hash of what made it (``experiments.cache``): a re-run
 skips finished stages, a run killed mid-way resumes where it stopped, and changing one variant
 retrains only that variant. A variant that fails is recorded in the results and the others still
-finish. Each run writes a run folder (layout in ``experiments.results``) and, optionally, an MLflow run.
+finish (:func:`failure_summary` says which; the command line then exits 1). Each run writes a run
+folder (layout in ``experiments.results``) and, optionally, an MLflow run. The run folder's
+``environment.json`` is written first with ``"complete": false`` and rewritten with ``true`` once
+every file is in place, so a killed run's folder is never taken for a finished one.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from bcarena.experiments import report
 from bcarena.experiments.cache import StageCache, content_key
 from bcarena.experiments.config import Experiment, ExperimentError, VariantSpec, load_experiment
 from bcarena.experiments.results import (
+    ENVIRONMENT_FILE,
     RUN_OFFLINE_METRICS,
     AgentResult,
     RunResults,
@@ -290,7 +294,9 @@ class ExperimentRunner:
             "platform": platform.platform(),
             "started": datetime.now(timezone.utc).isoformat(),
             "experiment_file": str(self.source),
+            "complete": False,  # until every file of the run folder is written (see the module docstring)
         }
+        write_json(self.run_dir / ENVIRONMENT_FILE, environment, default=str)
         self.console.rule(f"[bold]{exp.name}[/]: {len(exp.variants)} variant(s) x {len(exp.seeds)} seed(s)")
 
         dataset_key, dataset = self.prepare_dataset()
@@ -302,8 +308,9 @@ class ExperimentRunner:
             finished=datetime.now(timezone.utc).isoformat(),
             wall_seconds=round(time.perf_counter() - started, 1),
             stage_seconds={k: round(v, 2) for k, v in self.timings.items()},
+            complete=True,
         )
-        write_json(self.run_dir / "environment.json", environment, default=str)
+        write_json(self.run_dir / ENVIRONMENT_FILE, environment, default=str)
         if exp.tracking.mlflow:
             self._track(results)
         self.console.print(f"run folder: {escape(str(self.run_dir))}  ({environment['wall_seconds']} s)")
@@ -530,6 +537,18 @@ class ExperimentRunner:
             self.console.print(f"  [yellow]tracking skipped[/]: {escape(str(exc))}")
 
 
+def failure_summary(results: RunResults) -> str | None:
+    """``"N of M variants failed: id (error), ..."`` for a run whose trainings or evaluations failed; else None.
+
+    M counts every agent of the run (variant x seed, and the reference bot); each error is cut to its first line.
+    """
+    failed = [a for a in results.agents if a.error]
+    if not failed:
+        return None
+    reasons = ", ".join(f"{a.agent_id} ({a.error.splitlines()[0][:160]})" for a in failed)
+    return f"{len(failed)} of {len(results.agents)} variants failed: {reasons}"
+
+
 def _validate_variant(variant: VariantSpec) -> None:
     try:
         variant_configs(variant)
@@ -560,6 +579,7 @@ __all__ = [
     "LocalExecutor",
     "StageTask",
     "TaskOutcome",
+    "failure_summary",
     "load",
     "run_experiment",
     "run_task",

@@ -43,8 +43,9 @@ from rich.table import Table
 from bcarena.agents.config import TrainConfig, make_train_config
 from bcarena.envs.errors import BcarenaError
 from bcarena.envs.files import atomic_file
+from bcarena.envs.limits import MAX_EPOCHS, MAX_MATCHES, MAX_PARALLEL, MAX_SEED, MAX_TRIALS
 from bcarena.envs.yaml_files import YamlError, load_yaml
-from bcarena.experiments.config import Experiment
+from bcarena.experiments.config import Experiment, VariantSpec, check_player
 
 SEED_OFFSET = 1_000_000  # sweep match seeds start here above evaluation.seed
 METRIC = "win_rate"
@@ -74,7 +75,7 @@ DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
 
 
 class SweepError(BcarenaError, ValueError):
-    """A sweep cannot start: bad space file, unknown variant, bad settings."""
+    """A sweep cannot start: bad space file, unknown variant, bad settings or opponent."""
 
 
 # ----------------------------------------------------------------------------------- the space
@@ -271,7 +272,7 @@ class SweepResult:
     experiment_file: Path
 
 
-def _pick_variant(exp: Experiment, name: str | None):
+def _pick_variant(exp: Experiment, name: str | None) -> VariantSpec:
     bc = [v for v in exp.variants if v.kind == "bc"]
     if name is None:
         if not bc:
@@ -391,6 +392,49 @@ def _plot(records: list[TrialRecord], best: TrialRecord, opponent: str, path: Pa
     plt.close(fig)
 
 
+def _check_sweep(source: Path, settings: SweepSettings, variant: str | None) -> tuple[Experiment, VariantSpec, int]:
+    """The experiment (validated on load), the variant to tune and its epochs; a SweepError for bad settings.
+
+    The settings are checked first (they need no file), then the experiment, then the epochs it implies.
+    """
+    from bcarena.experiments.runner import load
+
+    counts = {
+        "trials": (settings.trials, MAX_TRIALS),
+        "matches": (settings.matches, MAX_MATCHES),
+        "epochs": (settings.epochs or 1, MAX_EPOCHS),
+        "eval_every": (settings.eval_every, MAX_EPOCHS),
+        "grace": (settings.grace, MAX_EPOCHS),
+        "concurrency": (settings.concurrency or 1, MAX_PARALLEL),
+    }
+    bad = {name: value for name, (value, bound) in counts.items() if not 1 <= value <= bound}
+    if bad:
+        raise SweepError(f"sweep settings out of range (each must be >= 1 and within its bound): {bad}")
+    if not 0 < settings.cpus_per_trial <= MAX_PARALLEL:
+        raise SweepError(f"cpus_per_trial must be > 0 and <= {MAX_PARALLEL}, got {settings.cpus_per_trial}")
+    for name, seed in (("seed", settings.seed), ("match_seed", settings.match_seed)):
+        if seed is not None and not 0 <= seed <= MAX_SEED:
+            raise SweepError(f"{name} must be within [0, {MAX_SEED}], got {seed}")
+    if settings.opponent is not None:
+        try:
+            check_player(settings.opponent)
+        except ValueError as exc:
+            raise SweepError(f"opponent: {exc}") from None
+    exp = load(source)
+    base = _pick_variant(exp, variant)
+    return exp, base, settings.epochs or make_train_config(base.train, where=f"variant {base.name}").epochs
+
+
+def _require_tune() -> None:
+    from bcarena.experiments.ray_map import RayUnavailable
+
+    try:
+        import optuna  # noqa: F401
+        import ray.tune  # noqa: F401
+    except ImportError as exc:
+        raise RayUnavailable(f"the sweep needs Ray Tune and Optuna: pip install -e '.[ray]' ({exc})") from None
+
+
 def run_sweep(
     experiment_path: str | Path,
     out: str | Path | None = None,
@@ -405,9 +449,16 @@ def run_sweep(
 ) -> SweepResult:
     """Search trainer options of one bc variant of an experiment for the best win rate (see module doc).
 
-    ``trial_fn(params, setup, report)`` runs one trial (default :func:`run_trial`: train and play
-    matches); it must be picklable, as Ray ships it to the trial's worker.
+    Everything is checked before any work: the experiment, the variant, the settings and the
+    opponent first, then that Ray Tune and Optuna are installed; only then is the dataset built
+    (or reused) and Ray started. ``trial_fn(params, setup, report)`` runs one trial (default
+    :func:`run_trial`: train and play matches); it must be picklable, as Ray ships it to the trial's worker.
     """
+    settings, space = settings or SweepSettings(), space or SearchSpace.parse(DEFAULT_SPACE)
+    console = console or Console()
+    source = Path(experiment_path)
+    exp, base, epochs = _check_sweep(source, settings, variant)
+    _require_tune()
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
@@ -415,17 +466,7 @@ def run_sweep(
 
     from bcarena.envs.files import write_json
     from bcarena.experiments.ray_map import cluster_cpus, init_ray
-    from bcarena.experiments.runner import load
 
-    settings, space = settings or SweepSettings(), space or SearchSpace.parse(DEFAULT_SPACE)
-    console = console or Console()
-    source = Path(experiment_path)
-    exp = load(source)
-    base = _pick_variant(exp, variant)
-    base_cfg = make_train_config(base.train, where=f"variant {base.name}")
-    epochs = settings.epochs or base_cfg.epochs
-    if settings.trials < 1 or settings.matches < 1 or epochs < 1 or settings.eval_every < 1 or settings.grace < 1:
-        raise SweepError(f"trials, matches, epochs, eval_every and grace must be >= 1, got {settings}")
     folder = Path(out if out is not None else Path(runs_root) / "sweeps" / exp.name).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     setup = TrialSetup(

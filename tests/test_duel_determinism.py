@@ -1,6 +1,7 @@
 import numpy as np
+import pytest
 
-from bcarena.envs.duel import DuelEnv, DuelMatch, DuelVectorEnv
+from bcarena.envs.duel import DuelConfig, DuelEnv, DuelMatch, DuelVectorEnv
 from bcarena.envs.duel.bots import BOTS
 
 
@@ -31,13 +32,18 @@ def test_different_seeds_give_different_matches():
     assert not np.array_equal(first, second)
 
 
-def test_vector_env_matches_single_envs_bit_for_bit_across_autoresets():
-    n, steps, seed = 5, 650, 40
+@pytest.mark.parametrize(
+    "round_seconds, steps",
+    [(8.0, 200), pytest.param(30.0, 650, marks=pytest.mark.slow)],  # 8 s rounds: 80 decisions, >= 2 autoresets
+)
+def test_vector_env_matches_single_envs_bit_for_bit_across_autoresets(round_seconds, steps):
+    n, seed = 5, 40
+    config = DuelConfig(round_seconds=round_seconds)
     rng = np.random.default_rng(0)
     actions = rng.integers(0, 8, size=(steps, n))
-    vec = DuelVectorEnv(n, opponent="pro")
+    vec = DuelVectorEnv(n, opponent="pro", config=config)
     vobs, _ = vec.reset(seed=seed)
-    singles = [DuelEnv("pro") for _ in range(n)]
+    singles = [DuelEnv("pro", config=config) for _ in range(n)]
     sobs = [env.reset(seed=seed + i)[0] for i, env in enumerate(singles)]
     ended = 0
     for t in range(steps):

@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from bcarena.agents.base import BotAgent
+from bcarena.envs.duel import DuelConfig
 from bcarena.envs.video import VideoError, read_video
 from bcarena.eval.errors import EvalError
 from bcarena.eval.matches import match_seeds
@@ -62,12 +63,18 @@ def test_tournament_bad_input():
         run_tournament(["pro", "idle"], matches=0)
 
 
-def test_replay_as_mp4_and_gif(tmp_path):
-    mp4 = record_replay("pro", "brawler", 0, tmp_path / "m.mp4", hold_end_seconds=0.5)
+def test_replay_as_mp4_and_gif(tmp_path, short_round):
+    mp4 = record_replay("pro", "brawler", 0, tmp_path / "m.mp4", config=short_round, hold_end_seconds=0.5)
     frames = read_video(tmp_path / "m.mp4")
     assert frames.shape == (mp4["decisions"] + 1 + 5, 360, 640, 3)
     gif = record_replay(
-        BotAgent("pro"), BotAgent("brawler"), 0, tmp_path / "m.gif", hold_end_seconds=0.5, caption="pro vs brawler"
+        BotAgent("pro", config=short_round),
+        BotAgent("brawler", config=short_round),
+        0,
+        tmp_path / "m.gif",
+        config=short_round,
+        hold_end_seconds=0.5,
+        caption="pro vs brawler",
     )
     assert {k: v for k, v in gif.items() if k != "path"} == {k: v for k, v in mp4.items() if k != "path"}
     with Image.open(tmp_path / "m.gif") as image:
@@ -83,18 +90,21 @@ def test_replay_as_mp4_and_gif(tmp_path):
 
 
 def test_side_by_side_same_opponent_same_seed(tmp_path):
+    # 12-second rounds, seed 12: the naive clone loses on time (120 decisions), the pro wins by KO sooner (96).
     result = record_side_by_side(
         "pro[skill_drop=1]",
         "pro",
         "brawler",
-        4,
+        12,
         tmp_path / "s.mp4",
         captions=("naive clone", "fixed clone"),
+        config=DuelConfig(round_seconds=12.0),
         hold_end_seconds=0,
     )
     left, right = result["left"], result["right"]
     assert left["skill_actions"][0] == 0 and right["skill_actions"][0] > 0
     assert left["winner"] == 1 and right["winner"] == 0
+    assert left["decisions"] != right["decisions"]  # the shorter match's panel is held to the longer one's end
     frames = read_video(tmp_path / "s.mp4")
     assert frames.shape[1:] == (360 + 36, 640 * 2 + 8, 3)
     assert frames.shape[0] == max(left["decisions"], right["decisions"]) + 1

@@ -45,13 +45,9 @@ tracking: {mlflow: false}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def ray_instance():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    # Functions defined here go to workers by value: the tests folder is not importable there.
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    yield
-    ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
-    ray.shutdown()
+def ray_instance(ray_for_module):
+    """The session's 2-CPU Ray (conftest.py); functions defined here go to workers by value."""
+    return ray_for_module
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +94,8 @@ def test_ray_executor_gives_the_local_results_and_records_the_failing_variant(lo
 
     # The CLI path (--executor ray) reuses the running instance and every cached stage.
     result = CliRunner().invoke(app, ["run", str(path), "--runs", str(runs), "--executor", "ray", "--no-progress"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # the needs_pixels variant failed (and the others finished)
+    assert "error: 1 of 4 variants failed: needs_pixels-s0 (DatasetError: " in result.stderr
     assert "cached train naive-s0" in result.output and "cached evaluate weighted-s0" in result.output
 
 

@@ -243,16 +243,18 @@ def test_crash_mid_episode_leaves_earlier_episodes_and_nothing_partial(tmp_path:
         assert load_episode(folder).labels.size > 0
 
 
+# 8-second rounds: a quarter of the frames per episode, the same files and the same kill points between them.
 _KILLED_RUN = """
 import sys
+from bcarena.envs.duel import DuelConfig
 from bcarena.recordings import RecordOptions, record_duel
 options = RecordOptions(video=True, progress=False, batch_size=1)
-record_duel("pro", ("turtle",), 40, sys.argv[1], seed=3, options=options)
+record_duel("pro", ("turtle",), 40, sys.argv[1], seed=3, config=DuelConfig(round_seconds=8.0), options=options)
 """
 
 
 def test_killed_recorder_leaves_every_earlier_episode_readable(tmp_path: Path) -> None:
-    out = tmp_path / "rec"
+    out, config = tmp_path / "rec", DuelConfig(round_seconds=8.0)
     proc = subprocess.Popen([sys.executable, "-c", _KILLED_RUN, str(out)])
     try:
         deadline = time.time() + 60
@@ -267,16 +269,15 @@ def test_killed_recorder_leaves_every_earlier_episode_readable(tmp_path: Path) -
     for folder in done:
         load_episode(folder)  # verifies every hash and decodes every frame
     # resuming completes the run with exactly the episodes a clean run records
-    record_duel(
-        "pro", ("turtle",), len(done) + 1, out, seed=3, options=RecordOptions(video=True, progress=False, resume=True)
-    )
+    resumed = RecordOptions(video=True, progress=False, resume=True)
+    record_duel("pro", ("turtle",), len(done) + 1, out, seed=3, config=config, options=resumed)
     clean = record_duel(
-        "pro", ("turtle",), len(done) + 1, tmp_path / "clean", seed=3, options=RecordOptions(video=True, progress=False)
+        "pro", ("turtle",), len(done) + 1, tmp_path / "clean", 3, config, options=RecordOptions(video=True, progress=False)
     )
     for a, b in zip(find_episodes(out), clean):
         _assert_same_episode(a, b)
     with pytest.raises(RecordingError, match="already exists"):
-        record_duel("pro", ("turtle",), 1, out, seed=3, options=RecordOptions(progress=False))
+        record_duel("pro", ("turtle",), 1, out, seed=3, config=config, options=RecordOptions(progress=False))
 
 
 def test_frames_to_nearest_event_columns(pro_dataset: ActionDataset) -> None:

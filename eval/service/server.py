@@ -489,7 +489,8 @@ def _uvicorn_config(
         access_log=False,
         lifespan="on",
         http=deadline_protocol(settings.request_timeout_s),
-        timeout_keep_alive=settings.keep_alive_s,
+        # uvicorn annotates an int but hands it to loop.call_later, which takes float seconds.
+        timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]
     )
 
 

@@ -21,6 +21,7 @@ import typer
 
 from bcarena.experiments.benchmarks import emit
 from bcarena.recordings import RecordOptions, build_dataset, record_duel
+from bcarena.recordings.episode import find_episodes
 
 TARGET_X_REAL_TIME = 300.0
 
@@ -50,11 +51,7 @@ def run(episodes: int = 50, repeats: int = 3, seed: int = 0) -> dict:
             options=RecordOptions(video=False, progress=False),
         )
         record_s = time.perf_counter() - start
-        frames = sum(
-            json.loads((p / "meta.json").read_text())["num_frames"]
-            for p in (tmp / "rec").iterdir()
-            if not p.name.startswith(".")
-        )
+        frames = sum(json.loads((p / "meta.json").read_text())["num_frames"] for p in find_episodes(tmp / "rec"))
         timings = {
             "pixels_threads": _time_build(tmp / "rec", tmp / "ds", repeats),
             "pixels_one_thread": _time_build(tmp / "rec", tmp / "ds", repeats, workers=1),

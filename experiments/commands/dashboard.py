@@ -29,7 +29,10 @@ def dashboard(
 
     if not page.streamlit_available():  # before listing runs: they would be listed for nothing
         raise page.DashboardUnavailable(f"the dashboard needs Streamlit, which is not installed: {page.INSTALL_HINT}")
-    found = page.list_runs(runs)
+    listing = page.scan_runs(runs)
+    found = listing.complete
+    if listing.incomplete:
+        console.print(f"{len(listing.incomplete)} incomplete run folder(s) skipped (killed or still running)")
     if not found:
         console.print(
             f"No run folders under {runs}/ yet (a run folder holds results.json). "

@@ -28,7 +28,7 @@ def registry_names(registry: str | Sequence[str]) -> tuple[str, ...]:
 
 def choice(registry: str | Sequence[str]) -> Any:
     """A ``Literal`` of the registry's names: the flag's type, its help ``<a|b|c>`` and its error, from one list."""
-    return Literal[registry_names(registry)]  # type: ignore[valid-type]
+    return Literal[registry_names(registry)]
 
 
 def names(registry: str | Sequence[str] | None = None) -> Parser:

@@ -22,6 +22,17 @@ else:
 SEED_STORY = Path(__file__).parents[1] / "seed_story.yaml"
 
 
+def _exit_if_any_failed(run_dir: Path) -> None:
+    """Exit 1 with one summary line when a variant's training or evaluation failed (the run folder says which)."""
+    from bcarena.experiments.results import load_results
+    from bcarena.experiments.runner import failure_summary
+
+    summary = failure_summary(load_results(run_dir))
+    if summary is not None:
+        typer.secho(f"error: {summary}; see {run_dir}", err=True, fg="red")
+        raise typer.Exit(1)
+
+
 @app.command("run")
 def run(
     experiment: Path = typer.Argument(..., exists=True, dir_okay=False, help="experiment YAML file"),
@@ -37,7 +48,8 @@ def run(
 ) -> None:
     """Run an experiment end to end (record -> dataset -> train -> evaluate -> report).
 
-    Every stage is cached under RUNS, so a rerun only does what changed.
+    Every stage is cached under RUNS, so a rerun only does what changed. The file is checked before
+    any work (exit 2); the exit code is 1 when a variant's training or evaluation failed.
     """
     from bcarena.experiments.runner import run_experiment
 
@@ -52,7 +64,7 @@ def run(
         from bcarena.experiments.ray_executor import RayExecutor
 
         chosen = RayExecutor(address=address, num_gpus_per_task=gpus_per_task, progress=progress)
-    run_experiment(experiment, runs, progress, styled_console, chosen)
+    _exit_if_any_failed(run_experiment(experiment, runs, progress, styled_console, chosen))
 
 
 @app.command("demo")
@@ -68,7 +80,7 @@ def demo(
     """
     from bcarena.experiments.runner import run_experiment
 
-    run_experiment(SEED_STORY, runs, progress, styled_console)
+    _exit_if_any_failed(run_experiment(SEED_STORY, runs, progress, styled_console))
 
 
 @app.command("match")

@@ -47,20 +47,11 @@ def sweep(
 ) -> None:
     """Tune a variant's trainer options for win rate (Ray Tune + Optuna, ASHA).
 
-    Writes the best config as an experiment file that `bcarena run` accepts.
+    Writes the best config as an experiment file that `bcarena run` accepts. The experiment, the
+    options and the opponent are checked before anything is recorded or Ray is imported.
     """
-    from bcarena.experiments.ray_map import RayUnavailable
     from bcarena.experiments.sweep import SearchSpace, SweepSettings, run_sweep
 
-    if opponent is not None:
-        from bcarena.eval.matches import load_player
-
-        load_player(opponent)  # a bad name fails now, not in every trial after the dataset is built
-    try:
-        import optuna  # noqa: F401
-        import ray.tune  # noqa: F401
-    except ImportError as exc:
-        raise RayUnavailable(f"the sweep needs Ray Tune and Optuna: pip install -e '.[ray]' ({exc})") from None
     settings = SweepSettings(
         trials=trials,
         opponent=opponent,
