@@ -26,19 +26,34 @@ def short_round():
 
 
 @pytest.fixture(scope="session")
-def ray_session():
-    """One local 2-CPU Ray instance for every Ray test module: starting Ray costs ~5 s each time."""
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
+def pro_ds(tmp_path_factory):
+    """16 pro episodes (state + pixels), 60/20/20 episode split: ~4k frames, ~2-3% skill presses.
+
+    Shared by the training and agent-parts tests (nothing writes into it: tests that break it edit copies).
+    """
+    from bcarena.recordings.converter import make_duel_dataset
+
+    return make_duel_dataset(tmp_path_factory.mktemp("pro16"), episodes=16, seed=1, split=(0.6, 0.2, 0.2), pixels=True)
 
 
 @pytest.fixture(scope="module")
-def ray_for_module(request, ray_session):
-    """The session's Ray, with the requesting test module shipped to workers by value (tests/ is not importable
-    there, so functions defined in a test module travel pickled by value)."""
-    module = sys.modules[request.module.__name__]
-    ray_session.cloudpickle.register_pickle_by_value(module)
-    yield ray_session
-    ray_session.cloudpickle.unregister_pickle_by_value(module)
+def ray_for_module(request):
+    """A local 2-CPU Ray, shared by consecutive Ray test modules (starting Ray costs ~5 s each time), with the
+    requesting module shipped to workers by value: tests/ is not importable there. Shut down by
+    ``pytest_runtest_teardown`` once the next test does not need it."""
+    ray = pytest.importorskip("ray")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.cloudpickle.register_pickle_by_value(request.module)
+    yield ray
+    ray.cloudpickle.unregister_pickle_by_value(request.module)
+
+
+@pytest.hookimpl(trylast=True)  # after the module's fixtures are torn down
+def pytest_runtest_teardown(item, nextitem):
+    """At the end of a test module, stop Ray unless the next test uses it (modules run in file order)."""
+    ray = sys.modules.get("ray")
+    if ray is None or (nextitem is not None and nextitem.module is item.module):
+        return
+    if ray.is_initialized() and (nextitem is None or "ray_for_module" not in nextitem.fixturenames):
+        ray.shutdown()

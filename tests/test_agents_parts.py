@@ -17,13 +17,7 @@ from bcarena.agents.sb3 import DuelSB3VecEnv, SB3Agent, SB3Error, ppo_from_bc, r
 from bcarena.agents.train import train_bc
 from bcarena.agents.validation import classification_metrics
 from bcarena.experiments.benchmarks.train_throughput import run_case
-from bcarena.recordings.converter import make_duel_dataset
 from bcarena.recordings.dataset import EVENTS, ActionDataset
-
-
-@pytest.fixture(scope="module")
-def pro_ds(tmp_path_factory) -> ActionDataset:
-    return make_duel_dataset(tmp_path_factory.mktemp("pro"), episodes=16, seed=1, split=(0.6, 0.2, 0.2), pixels=False)
 
 
 # ---------------------------------------------------------------------------------------------- losses

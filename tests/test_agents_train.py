@@ -14,16 +14,9 @@ from bcarena.agents import load_agent
 from bcarena.agents.config import TrainConfigError, load_train_config, make_train_config
 from bcarena.agents.train import TrainError, train_bc
 from bcarena.experiments.cli import app
-from bcarena.recordings.converter import make_duel_dataset
 from bcarena.recordings.dataset import ActionDataset
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def pro_ds(tmp_path_factory) -> ActionDataset:
-    """16 pro episodes (state + pixels), 60/20/20 episode split: ~4k frames, ~2-3% skill presses."""
-    return make_duel_dataset(tmp_path_factory.mktemp("pro"), episodes=16, seed=1, split=(0.6, 0.2, 0.2), pixels=True)
 
 
 def cfg(**kw):

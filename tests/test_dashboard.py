@@ -454,7 +454,11 @@ def test_dashboard_in_headless_chromium(runs_root, tmp_path):
                 (By.CSS_SELECTOR, "[data-testid='stVegaLiteChart'] canvas, [data-testid='stVegaLiteChart'] svg")
             )
         )
-        time.sleep(1.0)  # let the grid and the chart finish painting before the screenshot
+        # Let the grid and the chart paint before the screenshot: fonts loaded, then two animation frames.
+        driver.execute_async_script(
+            "const done = arguments[0];"
+            "document.fonts.ready.then(() => requestAnimationFrame(() => requestAnimationFrame(() => done())));"
+        )
         body = driver.find_element(By.TAG_NAME, "body").text
         assert "Offline metric vs win rate" in body and "seed_story / 20250101-120000" in body
         assert "focal-s0 failed during the run" in body

@@ -175,13 +175,14 @@ def test_boxing_bouts_against_the_cpu_are_reported_like_duel_matches():
         evaluate_boxing(untrained_agent("cnn"), 1)
 
 
-def test_boxing_expert_beats_the_cpu_on_state_features_same_result_twice():
+@pytest.mark.parametrize("bouts", [1, pytest.param(2, marks=pytest.mark.slow)])  # a 2-minute bout takes ~1 s
+def test_boxing_expert_beats_the_cpu_on_state_features_same_result_twice(bouts):
     from bcarena.envs.boxing import BoxingExpert
     from bcarena.eval.boxing import evaluate_boxing
 
-    r = evaluate_boxing(BoxingExpert(seed=0), 2, seed=0, num_envs=2)
-    assert r.wins == 2 and r.hp_diff_mean > 0 and 0.01 < r.skill_use_rate < 0.15
-    again = evaluate_boxing(BoxingExpert(seed=0), 2, seed=0, num_envs=2)
+    r = evaluate_boxing(BoxingExpert(seed=0), bouts, seed=0, num_envs=bouts)
+    assert r.wins == bouts and r.hp_diff_mean > 0 and 0.01 < r.skill_use_rate < 0.15
+    again = evaluate_boxing(BoxingExpert(seed=0), bouts, seed=0, num_envs=bouts)
     assert again.to_dict() == r.to_dict()
 
 

@@ -31,14 +31,19 @@ def _assert_same_results(a, b, label: str) -> None:
 
 
 @pytest.mark.parametrize("players", ["bots", "torch"])
-def test_outcomes_do_not_depend_on_the_batch_size(players, one_torch_thread):
-    seeds = match_seeds(11, 15)
+@pytest.mark.parametrize(
+    "matches, sizes",
+    [(6, (1, 4)), pytest.param(15, (1, 7), marks=pytest.mark.slow)],  # one match per batch, and a short last batch
+    ids=["6-matches", "15-matches"],
+)
+def test_outcomes_do_not_depend_on_the_batch_size(players, matches, sizes, one_torch_thread):
+    seeds = match_seeds(11, matches)
     if players == "bots":
         make = lambda: (BotAgent("pro"), BotAgent("brawler"))  # noqa: E731
     else:  # a frame-stacked MLP (memory per batch row) against the pro
         make = lambda: (untrained_agent("mlp", frame_stack=3, seed=2), BotAgent("pro"))  # noqa: E731
     everything = play_matches(*make(), seeds)
-    for size in (1, 7):
+    for size in sizes:
         _assert_same_results(everything, play_matches(*make(), seeds, batch_size=size), f"batch {size}")
     assert len(set(everything.length.tolist())) > 1  # the matches really differ, and end at different steps
 

@@ -46,7 +46,7 @@ tracking: {mlflow: false}
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_instance(ray_for_module):
-    """The session's 2-CPU Ray (conftest.py); functions defined here go to workers by value."""
+    """The shared 2-CPU Ray (conftest.py); functions defined here go to workers by value."""
     return ray_for_module
 
 

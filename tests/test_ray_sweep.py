@@ -37,7 +37,7 @@ tracking: {mlflow: false}
 
 @pytest.fixture(scope="module")
 def ray_instance(ray_for_module):
-    """The session's 2-CPU Ray (conftest.py), with this module's trial functions shipped by value."""
+    """The shared 2-CPU Ray (conftest.py), with this module's trial functions shipped by value."""
     pytest.importorskip("optuna")
     return ray_for_module
 

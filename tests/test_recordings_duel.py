@@ -109,9 +109,11 @@ def _replay(folder: Path, actions: np.ndarray) -> tuple[DuelCore, pd.DataFrame, 
     return core, pd.DataFrame(rows), views
 
 
-def test_round_trip_replays_the_recorded_match_exactly(pro_dataset: ActionDataset) -> None:
+@pytest.mark.parametrize("episodes", [4, pytest.param(12, marks=pytest.mark.slow)])  # opponents cycle: 4 is one each
+def test_round_trip_replays_the_recorded_match_exactly(pro_dataset: ActionDataset, episodes: int) -> None:
     t = pro_dataset.table
-    for source in pro_dataset.manifest["sources"][:12]:
+    assert {s["players"][1] for s in pro_dataset.manifest["sources"][:4]} == {"brawler", "turtle", "random", "pro"}
+    for source in pro_dataset.manifest["sources"][:episodes]:
         folder = Path(source["path"])
         rows = t["episode"].to_numpy() == source["episode"]
         actions = pro_dataset.actions()[rows]
@@ -269,11 +271,9 @@ def test_killed_recorder_leaves_every_earlier_episode_readable(tmp_path: Path) -
     for folder in done:
         load_episode(folder)  # verifies every hash and decodes every frame
     # resuming completes the run with exactly the episodes a clean run records
-    resumed = RecordOptions(video=True, progress=False, resume=True)
+    resumed, fresh = (RecordOptions(video=True, progress=False, resume=resume) for resume in (True, False))
     record_duel("pro", ("turtle",), len(done) + 1, out, seed=3, config=config, options=resumed)
-    clean = record_duel(
-        "pro", ("turtle",), len(done) + 1, tmp_path / "clean", 3, config, options=RecordOptions(video=True, progress=False)
-    )
+    clean = record_duel("pro", ("turtle",), len(done) + 1, tmp_path / "clean", seed=3, config=config, options=fresh)
     for a, b in zip(find_episodes(out), clean):
         _assert_same_episode(a, b)
     with pytest.raises(RecordingError, match="already exists"):

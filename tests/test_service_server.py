@@ -306,9 +306,11 @@ def test_health_answers_while_a_large_json_body_is_decoded():
         answers = {}
 
         def post() -> None:
+            started = time.perf_counter()
             answers["act"] = httpx.post(
                 f"{server.url}/act", content=body, headers={"content-type": JSON_TYPE}, timeout=120
             )
+            answers["seconds"] = time.perf_counter() - started
 
         sender = threading.Thread(target=post)
         sender.start()
@@ -321,7 +323,9 @@ def test_health_answers_while_a_large_json_body_is_decoded():
                 time.sleep(0.02)
         sender.join()
     assert answers["act"].status_code == 200 and answers["act"].json()["actions"] == expected
-    assert slowest < 0.5, f"/health took {slowest:.2f} s while the body was decoded"
+    # Decoded on the event loop, the body blocked /health for most of the request (0.6-1.9 s of ~2 s); off the loop
+    # /health answers in a small fraction of it. Relative, so a busy machine slows both sides alike.
+    assert slowest < answers["seconds"] / 4, f"/health took {slowest:.2f} s of the {answers['seconds']:.2f} s request"
 
 
 def test_request_errors_survive_a_trip_through_a_worker_process():
