@@ -129,12 +129,8 @@ def atomic_file(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
     On normal exit the temporary file replaces ``path`` (see :func:`commit_partial`); on an
     exception it is removed and ``path`` is left as it was.
     """
-    tmp = new_partial(path)
-    try:
+    with _atomic(path, False, overwrite) as tmp:
         yield tmp
-        commit_partial(tmp, path, overwrite)
-    finally:
-        discard_partial(tmp)
 
 
 @contextlib.contextmanager
@@ -145,7 +141,13 @@ def atomic_folder(path: str | os.PathLike, overwrite: bool = False) -> Iterator[
     complete; otherwise it is an :class:`OutputExistsError`. On an exception the temporary folder
     is removed and ``path`` is left as it was.
     """
-    tmp = new_partial(path, folder=True)
+    with _atomic(path, True, overwrite) as tmp:
+        yield tmp
+
+
+@contextlib.contextmanager
+def _atomic(path: str | os.PathLike, folder: bool, overwrite: bool) -> Iterator[Path]:
+    tmp = new_partial(path, folder=folder)
     try:
         yield tmp
         commit_partial(tmp, path, overwrite)

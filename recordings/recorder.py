@@ -221,16 +221,13 @@ def _record_duel_batch(
     options: RecordOptions,
     on_done: Callable[[int], Any],
 ) -> None:
-    n = indices.size
-    seeds = rng.derive_seeds(np.full(n, seed), indices)
-    rival_of = indices % len(rivals)
-    opponents = MatchwisePolicy([r.policy for r in rivals], rival_of, NUM_ACTIONS)
-    episodes = _DuelEpisodes(indices, seeds, me, rivals, rival_of, out_dir, seed, config, player, options, on_done)
+    episodes = _DuelEpisodes(indices, me, rivals, out_dir, seed, config, player, options, on_done)
+    opponents = MatchwisePolicy([r.policy for r in rivals], episodes.rival_of, NUM_ACTIONS)
     try:
         play(
-            DuelBatch(n, config),
+            DuelBatch(indices.size, config),
             (me.policy, opponents) if player == 0 else (opponents, me.policy),
-            seeds,
+            episodes.seeds,
             hooks=[episodes],
             max_steps=episodes.limit,
         )
@@ -249,10 +246,8 @@ class _DuelEpisodes(Hook):
     def __init__(
         self,
         indices: np.ndarray,
-        seeds: np.ndarray,
         me: Source,
         rivals: list[Source],
-        rival_of: np.ndarray,
         out_dir: Path,
         seed: int,
         config: DuelConfig,
@@ -260,7 +255,9 @@ class _DuelEpisodes(Hook):
         options: RecordOptions,
         on_done: Callable[[int], Any],
     ) -> None:
-        self.indices, self.seeds, self.me, self.rivals, self.rival_of = indices, seeds, me, rivals, rival_of
+        self.indices, self.me, self.rivals = indices, me, rivals
+        self.seeds = rng.derive_seeds(np.full(indices.size, seed), indices)  # episode i plays the same in any batch
+        self.rival_of = indices % len(rivals)  # opponents are cycled by episode index
         self.out_dir, self.seed, self.config, self.player, self.options = out_dir, seed, config, player, options
         self.on_done = on_done
         self.limit = options.max_frames or config.max_decisions
