@@ -38,6 +38,7 @@ from bcarena.envs.duel.bots import BOTS, Bot, make_bot
 from bcarena.envs.duel.config import DuelConfig
 from bcarena.envs.errors import BcarenaError
 from bcarena.envs.files import atomic_folder, package_version, write_json
+from bcarena.envs.games import UnknownGameError, get_game
 from bcarena.envs.play import validate_actions
 
 OBS_DTYPES: dict[str, np.dtype] = {"state": np.dtype(np.float32), "pixels": np.dtype(np.uint8)}
@@ -45,10 +46,6 @@ OBS_DTYPES: dict[str, np.dtype] = {"state": np.dtype(np.float32), "pixels": np.d
 
 class ObservationError(BcarenaError, ValueError):
     """Observations of the wrong shape or type for an agent."""
-
-
-class UnknownGameError(BcarenaError, KeyError):
-    """An agent declares a game the agents layer does not know."""
 
 
 # ------------------------------------------------------------------------------------------- games
@@ -61,23 +58,11 @@ class GameIO:
     obs_shapes: dict[str, tuple[int, ...]]
 
 
-@functools.cache
 def game_io(game: str) -> GameIO:
-    """The observations and actions of ``game`` ("duel" or "boxing"; Boxing loads ale-py on first use)."""
-    if game == "duel":
-        from bcarena.envs.duel import ACTION_NAMES, STATE_DIM
-        from bcarena.envs.duel.render import GRAY_SIZE
-
-        return GameIO(game, ACTION_NAMES, {"state": (STATE_DIM,), "pixels": (GRAY_SIZE, GRAY_SIZE, 1)})
-    if game == "boxing":
-        from bcarena.envs import boxing
-
-        return GameIO(
-            game,
-            boxing.ACTION_NAMES,
-            {"state": (len(boxing.STATE_FEATURES),), "pixels": (boxing.GRAY_SIZE, boxing.GRAY_SIZE, 1)},
-        )
-    raise UnknownGameError(f"unknown game {game!r}; agents play 'duel' or 'boxing'")
+    """The observations and actions of a registered ``game`` (``bcarena.envs.games``; an unknown one is an
+    UnknownGameError listing the known games; Boxing loads ale-py on first use)."""
+    found = get_game(game)
+    return GameIO(found.name, found.action_names, found.obs_shapes)
 
 
 # ------------------------------------------------------------------------------------------- agents

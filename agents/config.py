@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from bcarena.envs.errors import BcarenaError
 from bcarena.envs.limits import MAX_EPOCHS, MAX_PARALLEL, MAX_SEED
 from bcarena.envs.yaml_files import YamlError, parse_yaml
-from bcarena.recordings.dataset import EVENTS
+from bcarena.recordings.dataset import EVENT_TYPES
 
 # Which class weights a loss uses when the config leaves ``class_weights`` unset.
 DEFAULT_CLASS_WEIGHTS = {"ce": "none", "weighted_ce": "inverse", "focal": "none", "logit_adjusted": "none"}
@@ -36,13 +36,24 @@ class _Strict(BaseModel):
 class EventWeighting(_Strict):
     """Sampling weight around events: a frame d frames before (<= ``before``) or after
     (<= ``after``) an event gets weight 1 + (weight - 1) * decay**d (the event frame itself
-    weight ``weight``); overlapping windows take the maximum. Empty ``events`` disables it."""
+    weight ``weight``); overlapping windows take the maximum. Empty ``events`` disables it.
+    ``marked`` (moments people marked in a label overlay) needs a dataset built with that column."""
 
-    events: list[Literal[EVENTS]] = Field(default_factory=list)  # type: ignore[valid-type]
+    events: list[Literal[EVENT_TYPES]] = Field(default_factory=list)  # type: ignore[valid-type]
     before: int = Field(5, ge=0, description="frames before the event")
     after: int = Field(2, ge=0, description="frames after the event")
     weight: float = Field(10.0, ge=1.0, description="sampling weight at the event frame")
     decay: float = Field(0.8, gt=0.0, le=1.0, description="per-frame decay of the extra weight")
+
+
+class KeyframeWeighting(_Strict):
+    """Keyframe weighting (Wen et al. 2021; ``agents/keyframes.py``): the top ``top_fraction`` of the
+    training frames by how badly the expert's action is predicted from its previous ``history``
+    actions are sampled ``weight`` times more often. Event-free: needs no event labels."""
+
+    history: int = Field(9, ge=1, le=64, description="previous actions the predictor reads")
+    top_fraction: float = Field(0.1, gt=0.0, le=1.0, description="fraction of frames that are keyframes")
+    weight: float = Field(5.0, ge=1.0, description="sampling weight of a keyframe")
 
 
 class TrainConfig(_Strict):
@@ -73,6 +84,7 @@ class TrainConfig(_Strict):
     resample_strategy: str | dict[str, int] = "auto"
     smote_k: int = Field(5, ge=1)
     event_weighting: EventWeighting = Field(default_factory=EventWeighting)
+    keyframe_weighting: KeyframeWeighting | None = None  # None: off; {} : the paper's defaults
 
     early_stop_metric: Literal[EARLY_STOP_METRICS] = "val_loss"  # type: ignore[valid-type]
     patience: int = Field(0, ge=0, description="epochs without improvement before stopping; 0 = never stop early")

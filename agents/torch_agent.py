@@ -6,6 +6,11 @@ a reset fills the whole stack, as episode starts are padded in training) and pic
 ``Selection``. ``export_module()`` is the ``nn.Module`` from stacked float observations to scores
 whose argmax is the agent's greedy action.
 
+A stochastic agent (sample, temperature, calibrated) is a :class:`~bcarena.envs.play.NoisyPolicy`:
+in a match the loop feeds it the match's noise, hashed with the agent's seed, so its action depends
+only on (agent seed, match seed, decision, player). Outside matches (``act``) it draws from its own
+generator, seeded by the selection's seed and restarted by ``reset``.
+
 Loading checks ``agent.json`` (:class:`TorchSpec`) and the weights file's header against each other
 before any module is built.
 """
@@ -23,10 +28,18 @@ from pydantic import Field, StrictInt, field_validator, model_validator
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from bcarena.agents.base import AGENT_FILE, AgentFileError, ObservationError, SavableAgent, game_io
+from bcarena.agents.base import AGENT_FILE, AgentFileError, ObservationError, SavableAgent
 from bcarena.agents.capabilities import Exportable, FrameStacked, Stochastic
 from bcarena.agents.policies import POLICIES, PolicyConfig, ScoreModel, build_policy, policy_config
-from bcarena.agents.selection import Selection, SelectionSpec, select
+from bcarena.agents.selection import (
+    Selection,
+    SelectionError,
+    SelectionSpec,
+    action_probabilities,
+    agent_uniforms,
+    log_policy,
+    select,
+)
 from bcarena.agents.specs import (
     MAX_LAYER_WIDTH,
     ActionId,
@@ -38,6 +51,7 @@ from bcarena.agents.specs import (
     check_actions,
     check_weights,
 )
+from bcarena.envs.play import validate_actions
 
 WEIGHTS_FILE = "model.safetensors"
 
@@ -69,11 +83,18 @@ def load_weights(module: torch.nn.Module, path: Path) -> None:
 
 
 def saved_game(header: Header, action_names: list[str]) -> str:
-    """The game an agent folder declares; folders written before games were declared are told by their actions."""
-    if "game" in header.model_fields_set:
-        return header.game
-    boxing = [name.upper() for name in game_io("boxing").action_names]
-    return "boxing" if [name.upper() for name in action_names] == boxing else "duel"
+    """The game an agent folder declares (folders from before games were declared are Duel's): no guessing.
+
+    An agent whose ``action_names`` are not its game's exactly (say, Boxing's in lower case, as older
+    bcarena wrote them) is refused where it would play, by ``bcarena.envs.games.check_agent_for_game``.
+    """
+    return header.game
+
+
+def check_boosts(boosts: Any, num_actions: int) -> None:
+    """A ValueError unless calibrated ``boosts`` (or None) give one value per action."""
+    if boosts is not None and len(boosts) != num_actions:
+        raise ValueError(f"selection.boosts has {len(boosts)} values for {num_actions} actions")
 
 
 # ------------------------------------------------------------------------------------------- spec
@@ -129,6 +150,7 @@ class TorchSpec(Strict):
         check_actions(self.action_names, self.skill_actions, config.num_actions)
         if len(self.class_offsets) != config.num_actions:
             raise ValueError(f"class_offsets has {len(self.class_offsets)} values for {config.num_actions} actions")
+        check_boosts(self.selection.boosts, config.num_actions)
         shape = config.input_shape()
         if tuple(self.input_shape) != shape:
             raise ValueError(f"input_shape {self.input_shape} differs from the policy's {list(shape)}")
@@ -184,6 +206,13 @@ class TorchAgent(SavableAgent, Exportable, FrameStacked, Stochastic):
         self._gen = torch.Generator().manual_seed(self.selection.seed)
         if model.num_actions != len(self.action_names):
             raise ValueError(f"model has {model.num_actions} outputs but {len(self.action_names)} action names")
+        self._check_selection()
+
+    def _check_selection(self) -> None:
+        try:
+            check_boosts(self.selection.boosts, len(self.action_names))
+        except ValueError as exc:
+            raise SelectionError(f"agent {self.name!r}: {exc}") from None
 
     # ------------------------------------------------------------ declarations
     @property
@@ -204,12 +233,37 @@ class TorchAgent(SavableAgent, Exportable, FrameStacked, Stochastic):
 
     @property
     def greedy(self) -> bool:
-        return self.selection.mode in ("argmax", "thresholds")
+        return self.selection.greedy
+
+    @property
+    def noise_dims(self) -> int:
+        """Uniform numbers per decision and row it takes from the match: 1 when it samples, 0 when greedy."""
+        return 0 if self.greedy else 1
+
+    def with_selection(
+        self, selection: Selection, class_offsets: np.ndarray | None = None, name: str = ""
+    ) -> TorchAgent:
+        """This agent (the same weights, shared) deciding by ``selection``; new ``class_offsets`` (A,) go into a
+        copy of the score module. ``name`` defaults to this agent's."""
+        agent = copy.copy(self)
+        agent.selection, agent.name, agent.info = selection, name or self.name, copy.deepcopy(self.info)
+        agent._stack, agent._gen = None, torch.Generator().manual_seed(selection.seed)
+        if class_offsets is not None:
+            agent.model = copy.deepcopy(self.model).eval()
+            agent.model.class_offsets.copy_(torch.as_tensor(class_offsets, dtype=torch.float32))
+        agent._check_selection()
+        return agent
 
     # ----------------------------------------------------------------- acting
     def reset(self, batch_size: int) -> None:
         self._stack = None
         self._gen.manual_seed(self.selection.seed)
+
+    def act_with_noise(self, obs: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        """Actions (B,) for observations (B, *obs_shape) and the match's noise (B, noise_dims) in [0, 1)."""
+        obs = self.check_observations(obs)
+        actions = self.actions_from_scores(self.scores_stacked(self._push(obs)), noise)
+        return validate_actions(actions, obs.shape[0], self.num_actions, f"agent {self.name!r}")
 
     def stacked(self, obs: np.ndarray) -> np.ndarray:
         """Push one observation per row onto the frame stack; return the model input (B, *input_shape)."""
@@ -237,11 +291,29 @@ class TorchAgent(SavableAgent, Exportable, FrameStacked, Stochastic):
         """Scores (B, A) of already stacked model inputs (B, *input_shape)."""
         return self.model(_tensor(x)).numpy()
 
-    @torch.no_grad()
     def act_stacked(self, x: np.ndarray) -> np.ndarray:
-        """Actions (B,) for already stacked model inputs, e.g. rows of a dataset (offline evaluation)."""
-        scores = self.model(_tensor(x))
-        return select(scores, self.selection, self._gen).numpy().astype(np.int64)
+        """Actions (B,) for already stacked model inputs, e.g. rows of a dataset (the agent's own generator)."""
+        return self.actions_from_scores(self.scores_stacked(x))
+
+    def actions_from_scores(self, scores: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
+        """Actions (B,) int64 the selection picks from scores (B, A).
+
+        A stochastic selection draws with ``noise`` (B, >= 1) in [0, 1) (column 0, hashed with the agent's
+        seed), or, without it, from the agent's own generator.
+        """
+        if self.greedy:
+            uniforms = None
+        elif noise is not None:
+            uniforms = torch.from_numpy(agent_uniforms(np.asarray(noise)[:, 0], self.seed))
+        else:
+            uniforms = torch.rand(scores.shape[0], dtype=torch.float64, generator=self._gen)
+        return select(torch.from_numpy(scores), self.selection, uniforms).numpy().astype(np.int64)
+
+    def policy_distributions(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities (B, A) of each action being picked — one-hot when greedy, log-probabilities (B, A)
+        of the soft policy — the sampled distribution, or log softmax(scores) when greedy), float64."""
+        scores_t = torch.from_numpy(scores)
+        return action_probabilities(scores_t, self.selection).numpy(), log_policy(scores_t, self.selection).numpy()
 
     def _act(self, obs: np.ndarray) -> np.ndarray:
         return self.act_stacked(self._push(obs))

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from bcarena.agents.config import TrainConfig, TrainConfigError
 from bcarena.agents.data import SplitData, fit_normalization, split_data
+from bcarena.agents.keyframes import combine, keyframe_weights
 from bcarena.agents.losses import LOSSES, Loss, class_weights
 from bcarena.agents.policies import ScoreModel, build_policy
 from bcarena.agents.samplers import EpochSampler, SamplingReport, event_weights, smote_rows
@@ -422,7 +423,9 @@ def _prepare_data(ds: ActionDataset, cfg: TrainConfig, target: Target) -> Traini
     y_test = _labels(test, target) if test is not None else None
     others = {"val": y_val, **({"test": y_test} if y_test is not None else {})}
     counts = _check_classes(y_train, others, target, cfg, ds._where())
-    frame_weights = event_weights(train.dataset, cfg.event_weighting)
+    frame_weights = combine(
+        event_weights(train.dataset, cfg.event_weighting), keyframe_weights(train.dataset, cfg.keyframe_weighting)
+    )
     mean, std = fit_normalization(train, seed=cfg.seed)  # on recorded rows only, before any synthetic ones
     synthetic = 0
     if cfg.sampler == "smote":

@@ -40,6 +40,7 @@ import cv2
 import gymnasium as gym
 import numpy as np
 
+from bcarena.envs import rng
 from bcarena.envs.errors import BcarenaError
 
 gym.register_envs(ale_py)
@@ -66,6 +67,9 @@ ACTION_NAMES: tuple[str, ...] = (
     "DOWNLEFTFIRE",
 )
 ACTION_INDEX = {name: i for i, name in enumerate(ACTION_NAMES)}
+SKILL_ACTIONS: tuple[int, ...] = tuple(i for i, name in enumerate(ACTION_NAMES) if "FIRE" in name)
+_FIRE = np.array(["FIRE" in name for name in ACTION_NAMES])
+_NOISE_STREAM = 0x100  # as Duel's: player p's policy draws from streams (p + 1) * _NOISE_STREAM + k
 RAM = {
     "player_x": 32,
     "enemy_x": 33,
@@ -187,11 +191,14 @@ class BoxingExpert:
     """Scripted boxer over ``STATE_FEATURES`` observations (B, 9): see the module docstring.
 
     Stateful per batch row (frames since its last punch); ``reset(batch_size)`` before new
-    matches. Its hesitation (the pause between punches) is drawn from a seeded generator.
+    matches. Its hesitation (the pause between punches) is its only randomness: in matches it is a
+    :class:`~bcarena.envs.play.NoisyPolicy` fed the match's own noise (so a bout plays the same in
+    any batch); standalone ``act`` draws it from a generator seeded with ``seed``.
     """
 
     name = "boxing-expert"
     obs_type = "state"
+    noise_dims = 1
     strike_gap = 20  # px, horizontal distance when stepping in to punch
     strike_offset = 12  # px, vertical offset from the enemy when punching
     safe_gap = 32  # px, horizontal distance while waiting (level with the enemy)
@@ -206,9 +213,13 @@ class BoxingExpert:
 
     def reset(self, batch_size: int) -> None:
         self._since = np.full(batch_size, 10**6, dtype=np.int64)
-        self._wait = self._rng.integers(self.pause[0], self.pause[1] + 1, size=batch_size)
+        self._wait = np.full(batch_size, self.pause[0], dtype=np.int64)
 
     def act(self, obs: np.ndarray) -> np.ndarray:
+        return self.act_with_noise(obs, self._rng.random((np.asarray(obs).shape[0], 1)))
+
+    def act_with_noise(self, obs: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        """Actions (B,) for observations (B, 9) and noise (B, 1) in [0, 1) (the next pause, if it punches)."""
         obs = np.asarray(obs, dtype=np.float64).reshape(-1, len(STATE_FEATURES))
         if obs.shape[0] != self._since.shape[0]:
             self.reset(obs.shape[0])
@@ -234,8 +245,9 @@ class BoxingExpert:
         )
         names = np.char.add(np.char.add(vertical, horizontal), np.where(punch, "FIRE", ""))
         actions = np.array([ACTION_INDEX[str(n) or "NOOP"] for n in names], dtype=np.int64)
+        pauses = self.pause[0] + np.floor(np.asarray(noise)[:, 0] * (self.pause[1] - self.pause[0] + 1))
         self._since = np.where(punch, 0, self._since + 1)
-        self._wait = np.where(punch, self._rng.integers(self.pause[0], self.pause[1] + 1, size=punch.size), self._wait)
+        self._wait = np.where(punch, pauses.astype(np.int64), self._wait)
         return actions
 
 
@@ -331,13 +343,16 @@ class BoxingBatch:
         self.done = np.ones(num_matches, dtype=bool)
         self.score = np.zeros((num_matches, 2), dtype=np.int64)
         self.decisions = np.zeros(num_matches, dtype=np.int64)
+        self.seeds = np.zeros(num_matches, dtype=np.int64)  # bout seeds of the current batch (and spares)
 
     def reset(self, seeds: np.ndarray) -> None:
         seeds = np.asarray(seeds, dtype=np.int64).reshape(-1)
         if not 1 <= seeds.size <= self.num_matches:
             raise BoxingError(f"reset needs 1 to {self.num_matches} seeds (one per bout), got {seeds.size}")
         spare = seeds[-1] + 1 + np.arange(self.num_matches - seeds.size)
-        self._obs, info = self.vector.reset(seed=np.r_[seeds, spare].tolist())
+        self.seeds = np.r_[seeds, spare]
+        every: list[int | None] = [int(s) for s in self.seeds]
+        self._obs, info = self.vector.reset(seed=every)
         self._keep(info)
         self.done[:] = False
         self.done[seeds.size :] = True
@@ -359,18 +374,31 @@ class BoxingBatch:
         )
 
     def noise(self, player: int, dims: int) -> np.ndarray:
-        raise BoxingError(
-            "Boxing has no per-match noise streams: its policies (the RAM expert, agents) draw their own randomness"
-        )
+        """Uniform noise (N, dims) for ``player``: a function of bout seed, decision and player (sampling agents)."""
+        streams = (player + 1) * _NOISE_STREAM + np.arange(dims)
+        return rng.uniform(self.seeds[:, None], self.decisions[:, None], streams[None, :])
 
-    def step(self, actions: np.ndarray) -> dict[str, Any]:
+    def step(self, actions: np.ndarray) -> dict[str, np.ndarray]:
+        """One decision of the agent; returns the step's events (see ``bcarena.envs.games.Game``).
+
+        A FIRE action is the skill used (the console does not tell whether a punch started); a hit
+        landed is a point scored. The CPU's inputs are not observable: its ``skill_used`` is False.
+        """
         live = ~self.done
-        self._obs, _, terminated, truncated, info = self.vector.step(np.asarray(actions)[:, 0])
+        chosen = np.asarray(actions)[:, 0]
+        self._obs, _, terminated, truncated, info = self.vector.step(chosen)
         self._keep(info)
+        before = self.score.copy()
         self.score[live] = info["score"][live]
         self.decisions += live
         self.done |= terminated | truncated
-        return info
+        skill = np.zeros((self.num_matches, 2), dtype=bool)
+        skill[:, 0] = live & _FIRE[chosen]
+        return {
+            "skill_used": skill,
+            "hit_landed": self.score > before,
+            "ko": live & self.done & (self.score.max(axis=1) >= KO_SCORE),
+        }
 
     def close(self) -> None:
         self.vector.close()
@@ -380,3 +408,78 @@ class BoxingBatch:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# ------------------------------------------------------------------------------------------ the Game
+def _config(options: Any) -> BoxingConfig:
+    unknown = sorted(set(options) - set(BoxingConfig.__dataclass_fields__))
+    if unknown:
+        raise BoxingError(
+            f"game 'boxing': unknown option(s) {unknown}; Boxing takes {sorted(BoxingConfig.__dataclass_fields__)}"
+        )
+    config = BoxingConfig(**options)
+    if config.frameskip < 1 or config.noop_max < 0 or not 0 <= config.repeat_action_probability <= 1:
+        raise BoxingError(
+            f"game 'boxing': frameskip >= 1, noop_max >= 0, repeat_action_probability in [0, 1]; got {config}"
+        )
+    return config
+
+
+def _screen(match: BoxingBatch, row: int) -> np.ndarray:
+    """The RGB screen of ``row`` as people see it: 480x420 (each console pixel 3 wide, 2 high)."""
+    screen = match.screens[row]
+    return cv2.resize(screen, (screen.shape[1] * 3, screen.shape[0] * 2), interpolation=cv2.INTER_NEAREST)
+
+
+def _outcome(match: BoxingBatch) -> Any:
+    from bcarena.envs.games import Outcome
+
+    score = match.score
+    winner = np.where(score[:, 0] > score[:, 1], 0, np.where(score[:, 1] > score[:, 0], 1, -1)).astype(np.int8)
+    return Outcome(winner, score.astype(np.float64), score.max(axis=1) >= KO_SCORE)
+
+
+def boxing_game() -> Any:
+    """ALE Boxing as a :class:`~bcarena.envs.games.Game`: one agent against the console's CPU (``cpu``).
+
+    The RAM expert is ``expert``. Observations: ``state`` = :func:`ram_features`, ``pixels`` =
+    :func:`agent_view`. Buttons are the joystick's directions (held) and FIRE (tapped, combined).
+    """
+    from bcarena.envs.files import package_version
+    from bcarena.envs.games import PIXELS_SPACE, Game, InputMap
+
+    directions = ("UP", "DOWN", "LEFT", "RIGHT")
+    return Game(
+        name="boxing",
+        version=f"ale-py {package_version('ale-py')} Boxing-v5",
+        action_names=ACTION_NAMES,
+        skill_actions=SKILL_ACTIONS,
+        state_features=STATE_FEATURES,
+        observation_spaces={
+            "state": gym.spaces.Box(-np.inf, np.inf, (len(STATE_FEATURES),), np.float32),
+            "pixels": PIXELS_SPACE,
+        },
+        num_players=1,
+        opponents={"cpu": lambda config, seed: None},
+        experts={"expert": lambda config, seed: BoxingExpert(seed=seed)},
+        input_map=InputMap(
+            tuple(d.lower() for d in directions),
+            ("fire",),
+            tuple(frozenset(d.lower() for d in directions if d in name) for name in ACTION_NAMES),
+            tuple("fire" if "FIRE" in name else None for name in ACTION_NAMES),
+            tap_overrides=False,
+        ),
+        new_match=lambda n, config, options: BoxingBatch(
+            n, "pixels" in options.obs_types, config, options.workers, options.video
+        ),
+        result=_outcome,
+        make_config=_config,
+        config_dict=lambda config: {
+            "frameskip": config.frameskip,
+            "noop_max": config.noop_max,
+            "repeat_action_probability": config.repeat_action_probability,
+        },
+        timing=lambda config: (config.fps, config.frameskip, config.tick_rate),
+        screen=_screen,
+        description="Atari 2600 Boxing (ale-py) against the console's CPU boxer",
+    )

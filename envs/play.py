@@ -34,7 +34,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from bcarena.envs.duel import NUM_ACTIONS, DuelConfig, DuelCore, StepEvents, bot_noise
+from bcarena.envs.duel import NUM_ACTIONS, Bot, DuelConfig, DuelCore, StepEvents, bot_noise
 from bcarena.envs.duel.observation import state_observations
 from bcarena.envs.duel.render import gray_frames
 from bcarena.envs.errors import BcarenaError
@@ -226,6 +226,21 @@ def _noise_taker(policy: Policy | NoisyPolicy) -> Callable[[np.ndarray, np.ndarr
 
 
 # ------------------------------------------------------------------------------------------ Duel
+class BotPolicy:
+    """A Duel bot as a :class:`NoisyPolicy`: state observations and the match's noise in."""
+
+    obs_type = "state"
+
+    def __init__(self, bot: Bot) -> None:
+        self.bot, self.name, self.noise_dims = bot, bot.name, bot.noise_dims
+
+    def reset(self, batch_size: int) -> None:
+        """Bots keep no memory between decisions."""
+
+    def act_with_noise(self, obs: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        return self.bot.act(obs, noise)
+
+
 class DuelBatch:
     """Duel as a :class:`Match`: N matches on one batched core, observations made once per step, on demand.
 

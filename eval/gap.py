@@ -2,9 +2,9 @@
 
 For every agent: the offline metrics on a dataset split (``evaluate_offline``) and the win rate
 in matches against one or more opponents (``evaluate_matches``, the same seed list for every
-agent). For every offline metric: Spearman's rank correlation with win rate across the agents,
-with a bootstrap 95% interval over agents. Output: a JSON table, a Markdown table and scatter
-plots (accuracy vs win rate, event-F1 vs win rate).
+agent). For every offline metric: Spearman's and Kendall's rank correlations with win rate across
+the agents, each with a bootstrap 95% interval over agents, and which metric predicts best.
+Output: a JSON table, a Markdown table and scatter plots (accuracy vs win rate, event-F1 vs win rate).
 
 Without trained agents, perturbed experts (``pro[skill_drop=0.9]``, ``pro[random=0.3]``, see
 ``bcarena.eval.perturbed``) make a graded set of clones.
@@ -34,7 +34,7 @@ from bcarena.eval.errors import EvalError
 from bcarena.eval.matches import MatchReport, display_names, evaluate_matches, load_player
 from bcarena.eval.offline import ANY_SKILL, OfflineReport, evaluate_offline
 from bcarena.eval.plots import figure, save_figure
-from bcarena.eval.stats import RankCorrelation, spearman_bootstrap, wilson_interval
+from bcarena.eval.stats import RankCorrelation, kendall_bootstrap, spearman_bootstrap, wilson_interval
 from bcarena.recordings.dataset import ActionDataset
 
 HEADLINE_METRICS: tuple[str, ...] = (
@@ -73,6 +73,10 @@ class GapReport:
     seed: int
     rows: list[AgentGapRow]
     correlations: dict[str, RankCorrelation]  # offline metric -> Spearman vs win rate
+    kendall: dict[str, RankCorrelation] = field(default_factory=dict)  # offline metric -> Kendall's tau-b
+    # summary metrics the best predictor is chosen from (empty: all); per-class ones are listed, not chosen from,
+    # as the largest of dozens of correlations would flatter itself
+    headline: list[str] = field(default_factory=list)
     offline_reports: list[OfflineReport] = field(default_factory=list, repr=False, compare=False)
     match_reports: list[list[MatchReport]] = field(default_factory=list, repr=False, compare=False)
 
@@ -86,7 +90,29 @@ class GapReport:
             "seed": self.seed,
             "agents": [{**asdict(r), "win_rate_ci95": list(r.win_rate_ci95)} for r in self.rows],
             "correlations": {k: v.to_dict() for k, v in self.correlations.items()},
+            "kendall": {k: v.to_dict() for k, v in self.kendall.items()},
+            "best_predictor": self.best_predictor(),
+            "summary": self.summary(),
         }
+
+    def best_predictor(self) -> str | None:
+        """The ``headline`` metric whose Spearman rho with win rate is largest in size (None if none is defined)."""
+        among = set(self.headline or self.correlations)
+        defined = {m: c.rho for m, c in self.correlations.items() if c.rho is not None and m in among}
+        return max(defined, key=lambda m: (abs(defined[m]), m)) if defined else None
+
+    def summary(self) -> str:
+        """One sentence: which offline metric best predicts win rate, and how well (both coefficients, CIs)."""
+        best = self.best_predictor()
+        if best is None:
+            return "No offline metric has a defined rank correlation with win rate."
+        among = f"of {len(self.headline)} summary metrics " if self.headline else ""
+        text = f"Best predictor {among}of win rate across {len(self.rows)} agents: {best} "
+        text += f"(Spearman rho {_coef(self.correlations[best])}"
+        if best in self.kendall:
+            text += f", Kendall tau {_coef(self.kendall[best])}"
+        sign = "higher" if (self.correlations[best].rho or 0) > 0 else "lower"
+        return text + f"; {sign} is better)."
 
     def to_markdown(self) -> str:
         lines = [
@@ -111,15 +137,17 @@ class GapReport:
             "",
             "## Does the offline metric rank agents like win rate does?",
             "",
-            "| offline metric | Spearman rho | bootstrap 95% CI | p | agents | note |",
-            "|---|---|---|---|---|---|",
+            "| offline metric | Spearman rho [bootstrap 95% CI] | p | Kendall tau [bootstrap 95% CI] | p | agents "
+            "| note |",
+            "|---|---|---|---|---|---|---|",
         ]
         for name, c in self.correlations.items():
-            ci = f"[{c.ci95[0]:+.2f}, {c.ci95[1]:+.2f}]" if c.ci95 else "undefined"
-            rho = f"{c.rho:+.2f}" if c.rho is not None else "undefined"
+            k = self.kendall.get(name)
             p = f"{c.p_value:.3g}" if c.p_value is not None else ""
-            lines.append(f"| {name} | {rho} | {ci} | {p} | {c.n} | {c.note or ''} |")
-        return "\n".join(lines) + "\n"
+            kp = f"{k.p_value:.3g}" if k is not None and k.p_value is not None else ""
+            kendall = _coef(k) if k is not None else "—"
+            lines.append(f"| {name} | {_coef(c)} | {p} | {kendall} | {kp} | {c.n} | {c.note or ''} |")
+        return "\n".join(lines + ["", self.summary()]) + "\n"
 
     def write(self, folder: str | os.PathLike) -> dict[str, Path]:
         """gap.json, gap.md and one scatter PNG per metric in ``SCATTER_METRICS`` into ``folder``."""
@@ -158,6 +186,24 @@ class GapReport:
 
 def _fmt(value: float | None) -> str:
     return "undefined" if value is None else f"{value:.3f}"
+
+
+def _coef(c: RankCorrelation) -> str:
+    """``+0.78 [+0.32, +0.97]``: a coefficient with its interval (``undefined`` where it has none)."""
+    if c.rho is None:
+        return "undefined"
+    return f"{c.rho:+.2f} [{c.ci95[0]:+.2f}, {c.ci95[1]:+.2f}]" if c.ci95 else f"{c.rho:+.2f} [undefined]"
+
+
+def rank_correlations(
+    rows: Sequence[AgentGapRow], metrics: Sequence[str], n_boot: int = 2000, seed: int = 0
+) -> tuple[dict[str, RankCorrelation], dict[str, RankCorrelation]]:
+    """(Spearman, Kendall) of each offline metric of ``rows`` with their win rates, bootstrap CIs over agents."""
+    win_rates = [r.win_rate for r in rows]
+    values = {m: [r.offline.get(m) for r in rows] for m in metrics}
+    spearman = {m: spearman_bootstrap(values[m], win_rates, n_boot=n_boot, seed=seed) for m in metrics}
+    kendall = {m: kendall_bootstrap(values[m], win_rates, n_boot=n_boot, seed=seed) for m in metrics}
+    return spearman, kendall
 
 
 # agent.json keys that name or describe an agent without changing how it plays
@@ -261,10 +307,7 @@ def gap_report(
             )
         )
         match_reports.append(online)
-    win_rates = [r.win_rate for r in rows]
-    correlations = {
-        m: spearman_bootstrap([r.offline[m] for r in rows], win_rates, n_boot=n_boot, seed=seed) for m in ordered
-    }
+    correlations, kendall = rank_correlations(rows, ordered, n_boot, seed)
     return GapReport(
         dataset=str(dataset.path) if dataset.path is not None else "dataset",
         split=split,
@@ -274,6 +317,8 @@ def gap_report(
         seed=seed,
         rows=rows,
         correlations=correlations,
+        kendall=kendall,
+        headline=[m for m in HEADLINE_METRICS if m in ordered],
         offline_reports=offline_reports,
         match_reports=match_reports,
     )

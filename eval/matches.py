@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from bcarena.agents.base import Agent, BotAgent, load_agent
+from bcarena.agents.base import AGENT_FILE, Agent, BotAgent, load_agent, read_agent_spec
 from bcarena.envs.duel import ACTION_NAMES, BOTS, NUM_ACTIONS, SKILL_ACTIONS, DuelConfig
-from bcarena.envs.duel.env import OBS_TYPES
+from bcarena.envs.games import Game, GameError, MatchOptions, check_agent_for_game, closing, get_game
 from bcarena.envs.play import DuelBatch, Hook, Policy, PolicyError, Step, play
 from bcarena.eval.errors import EvalError
 from bcarena.eval.perturbed import parse_perturbed
@@ -117,6 +117,15 @@ def load_player(spec: str | Path | Agent, config: DuelConfig | None = None, seed
     )
 
 
+def game_of(spec: str | Path | Policy) -> str:
+    """The game a player plays: an Agent's or agent folder's declared game; anything else is taken for Duel."""
+    if isinstance(spec, Agent):
+        return spec.game
+    if isinstance(spec, (str, Path)) and (Path(spec) / AGENT_FILE).is_file():
+        return str(read_agent_spec(spec).get("game", "duel"))
+    return "duel"
+
+
 def display_names(specs: Sequence[str | Path | Agent], agents: Sequence[Agent]) -> list[str]:
     """One name per player for tables: the agent's name, plus its spec where two players share a name."""
     names = [a.name for a in agents]
@@ -134,14 +143,7 @@ def check_agent(agent: Agent, config: DuelConfig | None = None) -> None:
     as a deep traceback in the middle of a batch.
     """
     name = agent.name
-    if agent.game != "duel":
-        raise EvalError(f"agent {name!r} was trained on game {agent.game!r}; Duel matches need a Duel agent")
-    if agent.obs_type not in OBS_TYPES:
-        raise EvalError(f"agent {name!r} observes {agent.obs_type!r}; Duel offers {list(OBS_TYPES)}")
-    if list(agent.action_names) != list(ACTION_NAMES):
-        raise EvalError(
-            f"agent {name!r} was trained on actions {list(agent.action_names)}; Duel's are {list(ACTION_NAMES)}"
-        )
+    fits_game(agent, get_game("duel"))
     if isinstance(agent, BotAgent):
         return
     match = DuelBatch(1, config)
@@ -159,6 +161,21 @@ def check_agent(agent: Agent, config: DuelConfig | None = None) -> None:
         ) from exc
     finally:
         agent.reset(1)
+
+
+def fits_game(player: Policy, game: Game) -> None:
+    """An EvalError unless ``player`` can play ``game``: an Agent's game and action names must be the game's
+    exactly (:func:`bcarena.envs.games.check_agent_for_game`), and its observation kind one the game offers.
+    A plain Policy (a game's built-in expert or bot) declares no game and is taken as it is."""
+    if isinstance(player, Agent):
+        try:
+            check_agent_for_game(player.name, player.game, player.action_names, game)
+        except GameError as exc:
+            raise EvalError(str(exc)) from None
+    if player.obs_type not in game.observation_spaces:
+        raise EvalError(
+            f"agent {player.name!r} observes {player.obs_type!r}; {game.name!r} offers {list(game.observation_spaces)}"
+        )
 
 
 # ----------------------------------------------------------------------------------------- playing
@@ -341,12 +358,21 @@ def evaluate_matches(
     config: DuelConfig | None = None,
     batch_size: int | None = None,
     progress: bool = False,
+    game: str | None = None,
+    workers: int = 1,
 ) -> MatchReport:
     """``num_matches`` matches of ``agent`` against ``opponent`` on seeds ``seed, seed + 1, ...``.
 
     With ``both_sides`` each seed is played twice, the agent once as player 0 and once as
     player 1, which cancels any advantage of a side (2 * num_matches matches in the report).
+    ``game`` (default: the agent's) other than Duel goes to :func:`evaluate_game_matches`, with
+    ``config`` that game's config and ``workers`` processes stepping its emulators.
     """
+    game = game or game_of(agent)
+    if game != "duel":
+        if both_sides:
+            raise EvalError(f"both_sides: {game} matches are played from side 0 only")
+        return evaluate_game_matches(agent, opponent, num_matches, game, seed, config, batch_size, workers, progress)
     seeds = match_seeds(seed, num_matches)
     agent_obj, opponent_obj = load_player(agent, config), load_player(opponent, config, seed=seed + 1)
     for player in (agent_obj, opponent_obj):
@@ -356,4 +382,127 @@ def evaluate_matches(
         parts.append(play_matches(opponent_obj, agent_obj, seeds, config, progress, batch_size).swapped())
     return summarize(
         MatchResults.concat(parts), agent_obj.name, opponent_obj.name, seed, config, sides=[0, 1] if both_sides else [0]
+    )
+
+
+# ------------------------------------------------------------------------------------ any other game
+@dataclass(frozen=True)
+class BuiltInOpponent:
+    """An opponent the match plays itself (Boxing's ``cpu``): nothing acts for it on the loop."""
+
+    name: str
+    obs_type: str = "console"
+
+
+def game_player(spec: str | Path | Policy, game: Game, config: Any = None, seed: int = 0) -> Policy | BuiltInOpponent:
+    """A player of ``game``: one of its built-in players by name, else whatever :func:`load_player` loads."""
+    if isinstance(spec, str) and spec in game.players:
+        policy = game.player(spec, config, seed)
+        return BuiltInOpponent(spec) if policy is None else policy
+    if isinstance(spec, (str, Path)) and str(spec) in BOTS:
+        raise EvalError(f"{spec!r} is a Duel bot; game {game.name!r} has players {game.players} (or agent folders)")
+    return load_player(spec, None, seed) if isinstance(spec, (str, Path)) else spec
+
+
+class _GameTally(Hook):
+    """Decisions, skills (the step's ``skill_used`` events) and action counts of each side, per match."""
+
+    def __init__(self, n: int, num_actions: int) -> None:
+        self.length = np.zeros(n, dtype=np.int64)
+        self.skills = np.zeros((n, 2), dtype=np.int64)
+        self.counts = np.zeros((n, 2, num_actions), dtype=np.int64)
+
+    def on_step(self, step: Step) -> None:
+        n = self.length.size
+        live = step.live[:n]
+        self.length += live
+        self.skills += np.asarray(step.events["skill_used"])[:n] & live[:, None]
+        rows = np.flatnonzero(live)
+        for side in range(step.actions.shape[1]):
+            np.add.at(self.counts[:, side], (rows, step.actions[rows, side]), 1)
+
+
+def play_game_matches(
+    game: Game,
+    agent: Policy,
+    opponent: Policy | BuiltInOpponent,
+    seeds: np.ndarray,
+    config: Any = None,
+    batch_size: int | None = None,
+    workers: int = 1,
+    progress: bool = False,
+) -> MatchResults:
+    """One match per seed of ``agent`` (side 0) against ``opponent`` in any game but Duel, on the one loop.
+
+    Matches run ``batch_size`` at a time (default 8) on one batched match; the score columns hold the
+    game's score (Boxing: points), as ``hp`` and as ``damage_dealt``.
+    """
+    size = min(batch_size or 8, seeds.size)
+    policies = [agent] if isinstance(opponent, BuiltInOpponent) else [agent, opponent]
+    if len(policies) != game.num_players:
+        raise EvalError(
+            f"game {game.name!r} needs {'a built-in opponent' if game.num_players == 1 else 'an opponent policy'}; "
+            f"{opponent.name!r} is not one (its players are {game.players})"
+        )
+    kinds = frozenset(p.obs_type for p in policies)
+    parts = []
+    with (
+        closing(game.match(size, config, MatchOptions(kinds, workers=workers))) as match,
+        tqdm(total=seeds.size, desc=f"{agent.name} vs {opponent.name}", unit="match", disable=not progress) as bar,
+    ):
+        for start in range(0, seeds.size, size):
+            wave = seeds[start : start + size]
+            tally = _GameTally(wave.size, game.num_actions)
+            play(match, policies, wave, hooks=[tally])
+            outcome = game.result(match)
+            n = wave.size
+            parts.append(
+                MatchResults(
+                    seeds=wave,
+                    winner=outcome.winner[:n].astype(np.int8),
+                    ko=outcome.ko[:n].copy(),
+                    hp=outcome.score[:n].astype(np.float64),
+                    length=tally.length,
+                    damage_dealt=outcome.score[:n].astype(np.float64),
+                    skills_used=tally.skills,
+                    action_counts=tally.counts,
+                )
+            )
+            bar.update(n)
+    return MatchResults.concat(parts)
+
+
+def evaluate_game_matches(
+    agent: Policy | str,
+    opponent: Policy | str,
+    num_matches: int,
+    game: Game | str,
+    seed: int = 0,
+    config: Any = None,
+    batch_size: int | None = None,
+    workers: int = 1,
+    progress: bool = False,
+) -> MatchReport:
+    """``num_matches`` matches of ``agent`` against ``opponent`` (a built-in player's name, e.g. Boxing's
+    ``cpu``, an agent folder or a Policy) in ``game``, on seeds ``seed, seed + 1, ...``."""
+    game = get_game(game) if isinstance(game, str) else game
+    seeds = match_seeds(seed, num_matches)
+    config = game.make_config({}) if config is None else config
+    me = game_player(agent, game, config, seed)
+    if isinstance(me, BuiltInOpponent):
+        raise EvalError(f"{me.name!r} is played by the {game.name} match itself; it cannot be the evaluated agent")
+    rival = game_player(opponent, game, config, seed + 1)
+    for player in (me, rival):
+        if not isinstance(player, BuiltInOpponent):
+            fits_game(player, game)
+    results = play_game_matches(game, me, rival, seeds, config, batch_size, workers, progress)
+    return summarize(
+        results,
+        me.name,
+        rival.name,
+        seed,
+        sides=[0],
+        action_names=game.action_names,
+        skill_actions=game.skill_actions,
+        decision_hz=game.timing(config)[0],
     )

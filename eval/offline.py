@@ -5,6 +5,16 @@ frames, so next to it this module reports what exposes a clone that never presse
 balanced accuracy, per-class recall, the action-distribution divergence and **event-timing
 metrics** (a predicted skill counts if the expert pressed one within +-k frames).
 
+For agents with a policy distribution (torch agents, whatever their decoding) the **policy
+metrics** score the probabilities instead of one draw: ``expected_accuracy`` (mean probability of
+the expert's action), ``expected_skill_event_recall`` (mean over expert skill frames of the
+probability that the policy presses a skill within +-k frames, 1 - the product of its per-frame
+non-skill probabilities, frames drawn independently), and the likelihood of the expert's actions,
+``log_likelihood`` (mean nats per frame) and ``perplexity`` (exp of minus it). The expected metrics
+use the probabilities the agent acts with (one-hot for argmax and thresholds, so they equal
+accuracy and skill-event recall); the likelihood uses its soft policy (the sampled distribution,
+or softmax(scores) for greedy agents, whose one-hot would give -inf).
+
 A metric that cannot be computed (the expert never used a class, the agent never predicted it)
 is ``None`` with the reason in ``undefined``, never a silent 0 or NaN. The standard
 classification part is the agents layer's ``classification_metrics`` (the numbers training
@@ -23,7 +33,9 @@ from sklearn.metrics import confusion_matrix
 from tqdm.auto import tqdm
 
 from bcarena.agents.base import Agent
+from bcarena.agents.torch_agent import TorchAgent
 from bcarena.agents.validation import ClassificationMetrics, classification_metrics
+from bcarena.envs import rng
 from bcarena.envs.files import write_json
 from bcarena.envs.play import PolicyError, validate_actions
 from bcarena.eval.errors import EvalError
@@ -32,6 +44,7 @@ from bcarena.eval.stats import js_divergence
 from bcarena.recordings.dataset import ActionDataset, DatasetError, frames_to_nearest
 
 ANY_SKILL = "any_skill"
+POLICY_METRICS = ("expected_accuracy", "expected_skill_event_recall", "log_likelihood", "perplexity")
 
 
 @dataclass
@@ -87,6 +100,12 @@ class OfflineReport:
     agent_distribution: dict[str, float]
     tolerance: int  # +-frames for the event metrics
     events: list[EventMetrics]
+    # policy metrics (module docstring); None, with the reason in policy_undefined, for agents without a distribution
+    expected_accuracy: float | None = None
+    expected_skill_event_recall: float | None = None
+    log_likelihood: float | None = None  # mean nats per frame of the expert's actions
+    perplexity: float | None = None
+    policy_undefined: dict[str, str] = field(default_factory=dict)
     predictions: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def event(self, name: str = ANY_SKILL) -> EventMetrics:
@@ -102,6 +121,7 @@ class OfflineReport:
             "balanced_accuracy": self.balanced_accuracy,
             "macro_f1": self.macro_f1,
             "js_divergence": self.js_divergence,
+            **{name: getattr(self, name) for name in POLICY_METRICS},
         }
         for m in self.events:
             for key in ("precision", "recall", "f1"):
@@ -214,6 +234,44 @@ def event_metrics(
     )
 
 
+def policy_metrics(
+    y_true: np.ndarray,
+    probabilities: np.ndarray,
+    log_policy: np.ndarray,
+    episode: np.ndarray,
+    skill_actions: list[int],
+    tolerance: int,
+) -> tuple[dict[str, float | None], dict[str, str]]:
+    """The policy metrics (module docstring) and the reasons of the undefined ones.
+
+    ``probabilities`` (n, A): the chance of each action being picked on each frame; ``log_policy``
+    (n, A): the soft policy's log-probabilities; rows of one episode contiguous and in frame order.
+    """
+    n = y_true.size
+    rows = np.arange(n)
+    log_likelihood = float(log_policy[rows, y_true].mean())
+    out: dict[str, float | None] = {
+        "expected_accuracy": float(probabilities[rows, y_true].mean()),
+        "log_likelihood": log_likelihood,
+        "perplexity": float(np.exp(-log_likelihood)),
+    }
+    # log P(no skill on frame j); a window's product of them is a sum, taken one offset at a time
+    log_none = np.log(np.clip(1.0 - probabilities[:, list(skill_actions)].sum(axis=1), 1e-300, 1.0))
+    window = np.zeros(n)
+    for shift in range(-tolerance, tolerance + 1):
+        i = rows[max(0, -shift) : n - max(0, shift)]
+        same = episode[i] == episode[i + shift]
+        window[i[same]] += log_none[i[same] + shift]
+    expert = np.isin(y_true, list(skill_actions))
+    undefined = {}
+    if expert.any():
+        out["expected_skill_event_recall"] = float((1.0 - np.exp(window[expert])).mean())
+    else:
+        out["expected_skill_event_recall"] = None
+        undefined["expected_skill_event_recall"] = "the expert never pressed a skill in this split"
+    return out, undefined
+
+
 def offline_metrics(
     y_true: np.ndarray,
     y_pred: np.ndarray,
@@ -224,9 +282,11 @@ def offline_metrics(
     agent: str = "agent",
     dataset: str = "dataset",
     split: str = "test",
+    distributions: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> OfflineReport:
     """Every offline metric from expert labels ``y_true`` (n,), agent actions ``y_pred`` (n,) and
-    ``episode`` ids (n,); rows of one episode contiguous and in frame order."""
+    ``episode`` ids (n,); rows of one episode contiguous and in frame order. ``distributions``
+    (probabilities (n, A), log soft policy (n, A)) give the policy metrics (:func:`policy_metrics`)."""
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = np.asarray(y_pred, dtype=np.int64)
     episode = np.asarray(episode)
@@ -247,6 +307,15 @@ def offline_metrics(
     pred_counts = np.bincount(y_pred, minlength=k)
     events = [event_metrics(y_true, y_pred, episode, list(skill_actions), ANY_SKILL, tolerance)]
     events += [event_metrics(y_true, y_pred, episode, [s], action_names[s], tolerance) for s in skill_actions]
+    if distributions is None:
+        policy: dict[str, float | None] = dict.fromkeys(POLICY_METRICS)
+        policy_undefined = dict.fromkeys(POLICY_METRICS, f"agent {agent!r} gives actions, not a distribution")
+    else:
+        if any(d.shape != (y_true.size, k) for d in distributions):
+            raise EvalError(
+                f"policy distributions need shape ({y_true.size}, {k}), got {[d.shape for d in distributions]}"
+            )
+        policy, policy_undefined = policy_metrics(y_true, *distributions, episode, list(skill_actions), tolerance)
     return OfflineReport(
         agent=agent,
         dataset=dataset,
@@ -265,6 +334,8 @@ def offline_metrics(
         agent_distribution={n: float(c / y_pred.size) for n, c in zip(action_names, pred_counts)},
         tolerance=int(tolerance),
         events=events,
+        **policy,
+        policy_undefined=policy_undefined,
         predictions=y_pred,
     )
 
@@ -290,13 +361,28 @@ def _observations(agent: Agent, data: ActionDataset) -> np.ndarray:
     raise EvalError(f"agent {agent.name!r} has unknown obs_type {agent.obs_type!r}; expected 'state' or 'pixels'")
 
 
+@dataclass
+class Predictions:
+    """What an agent did on every frame of a dataset, in the table's row order."""
+
+    actions: np.ndarray  # (n,) int64
+    probabilities: np.ndarray | None = None  # (n, A) float64: chance of each action (torch agents only)
+    log_policy: np.ndarray | None = None  # (n, A) float64: the soft policy's log-probabilities (torch agents only)
+
+
 def predict_dataset(agent: Agent, data: ActionDataset, batch_episodes: int = 256, progress: bool = False) -> np.ndarray:
-    """The agent's actions (n,) int64 on every frame of ``data``, in the table's row order.
+    """The agent's actions (n,) int64 on every frame of ``data``, in the table's row order (:func:`predict_policy`)."""
+    return predict_policy(agent, data, batch_episodes, progress).actions
+
+
+def predict_policy(agent: Agent, data: ActionDataset, batch_episodes: int = 256, progress: bool = False) -> Predictions:
+    """The agent's actions on every frame of ``data`` and, for a torch agent, its distributions.
 
     Episodes are replayed in frame order, ``batch_episodes`` side by side, through the agent's
     batched ``act`` (so frame-stacking agents see the same history they would see in a match).
     An episode that is over keeps receiving its last frame until the longest one ends; those
-    extra actions are dropped.
+    extra actions are dropped. A torch agent that samples draws with uniform noise of (episode,
+    frame), hashed with its seed, as in a match: its actions do not depend on ``batch_episodes``.
     """
     where = str(data.path) if data.path is not None else "dataset"
     if agent.game != data.manifest["game"]:
@@ -309,31 +395,49 @@ def predict_dataset(agent: Agent, data: ActionDataset, batch_episodes: int = 256
     episode = table["episode"].to_numpy()[order]
     starts = np.flatnonzero(np.r_[True, episode[1:] != episode[:-1]])
     lengths = np.diff(np.r_[starts, episode.size])
-    out = np.empty(episode.size, dtype=np.int64)
+    out = Predictions(np.empty(episode.size, dtype=np.int64))
+    probabilities = log_policy = np.empty((0, 0))
+    if isinstance(agent, TorchAgent):
+        out.probabilities = probabilities = np.empty((episode.size, agent.num_actions))
+        out.log_policy = log_policy = np.empty((episode.size, agent.num_actions))
     steps = sum(int(lengths[i : i + batch_episodes].max()) for i in range(0, starts.size, batch_episodes))
     with tqdm(total=steps, desc=f"{agent.name} offline", unit="step", disable=not progress, leave=False) as bar:
         for first in range(0, starts.size, batch_episodes):
             s, n = starts[first : first + batch_episodes], lengths[first : first + batch_episodes]
             agent.reset(s.size)
             for t in range(int(n.max())):
-                pos = order[s + np.minimum(t, n - 1)]
+                rows = s + np.minimum(t, n - 1)
+                pos = order[rows]
                 obs = obs_all[pos]
                 if agent.obs_type == "pixels" and obs.ndim == 3:
                     obs = obs[..., None]
-                try:
-                    actions = agent.act(obs)
-                except PolicyError:  # the agent acted, and its answer is what is wrong: that message says so
-                    raise
-                except Exception as exc:  # noqa: BLE001 - report which agent/dataset do not fit
-                    raise EvalError(
-                        f"{where}: agent {agent.name!r} cannot act on this dataset's {agent.obs_type} "
-                        f"observations of shape {obs.shape[1:]}: {type(exc).__name__}: {exc}"
-                    ) from exc
+                actions, distributions = _decide(agent, obs, episode[rows], t, where)
                 actions = validate_actions(actions, s.size, data.num_actions, f"agent {agent.name!r} on {where}")
                 alive = t < n
-                out[pos[alive]] = actions[alive]
+                out.actions[pos[alive]] = actions[alive]
+                if distributions is not None:
+                    probabilities[pos[alive]], log_policy[pos[alive]] = distributions[0][alive], distributions[1][alive]
                 bar.update(1)
     return out
+
+
+def _decide(
+    agent: Agent, obs: np.ndarray, episodes: np.ndarray, frame: int, where: str
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    """One step of :func:`predict_policy`: actions (B,) and, for a torch agent, (probabilities, log policy) (B, A)."""
+    try:
+        if not isinstance(agent, TorchAgent):
+            return agent.act(obs), None
+        scores = agent.scores_stacked(agent.stacked(obs))
+        noise = rng.uniform(episodes[:, None], frame, 0)  # (B, 1): a function of (episode, frame) only
+        return agent.actions_from_scores(scores, noise), agent.policy_distributions(scores)
+    except PolicyError:  # the agent acted, and its answer is what is wrong: that message says so
+        raise
+    except Exception as exc:  # noqa: BLE001 - report which agent/dataset do not fit
+        raise EvalError(
+            f"{where}: agent {agent.name!r} cannot act on this dataset's {agent.obs_type} "
+            f"observations of shape {obs.shape[1:]}: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def evaluate_offline(
@@ -347,11 +451,14 @@ def evaluate_offline(
     """Offline metrics of ``agent`` on one split of an action dataset (see :func:`offline_metrics`)."""
     part = data.split(split)
     table = part.table
-    predictions = predict_dataset(agent, part, batch_episodes, progress)
+    predicted = predict_policy(agent, part, batch_episodes, progress)
     order = np.lexsort((table["frame"].to_numpy(), table["episode"].to_numpy()))
+    distributions = None
+    if predicted.probabilities is not None and predicted.log_policy is not None:
+        distributions = (predicted.probabilities[order], predicted.log_policy[order])
     return offline_metrics(
         table["action"].to_numpy()[order],
-        predictions[order],
+        predicted.actions[order],
         table["episode"].to_numpy()[order],
         part.action_names,
         part.skill_actions,
@@ -359,6 +466,7 @@ def evaluate_offline(
         agent=agent.name,
         dataset=str(data.path) if data.path is not None else "dataset",
         split=split,
+        distributions=distributions,
     )
 
 

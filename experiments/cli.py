@@ -26,7 +26,7 @@ from typer.core import TyperGroup
 # each summary against the first line of the command's own help, so the two cannot drift apart.
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("run", "The main job: reproduce the seed story (~96% frame accuracy, 0% wins) and its fixes."),
-    "record": ("record", "Record episodes of a bot (Duel) or the scripted expert (ALE Boxing)."),
+    "record": ("record", "Record episodes of a bot (Duel), a game's built-in expert (ALE Boxing: expert) or an agent."),
     "play": ("record", "Play Duel against a bot or a trained agent in a window at 10 FPS; the match is recorded."),
     "dataset": ("dataset", "Action datasets: build them from recordings, inspect, export."),
     "train": ("train", "Train a behavior-cloning agent on an action dataset (flags override --config)."),
@@ -41,8 +41,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("sweep", "Tune a variant's trainer options for win rate (Ray Tune + Optuna, ASHA)."),
     "check": ("service", "Measure an agent against a requirements file and print pass/fail per requirement."),
     "export": ("service", "Export an agent to ONNX or TorchScript, checked for action parity."),
-    "serve": ("service", "Serve an agent over HTTP (FastAPI + uvicorn): POST /act, GET /health, GET /metadata."),
+    "serve": (
+        "service",
+        "Serve an agent over HTTP (FastAPI + uvicorn): POST /act, GET /health[/live|/ready], /metadata, /metrics.",
+    ),
     "loadtest": ("service", "Load-test an agent server on loopback: latency percentiles and throughput."),
+    "register": ("registry", "Register an agent as a new MLflow model version (metrics, win rates, lineage, alias)."),
+    "ab": ("ab", "A/B test a challenger against the champion: paired matches stopped by an SPRT in Elo."),
     "dashboard": ("dashboard", "Compare agents in the browser: leaderboard, accuracy vs win rate, replays, A/B."),
     "bench": ("bench", "Throughput benchmarks (JSON output)."),
 }

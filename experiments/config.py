@@ -12,6 +12,7 @@ and seeds within bounds, unique seeds and opponents, and a split that gives ``tr
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,6 +23,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from bcarena.agents.specs import AGENT_FILE
 from bcarena.envs.duel import BOTS, DuelConfig
 from bcarena.envs.errors import BcarenaError
+from bcarena.envs.games import get_game, list_games
 from bcarena.envs.limits import MAX_EPISODES, MAX_FRAMES, MAX_MATCHES, MAX_SEED
 from bcarena.envs.yaml_files import YamlError, load_yaml_document
 from bcarena.eval.perturbed import parse_perturbed
@@ -46,20 +48,27 @@ class KeyProblem(BcarenaError, ValueError):
         self.loc = loc
 
 
-def check_player(spec: str) -> str:
-    """``spec`` if it names a player ``bcarena.eval.matches.load_player`` can load; otherwise a ValueError.
+def check_player(spec: str, game: str = "duel", role: str = "player") -> str:
+    """``spec`` if it names a player of ``game`` that can be loaded; otherwise a ValueError.
 
-    A bot name, a perturbed bot (``pro[skill_drop=0.9]``, syntax and values checked), an agent folder
-    (it must hold agent.json; weights are read when it plays) or a server URL (reached when it plays).
-    Cheap, so that files and flags are checked before any work starts.
+    Duel: a bot name, a perturbed bot (``pro[skill_drop=0.9]``, syntax and values checked), an agent
+    folder (it must hold agent.json; weights are read when it plays) or a server URL (reached when it
+    plays). Another game: one of its built-in players (``role`` "opponent": its opponents only), an
+    agent folder or a server URL. Cheap, so that files and flags are checked before any work starts.
     """
-    if spec in BOTS or spec.startswith(("http://", "https://")):
-        return spec
-    if parse_perturbed(spec) is not None:  # an EvalError (a ValueError) for a bad bot or value
+    if spec.startswith(("http://", "https://")):
         return spec
     if Path(spec).is_dir():
         if not (Path(spec) / AGENT_FILE).is_file():
             raise ValueError(f"{spec!r} is a folder without {AGENT_FILE}, not an agent folder")
+        return spec
+    if game != "duel":
+        found = get_game(game)
+        names = list(found.opponents) if role == "opponent" else found.players
+        if spec in names:
+            return spec
+        raise ValueError(f"game {game!r} has {role}s {names}, not {spec!r} (or give an agent folder or a server URL)")
+    if spec in BOTS or parse_perturbed(spec) is not None:  # an EvalError (a ValueError) for a bad bot or value
         return spec
     raise ValueError(
         f"unknown player {spec!r}: not a bot name (one of {sorted(BOTS)}), not a perturbed bot like "
@@ -67,9 +76,19 @@ def check_player(spec: str) -> str:
     )
 
 
-def _check_bot(name: str) -> str:
-    if name not in BOTS:
+def _player_field(spec: str) -> str:
+    """A player field's check: a plain name is checked against the experiment's game by ``Experiment``."""
+    if re.fullmatch(r"[A-Za-z0-9_-]+", spec) and not Path(spec).exists():
+        return spec
+    return check_player(spec)
+
+
+def _check_reference(name: str, game: str) -> str:
+    if game == "duel" and name not in BOTS:
         raise ValueError(f"unknown bot {name!r}; the reference is a bot, one of {sorted(BOTS)}")
+    if game != "duel" and name not in get_game(game).experts:
+        experts = list(get_game(game).experts)
+        raise ValueError(f"game {game!r}: the reference is one of its experts {experts}, not {name!r}")
     return name
 
 
@@ -82,7 +101,7 @@ def _unique(values: list[Any]) -> list[Any]:
 
 # Seeds and counts are bounded as on the command line: a typo like 1e20 episodes fails on load, not hours later.
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
-Player = Annotated[str, AfterValidator(check_player)]
+Player = Annotated[str, AfterValidator(_player_field)]
 
 
 class _Strict(BaseModel):
@@ -122,13 +141,64 @@ class DatasetSpec(_Strict):
         return value
 
 
+# Decoding modes (bcarena.agents.selection.MODES, spelled here so that loading a file needs no torch)
+DECODING_MODES = ("argmax", "sample", "temperature", "thresholds", "calibrated")
+
+
+class DecodingSpec(_Strict):
+    """How trained weights pick actions: ``argmax``, ``sample``, ``thresholds``, ``calibrated``, or
+    ``{mode: temperature, temperature: 2.0}``. A plain string is the mode."""
+
+    mode: Literal[DECODING_MODES]  # type: ignore[valid-type]
+    temperature: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"mode": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _temperature_with_its_mode(self) -> DecodingSpec:
+        if (self.mode == "temperature") != (self.temperature is not None):
+            raise ValueError(
+                "decoding 'temperature' needs a temperature, e.g. {mode: temperature, temperature: 2.0}, "
+                "and only it takes one"
+            )
+        return self
+
+    @property
+    def label(self) -> str:
+        """The row suffix: the mode, or ``T<temperature>`` (``T2``); argmax rows carry none."""
+        return f"T{self.temperature:g}" if self.mode == "temperature" else self.mode
+
+
+def _unique_decodings(values: list[DecodingSpec]) -> list[DecodingSpec]:
+    _unique([d.label for d in values])
+    return values
+
+
+Decodings = Annotated[list[DecodingSpec], Field(min_length=1), AfterValidator(_unique_decodings)]
+
+
 class VariantSpec(_Strict):
-    """One agent recipe; ``train`` holds trainer options (validated by the trainer's own config)."""
+    """One agent recipe; ``train`` holds trainer options (validated by the trainer's own config).
+
+    ``decoding`` (optional) replaces ``evaluation.decoding`` for this variant's agents.
+    """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    kind: Literal["bc", "composite"] = "bc"
+    kind: Literal["bc", "composite", "dagger"] = "bc"
     train: dict[str, Any] = Field(default_factory=dict)
+    decoding: Decodings | None = None
+    # kind dagger: iterations, rollouts_per_iteration, beta, soft_labels, opponents (bcarena.agents.dagger)
+    dagger: dict[str, Any] | None = None
     description: str = ""
+
+    @model_validator(mode="after")
+    def _dagger_section(self) -> VariantSpec:
+        if (self.kind == "dagger") != (self.dagger is not None):
+            raise KeyProblem(("dagger",), "a 'dagger:' section goes with kind: dagger, and kind dagger needs one")
+        return self
 
 
 class OfflineSpec(_Strict):
@@ -148,10 +218,21 @@ class EvaluationSpec(_Strict):
     )
     matches: int = Field(500, ge=1, le=MAX_MATCHES)
     seed: Seed = 10_000  # match seeds are seed, seed + 1, ...: every agent meets identical conditions
-    reference: Annotated[str, AfterValidator(_check_bot)] | None = "pro"  # a bot evaluated alongside the agents
+    reference: str | None = "pro"  # a built-in player (Duel: a bot) evaluated alongside the agents
     offline: OfflineSpec = Field(default_factory=OfflineSpec)
     replay: ReplaySpec = Field(default_factory=ReplaySpec)
     gap_report: bool = False
+    workers: int = Field(1, ge=1, le=64)  # processes stepping emulators in matches of games that have them (Boxing)
+    # decodings crossing every variant: each trained agent is evaluated once per decoding, with the same weights
+    decoding: Decodings = Field(default_factory=lambda: [DecodingSpec(mode="argmax")])
+    # aggregates across training seeds (IQM, probability of improvement, profiles, paired tests; eval.stats):
+    # None = on with >= 3 seeds; true needs >= 2 seeds
+    aggregates: bool | None = None
+
+
+class TrainingSpec(_Strict):
+    # train every plain CPU MLP BC variant x seed with one layout and schedule at once (agents.ensemble); opt-in
+    batched: bool = False
 
 
 class TrackingSpec(_Strict):
@@ -163,24 +244,78 @@ class Experiment(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     seed: Seed = 0
-    game: dict[str, Any] = Field(default_factory=dict)  # DuelConfig overrides, e.g. {round_seconds: 10}
+    # {name: boxing, ...game options}; without a name Duel, whose options are DuelConfig overrides ({round_seconds: 10})
+    game: dict[str, Any] = Field(default_factory=dict)
     recording: RecordingSpec = Field(default_factory=RecordingSpec)
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
     variants: list[VariantSpec] = Field(min_length=1)
     seeds: Annotated[list[Seed], AfterValidator(_unique)] = Field(default_factory=lambda: [0], min_length=1)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     requirements: Path | None = None
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+
+    @property
+    def wants_aggregates(self) -> bool:
+        """Whether the run reports aggregates across seeds (``evaluation.aggregates``; default: >= 3 seeds)."""
+        asked = self.evaluation.aggregates
+        return len(self.seeds) >= 3 if asked is None else asked
+
+    @model_validator(mode="after")
+    def _aggregates_need_seeds(self) -> Experiment:
+        if self.evaluation.aggregates and len(self.seeds) < 2:
+            raise KeyProblem(
+                ("evaluation", "aggregates"),
+                f"aggregate statistics across seeds need >= 2 seeds, the experiment lists {len(self.seeds)} "
+                f"({self.seeds}): add seeds (3 or more turn them on by themselves) or drop aggregates",
+            )
+        return self
 
     @field_validator("game")
     @classmethod
     def _valid_game(cls, value: dict[str, Any]) -> dict[str, Any]:
-        DuelConfig.from_dict(value)  # DuelConfigError (a ValueError) names the bad key
+        name = value.get("name", "duel")
+        if not isinstance(name, str):
+            raise ValueError(f"name must be a game name, one of {list_games()}, got {name!r}")
+        # UnknownGameError lists the known games; the game's config error names the bad key (both ValueErrors)
+        get_game(name).check_config({k: v for k, v in value.items() if k != "name"})
         return value
 
     @property
+    def game_name(self) -> str:
+        return str(self.game.get("name", "duel"))
+
+    @property
+    def game_config(self) -> Any:
+        """The game's config (Duel: a DuelConfig) from the ``game:`` options."""
+        return get_game(self.game_name).make_config({k: v for k, v in self.game.items() if k != "name"})
+
+    @property
     def duel_config(self) -> DuelConfig:
-        return DuelConfig.from_dict(self.game)
+        """The Duel rules of a Duel experiment (the defaults for any other game, whose matches ignore them)."""
+        return self.game_config if self.game_name == "duel" else DuelConfig()
+
+    def players(self) -> list[tuple[tuple[str | int, ...], str, str]]:
+        """Every player the experiment names: (key path, spec, role "player"/"opponent"/"reference")."""
+        rec, ev = self.recording, self.evaluation
+        found = [(("recording", "player"), rec.player, "player")]
+        found += [(("recording", "opponents", i), o, "opponent") for i, o in enumerate(rec.opponents)]
+        found += [(("evaluation", "opponents", i), o, "opponent") for i, o in enumerate(ev.opponents)]
+        found += [(("evaluation", "replay", "opponent"), ev.replay.opponent, "opponent")]
+        return found + ([(("evaluation", "reference"), ev.reference, "reference")] if ev.reference else [])
+
+    @model_validator(mode="after")
+    def _players_fit_game(self) -> Experiment:
+        """Players are the game's (defaults included): Boxing's opponent is ``cpu``, not a Duel bot."""
+        for loc, spec, role in self.players():
+            try:
+                if role == "reference":
+                    _check_reference(spec, self.game_name)
+                else:
+                    check_player(spec, self.game_name, role)
+            except ValueError as exc:
+                raise KeyProblem(loc, str(exc)) from None
+        return self
 
     @model_validator(mode="after")
     def _unique_variants(self) -> Experiment:

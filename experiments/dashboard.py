@@ -78,6 +78,8 @@ class RunView:
     plots: list[Path]
     replays: list[Path]
     problems: list[str] = field(default_factory=list)
+    aggregates: dict[str, Any] | None = None  # aggregates.json: win rate across seeds (eval.stats.Aggregates)
+    profile_plot: Path | None = None  # performance_profile.png
 
     @property
     def label(self) -> str:
@@ -285,7 +287,46 @@ def load_run(run_dir: str | Path) -> RunView:
         plots=plots,
         replays=replays,
         problems=problems,
+        aggregates=optional(_read_object, run_dir / "aggregates.json", None),
+        profile_plot=optional(_check_image, run_dir / "performance_profile.png", None),
     )
+
+
+def aggregates_tables(aggregates: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per recipe: IQM and mean win rate % with 95% intervals; per compared pair: P(A > B), paired tests).
+
+    ``aggregates`` is a run's aggregates.json (``eval.stats.Aggregates.to_dict``).
+    """
+
+    def pct(estimate: dict[str, Any]) -> list[float]:
+        return [100 * estimate["value"], 100 * estimate["ci95"][0], 100 * estimate["ci95"][1]]
+
+    recipes = pd.DataFrame(
+        [
+            [r, *pct(aggregates["iqm"][r]), *pct(aggregates["mean"][r]), len(aggregates["seeds"][r])]
+            for r in aggregates["recipes"]
+        ],
+        columns=["recipe", "IQM %", "IQM low %", "IQM high %", "mean %", "mean low %", "mean high %", "seeds"],
+    )
+    pairs = pd.DataFrame(
+        [
+            [
+                c["a"],
+                c["b"],
+                c["probability_of_improvement"]["value"],
+                c["probability_of_improvement"]["ci95"][0],
+                c["probability_of_improvement"]["ci95"][1],
+                c["paired"]["a_only"],
+                c["paired"]["b_only"],
+                c["paired"]["mcnemar_p"],
+                c["paired"]["wilcoxon_p"],
+                c["paired"]["verdict"],
+            ]
+            for c in aggregates["comparisons"]
+        ],
+        columns=["A", "B", "P(A>B)", "low", "high", "A-only wins", "B-only wins", "McNemar p", "Wilcoxon p", "verdict"],
+    )
+    return recipes, pairs
 
 
 def _read_confusion(path: Path) -> Confusion:
@@ -513,6 +554,11 @@ def blind_replay(run_dir: str | Path, agent: AgentResult, opponent: str, seed: i
             player.name = BLIND_NAME
             record_replay(player, opponent, seed, path)
     return path
+
+
+def player_spec(run_dir: Path, agent: AgentResult) -> str:
+    """What ``load_player`` plays for a leaderboard row (see ``_player_spec``); RunFolderError if it cannot."""
+    return _player_spec(run_dir, agent)
 
 
 def _player_spec(run_dir: Path, agent: AgentResult) -> str:

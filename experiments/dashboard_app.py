@@ -1,13 +1,17 @@
 """The bcarena dashboard (Streamlit page). Start it with ``bcarena dashboard [--runs runs/]``.
 
-Two pages: "Compare agents" (leaderboard, accuracy vs win rate, confusion matrices, dataset class
-distribution, replays side by side, training curves) and "Blind A/B" (two anonymous agents'
+Pages: "Compare agents" (leaderboard, accuracy vs win rate, confusion matrices, dataset class
+distribution, replays side by side, training curves), "Blind A/B" (two anonymous agents'
 replays against the same opponent and seed; a person picks the better one; votes become a
-rating beside the match rating). Data loading lives in ``bcarena.experiments.dashboard``.
+rating beside the match rating), "Key moments" (``dashboard_moments``: where a clone fails the
+expert, offline and in matches) and "Labeling" (``dashboard_labeling``: a recording's label
+overlay). Data loading lives in ``bcarena.experiments.dashboard``.
 """
 
 from __future__ import annotations
 
+import importlib
+import threading
 from pathlib import Path
 
 import altair as alt
@@ -415,9 +419,65 @@ def vote(run: dash.RunView, trial: dict, choice: str) -> None:
     st.session_state["ab_trial"] = {**trial, "choice": choice}
 
 
+# ------------------------------------------------------------------------ key moments, labeling
+def seeds_page(run: dash.RunView) -> None:
+    st.title("Across seeds")
+    if run.aggregates is None:
+        st.info(
+            "This run has no aggregates across seeds: list 3 or more seeds (or set evaluation.aggregates: true "
+            "with 2) and rerun."
+        )
+        return
+    recipes, pairs = dash.aggregates_tables(run.aggregates)
+    st.caption(
+        f"Win rate per recipe over seeds x opponents ({', '.join(run.aggregates['opponents'])}): IQM and mean with "
+        f"stratified-bootstrap 95% intervals ({run.aggregates['n_boot']} resamples)."
+    )
+    st.dataframe(recipes, hide_index=True, width="stretch")
+    st.header("A against B")
+    st.caption(
+        "P(A>B): probability of improvement. McNemar: exact test on matches with identical match seeds; "
+        "Wilcoxon: signed-rank on per-seed win-rate differences."
+    )
+    st.dataframe(pairs, hide_index=True, width="stretch")
+    if run.profile_plot is not None:
+        st.image(str(run.profile_plot), caption="Performance profiles: fraction of runs with win rate > tau")
+
+
+@st.cache_resource(show_spinner=False)
+def warm_imports() -> threading.Thread:
+    """Import the Key moments and Labeling pages' modules (torch, the eval layer: seconds) once per server, in
+    the background while the first page shows, so switching to those pages does not wait for them."""
+    modules = ("bcarena.experiments.dashboard_moments", "bcarena.experiments.dashboard_labeling")
+    thread = threading.Thread(
+        target=lambda: [importlib.import_module(m) for m in modules], name="warm-imports", daemon=True
+    )
+    thread.start()
+    return thread
+
+
+def moments_page(run: dash.RunView) -> None:
+    from bcarena.experiments.dashboard_moments import moments_page as page  # torch loads only for this page
+
+    page(run)
+
+
+def labeling_page(run: dash.RunView) -> None:
+    from bcarena.experiments.dashboard_labeling import labeling_page as page
+
+    page(run)
+
+
 # ------------------------------------------------------------------------------------------- main
 st.set_page_config(page_title="bcarena dashboard", layout="wide")
-PAGES = {"Compare agents": compare_page, "Blind A/B": ab_page}
+warm_imports()
+PAGES = {
+    "Compare agents": compare_page,
+    "Across seeds": seeds_page,
+    "Blind A/B": ab_page,
+    "Key moments": moments_page,
+    "Labeling": labeling_page,
+}
 page = st.sidebar.radio("Page", list(PAGES))
 selected = pick_run()
 if selected is not None:

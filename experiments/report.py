@@ -21,16 +21,25 @@ from rich.markup import escape
 from rich.table import Table
 
 from bcarena.envs.files import write_bytes
-from bcarena.eval.gap import AgentGapRow, GapReport
+from bcarena.eval.gap import AgentGapRow, GapReport, rank_correlations
 from bcarena.eval.plots import figure, save_figure
-from bcarena.eval.stats import spearman_bootstrap, wilson_interval
+from bcarena.eval.stats import Aggregates, SeedRun, aggregate, wilson_interval
 from bcarena.eval.tournament import PairingResult, compute_ratings
 from bcarena.experiments.config import Experiment
-from bcarena.experiments.results import AgentResult, RunResults
+from bcarena.experiments.results import RUN_OFFLINE_METRICS, AgentResult, RunResults
 from bcarena.recordings.dataset import ActionDataset
 
 # Offline metrics (OfflineReport.scalars names) ranked against win rate in a run's gap report.
-GAP_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "event_recall_any_skill", "event_f1_any_skill")
+GAP_METRICS = (
+    "accuracy",
+    "balanced_accuracy",
+    "macro_f1",
+    "event_recall_any_skill",
+    "event_f1_any_skill",
+    "expected_accuracy",
+    "expected_skill_event_recall",
+    "log_likelihood",
+)
 FAILED = "[red]failed[/]"  # the table cell of a failed agent (plain "failed" in Markdown)
 
 
@@ -54,8 +63,8 @@ def match_ratings(agents: list[AgentResult], opponent: str) -> dict[str, dict[st
 
 
 def gap_report(results: RunResults, exp: Experiment) -> GapReport | None:
-    """Spearman correlation of each of ``GAP_METRICS`` with win rate across the agents evaluated both
-    offline and online (win rate: the mean over opponents); None when fewer than 3 such agents."""
+    """Spearman and Kendall correlations of each offline metric (``gap_metrics``) with win rate across the agents
+    evaluated both offline and online (win rate: the mean over opponents); None when fewer than 3 such agents."""
     rows = []
     for a in results.agents:
         if not a.offline or not a.online:
@@ -73,10 +82,7 @@ def gap_report(results: RunResults, exp: Experiment) -> GapReport | None:
         )
     if len(rows) < 3:
         return None
-    win_rates = [r.win_rate for r in rows]
-    correlations = {
-        m: spearman_bootstrap([r.offline.get(m) for r in rows], win_rates, seed=exp.seed) for m in GAP_METRICS
-    }
+    correlations, kendall = rank_correlations(rows, gap_metrics(rows), seed=exp.seed)
     ev = exp.evaluation
     return GapReport(
         dataset=results.experiment,
@@ -87,7 +93,42 @@ def gap_report(results: RunResults, exp: Experiment) -> GapReport | None:
         seed=ev.seed,
         rows=rows,
         correlations=correlations,
+        kendall=kendall,
+        headline=[m for m in (*GAP_METRICS, "js_divergence") if m in correlations],
     )
+
+
+def gap_metrics(rows: list[AgentGapRow]) -> list[str]:
+    """``GAP_METRICS`` first, then every other numeric offline metric of ``rows`` (run-folder aliases left out)."""
+    names = list(GAP_METRICS)
+    for row in rows:
+        for name, value in row.offline.items():
+            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if numeric and name not in names and name not in RUN_OFFLINE_METRICS:
+                names.append(name)
+    return names
+
+
+def recipe_of(agent: AgentResult) -> str:
+    """What seeds are aggregated over: the variant, with its decoding unless argmax (``naive@sample``)."""
+    return agent.variant if agent.decoding in (None, "argmax") else f"{agent.variant}@{agent.decoding}"
+
+
+def seed_runs(results: RunResults) -> list[SeedRun]:
+    """Every trained agent's matches per opponent as ``SeedRun``s (the agent plays slot 0: winner 0 is a win)."""
+    runs = []
+    for a in results.agents:
+        if a.kind == "bot" or a.error or a.seed is None:
+            continue
+        for opponent, online in a.online.items():
+            winners = np.asarray(online["winners"])
+            runs.append(SeedRun(recipe_of(a), int(a.seed), opponent, int(online["seed"]), winners == 0))
+    return runs
+
+
+def seed_aggregates(results: RunResults, exp: Experiment) -> Aggregates:
+    """IQM, probability of improvement, paired tests and profiles across the run's training seeds (``eval.stats``)."""
+    return aggregate(seed_runs(results), seed=exp.seed)
 
 
 def plot_accuracy_vs_win_rate(results: RunResults, path: Path) -> Path:
@@ -156,12 +197,12 @@ def results_table(results: RunResults, opponents: list[str]) -> Table:
     """The offline-vs-online table: one row per agent (failed agents with their error), rich markup."""
     table = Table(title=f"{escape(results.experiment)}: offline (held-out episodes) vs online (matches)")
     columns = ["agent", "frame acc.", "balanced acc.", "skill-event recall", "skill-event F1"]
-    columns += [f"win rate vs {o} [95% CI]" for o in opponents] + [f"skill use vs {opponents[0]}"]
+    columns += [f"win rate vs {o} [95% CI]" for o in opponents] + [f"skill use vs {opponents[0]}", "decoding"]
     for column in columns:
         table.add_column(escape(column), justify="left" if column == "agent" else "right")
     for a in results.agents:
         if a.error:
-            table.add_row(escape(a.agent_id), FAILED, escape(a.error[:60]), *[""] * (len(columns) - 3))
+            table.add_row(escape(a.agent_id), FAILED, escape(a.error[:60]), *[""] * (len(columns) - 4), a.decoding)
             continue
         table.add_row(
             escape(a.agent_id) + (" (reference)" if a.kind == "bot" else ""),
@@ -171,6 +212,7 @@ def results_table(results: RunResults, opponents: list[str]) -> Table:
             _pct(a.offline.get("skill_event_f1")),
             *[_win(a.online.get(o)) for o in opponents],
             _pct(a.online.get(opponents[0], {}).get("skill_use_rate")),
+            "—" if a.kind == "bot" else a.decoding,
         )
     return table
 

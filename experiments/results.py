@@ -4,7 +4,8 @@ Layout of ``runs/<experiment>/<run_id>/``:
   config.resolved.yaml   the experiment with every default filled in
   environment.json       versions, git commit, python, platform, start/end times, wall seconds, and
                          ``complete``: false from the run's start until its last file is written
-  results.json           ``RunResults`` (below) as JSON; offline metrics under ``OfflineReport.scalars`` names
+  results.json           ``RunResults`` (below) as JSON (an agent per trained agent and decoding: ``naive-s0``,
+                         ``naive-s0@sample``); offline metrics under ``OfflineReport.scalars`` names
                          plus ``RUN_OFFLINE_METRICS`` (older runs' names: ``LEGACY_OFFLINE_METRICS``)
   table.md               the printed offline-vs-online table, as Markdown
   leaderboard.parquet    one row per agent (``LEADERBOARD_COLUMNS``), best first
@@ -14,6 +15,9 @@ Layout of ``runs/<experiment>/<run_id>/``:
   plots/*.png            accuracy_vs_winrate.png, class_distribution.png, training_curves.png, ...
   replays/*.mp4|*.gif    replays; side_by_side.mp4 puts two agents against one opponent and seed
   preferences.jsonl      blind A/B judgements added by people in the dashboard (append-only)
+  aggregates.json|.md    with >= 3 seeds (or ``evaluation.aggregates``): win rate across seeds per recipe
+                         (IQM, probability of improvement, paired tests; ``eval.stats.Aggregates``)
+  performance_profile.png  fraction of (seed x opponent) runs with win rate > tau, per recipe
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ LEADERBOARD_COLUMNS: tuple[str, ...] = (
     "variant",
     "seed",
     "kind",
+    "decoding",
     "accuracy",
     "balanced_accuracy",
     "macro_f1",
@@ -77,6 +82,7 @@ class AgentResult:
     online: dict[str, dict[str, Any]] = field(default_factory=dict)  # opponent -> match summary
     latency_ms_p50: float | None = None
     error: str | None = None  # set when this variant failed; the run still finishes
+    decoding: str = "argmax"  # how its weights pick actions: argmax, sample, T2, thresholds, calibrated
 
     def __post_init__(self) -> None:
         if isinstance(self.offline, dict):
@@ -122,6 +128,7 @@ class RunResults:
                     "variant": a.variant,
                     "seed": a.seed,
                     "kind": a.kind,
+                    "decoding": a.decoding if a.kind != "bot" else None,
                     "accuracy": a.offline.get("accuracy"),
                     "balanced_accuracy": a.offline.get("balanced_accuracy"),
                     "macro_f1": a.offline.get("macro_f1"),

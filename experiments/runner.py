@@ -11,6 +11,7 @@ every file is in place, so a killed run's folder is never taken for a finished o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import subprocess
@@ -29,17 +30,41 @@ from rich.markup import escape
 
 from bcarena.agents.base import Agent, BotAgent, load_agent
 from bcarena.agents.composite import train_composite
-from bcarena.agents.config import TrainConfigError, make_train_config
+from bcarena.agents.config import TrainConfig, TrainConfigError, make_train_config
+from bcarena.agents.dagger import (
+    DAGGER_FILE,
+    PLOT_FILE,
+    DaggerError,
+    check_opponents,
+    game_expert,
+    make_dagger_config,
+    train_dagger,
+)
+from bcarena.agents.decoding import decode_agent
+from bcarena.agents.ensemble import ensemble_key, train_ensemble
 from bcarena.agents.threads import torch_threads
 from bcarena.agents.train import train_bc
 from bcarena.envs.duel import BOTS
-from bcarena.envs.files import package_versions, write_json, write_text
+from bcarena.envs.files import (
+    OutputExistsError,
+    commit_partial,
+    discard_partial,
+    new_partial,
+    package_versions,
+    write_bytes,
+    write_json,
+    write_text,
+)
+from bcarena.envs.games import get_game
+from bcarena.eval.errors import EvalError
+from bcarena.eval.game_replays import record_game_side_by_side
 from bcarena.eval.matches import evaluate_matches, load_player
 from bcarena.eval.offline import evaluate_offline
 from bcarena.eval.replays import record_side_by_side
+from bcarena.eval.stats import Aggregates
 from bcarena.experiments import report
 from bcarena.experiments.cache import StageCache, content_key
-from bcarena.experiments.config import Experiment, ExperimentError, VariantSpec, load_experiment
+from bcarena.experiments.config import DecodingSpec, Experiment, ExperimentError, VariantSpec, load_experiment
 from bcarena.experiments.results import (
     ENVIRONMENT_FILE,
     RUN_OFFLINE_METRICS,
@@ -73,7 +98,7 @@ EVAL_FILE = "evaluation.json"
 def variant_configs(variant: VariantSpec, seed: int | None = None) -> dict[str, Any]:
     """Validated trainer configs of a variant: {"bc": cfg} or {"movement": cfg, "skill": cfg}."""
     overrides = {} if seed is None else {"seed": seed}
-    if variant.kind == "bc":
+    if variant.kind in ("bc", "dagger"):  # a dagger variant's train section is its BC start
         return {"bc": make_train_config(variant.train, overrides, where=f"variant {variant.name}")}
     unknown = sorted(set(variant.train) - {"movement", "skill"})
     if unknown:
@@ -87,18 +112,38 @@ def variant_configs(variant: VariantSpec, seed: int | None = None) -> dict[str, 
     }
 
 
-def train_variant(variant: VariantSpec, seed: int, dataset: ActionDataset, out: Path, progress: bool) -> None:
+def train_variant(
+    variant: VariantSpec, seed: int, dataset: ActionDataset, out: Path, progress: bool, exp: Experiment | None = None
+) -> None:
     """Train one variant with one seed; the agent ends up in ``out/agent``, its history in ``out/history.json``."""
     configs = variant_configs(variant, seed)
     name = f"{variant.name}-s{seed}"
     if variant.kind == "bc":
         train_bc(dataset, configs["bc"], out, progress=progress, name=name)
         return
+    if variant.kind == "dagger":
+        _train_dagger_variant(variant, configs["bc"], dataset, out, progress, exp, name)
+        return
     result = train_composite(dataset, configs["movement"], configs["skill"], out, progress=progress, name=name)
     history = [
         {"epoch": r["epoch"], **{f"skill_{k}": v for k, v in r.items() if k != "epoch"}} for r in result.skill.history
     ]
     write_json(out / "history.json", history, default=str)
+
+
+def _train_dagger_variant(
+    variant: VariantSpec, cfg: Any, dataset: ActionDataset, out: Path, progress: bool, exp: Experiment | None, name: str
+) -> None:
+    """A ``kind: dagger`` variant: BC, then DAgger rounds, each scored in ``dagger.eval_matches`` matches."""
+    dc = make_dagger_config(variant.dagger, where=f"variant {variant.name}.dagger")
+    game_config = exp.game_config if exp is not None else None
+
+    def online(agent: Agent) -> dict[str, Any]:
+        if dc.eval_matches == 0:
+            return {}
+        return {opp: match_summary(agent, opp, dc.eval_matches, dc.eval_seed, exp) for opp in dc.opponents}
+
+    train_dagger(dataset, cfg, dc, out, game_config=game_config, evaluate_online=online, progress=progress, name=name)
 
 
 # ---------------------------------------------------------------------------------- evaluation
@@ -131,15 +176,17 @@ def _evaluate_agent(agent: Agent, dataset: ActionDataset | None, exp: Experiment
         obs = part.states() if agent.obs_type == "state" else part.frames()[:, :, :, None]
         out["latency_ms_p50"] = _latency_ms(agent, obs[:200])
     for opponent in ev.opponents:
-        match = evaluate_matches(agent, opponent, ev.matches, ev.seed, config=exp.duel_config)
-        lo, hi = match.win_rate_ci95
-        out["online"][opponent] = {
-            **match.to_dict(),
-            "win_rate_low": lo,
-            "win_rate_high": hi,
-            "winners": match.results.winner.tolist(),
-        }
+        out["online"][opponent] = match_summary(agent, opponent, ev.matches, ev.seed, exp)
     return out
+
+
+def match_summary(agent: Agent, opponent: str, matches: int, seed: int, exp: Experiment | None) -> dict[str, Any]:
+    """``matches`` matches of ``agent`` vs ``opponent`` on seeds ``seed, seed + 1, ...``: the report as data."""
+    config, game = (exp.game_config, exp.game_name) if exp is not None else (None, None)
+    workers = exp.evaluation.workers if exp is not None else 1
+    match = evaluate_matches(agent, opponent, matches, seed, config=config, game=game, workers=workers)
+    lo, hi = match.win_rate_ci95
+    return {**match.to_dict(), "win_rate_low": lo, "win_rate_high": hi, "winners": match.results.winner.tolist()}
 
 
 # ------------------------------------------------------------------------------------ tasks
@@ -159,8 +206,9 @@ class StageTask:
     dataset_dir: str | None = None
     variant: VariantSpec | None = None
     seed: int | None = None
-    agent_dir: str | None = None  # evaluate: the agent folder; reference: None (bot: evaluation.reference)
+    agent_dir: str | None = None  # evaluate/decode: the agent folder; reference: None (bot: evaluation.reference)
     progress: bool = False
+    decoding: DecodingSpec | None = None  # decode: the decoding to give the agent
 
 
 @dataclass
@@ -173,21 +221,38 @@ class TaskOutcome:
     trace: str | None = None  # the formatted traceback of a failure
 
 
-STAGE_OF = {"train": "agents", "evaluate": "evaluations", "reference": "evaluations"}
+STAGE_OF = {"train": "agents", "decode": "decoded", "evaluate": "evaluations", "reference": "evaluations"}
 
 
 def _make(task: StageTask) -> Callable[[Path], None]:
     exp = task.experiment
     dataset = ActionDataset.load(task.dataset_dir) if task.dataset_dir else None
     if task.kind == "train":
-        return lambda tmp: train_variant(task.variant, task.seed, dataset, tmp, task.progress)
+        return lambda tmp: train_variant(task.variant, task.seed, dataset, tmp, task.progress, exp)
+    if task.kind == "decode":
+        return lambda tmp: decode_saved(task, dataset, tmp)
     if task.kind == "evaluate":
         return lambda tmp: write_json(
             tmp / EVAL_FILE, evaluate_agent(load_agent(task.agent_dir), dataset, exp), default=str
         )
-    return lambda tmp: write_json(
-        tmp / EVAL_FILE, evaluate_agent(BotAgent(exp.evaluation.reference), None, exp), default=str
-    )
+    return lambda tmp: write_json(tmp / EVAL_FILE, evaluate_agent(_reference(exp), None, exp), default=str)
+
+
+def _reference(exp: Experiment) -> Any:
+    """The experiment's reference player: a Duel bot, or another game's built-in expert (a Policy)."""
+    name = str(exp.evaluation.reference)
+    if exp.game_name == "duel":
+        return BotAgent(name)
+    return get_game(exp.game_name).player(name, exp.game_config, exp.evaluation.seed)
+
+
+def decode_saved(task: StageTask, dataset: ActionDataset | None, out: Path) -> None:
+    """The agent of ``task.agent_dir`` deciding by ``task.decoding`` (same weights, fitted on val where needed),
+    saved to ``out/agent``."""
+    spec = task.decoding
+    assert spec is not None and task.agent_dir is not None  # a decode task carries both
+    decoded = decode_agent(load_agent(task.agent_dir), spec.mode, spec.temperature or 1.0, dataset)
+    decoded.save(out / "agent")
 
 
 def run_task(task: StageTask) -> TaskOutcome:
@@ -258,6 +323,7 @@ class ExperimentRunner:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         self.run_dir = self.runs_root / experiment.name / f"{stamp}-{content_key('run', experiment)[:6]}"
         self.timings: dict[str, float] = {}
+        self.aggregates: Aggregates | None = None  # set by the report when the run has aggregates across seeds
 
     # stage helper: build or reuse, and say which
     def _stage(self, stage: str, key: str, label: str, make: Callable[[Path], None]) -> Path:
@@ -300,7 +366,7 @@ class ExperimentRunner:
         self.console.rule(f"[bold]{exp.name}[/]: {len(exp.variants)} variant(s) x {len(exp.seeds)} seed(s)")
 
         dataset_key, dataset = self.prepare_dataset()
-        agents = self._train_all(dataset_key, dataset)
+        agents = self._decode_all(self._train_all(dataset_key, dataset), dataset)
         results = self._evaluate_all(agents, dataset)
         self._report(results, dataset)
 
@@ -326,9 +392,12 @@ class ExperimentRunner:
             metas = sorted(p.read_bytes() for p in recordings.glob("**/meta.json"))
             record_key = content_key("recordings-path", str(recordings.resolve()), metas)
         else:
-            record_key = content_key("recordings", rec, exp.seed, exp.duel_config.to_dict())
-            # The recorder loads no agents: agent folders (and perturbed bots) are loaded here; bot names stay names.
-            me, *rivals = [p if p in BOTS else load_player(p, exp.duel_config) for p in [rec.player, *rec.opponents]]
+            game = get_game(exp.game_name)
+            game_key = exp.game_config.to_dict() if game.name == "duel" else {"name": game.name, **exp.game}
+            record_key = content_key("recordings", rec, exp.seed, game_key)
+            # The recorder loads no agents: agent folders (and perturbed bots) are loaded here; built-in names stay.
+            builtin = BOTS if game.name == "duel" else game.players
+            me, *rivals = [p if p in builtin else load_player(p, exp.duel_config) for p in [rec.player, *rec.opponents]]
             recordings = self._stage(
                 "recordings",
                 record_key,
@@ -339,8 +408,9 @@ class ExperimentRunner:
                     rec.episodes,
                     tmp,
                     exp.seed,
+                    game=game.name,
                     options=RecordOptions(video=False, progress=self.progress),
-                    config=exp.duel_config,
+                    config=exp.game_config,
                 ),
             )
         dataset_key = content_key("dataset", exp.dataset, record_key, exp.seed)
@@ -394,7 +464,8 @@ class ExperimentRunner:
         for variant in self.exp.variants:
             for seed in self.exp.seeds:
                 agent_id = f"{variant.name}-s{seed}"
-                key = content_key("agent", variant, seed, dataset_key)
+                # decodings are not part of a recipe: changing them never retrains
+                key = content_key("agent", variant.model_dump(mode="json", exclude={"decoding"}), seed, dataset_key)
                 entries.append(
                     {
                         "agent_id": agent_id,
@@ -407,13 +478,71 @@ class ExperimentRunner:
                     }
                 )
                 tasks.append(self._task("train", f"train {agent_id}", key, dataset, variant=variant, seed=seed))
-        for entry, outcome in zip(entries, self._run_tasks(tasks)):
+        outcomes = self._train_batched(entries, tasks, dataset) if self.exp.training.batched else {}
+        single = [(e, t) for e, t in zip(entries, tasks) if e["agent_id"] not in outcomes]
+        outcomes |= {e["agent_id"]: o for (e, _), o in zip(single, self._run_tasks([t for _, t in single]))}
+        for entry in entries:
+            outcome = outcomes[entry["agent_id"]]
             entry["path"] = Path(outcome.path) if outcome.path else None
             entry["error"] = outcome.error
             if outcome.error:
                 (self.run_dir / "failures").mkdir(exist_ok=True)
                 write_text(self.run_dir / "failures" / f"{entry['agent_id']}.txt", outcome.trace or outcome.error)
         return entries
+
+    def _train_batched(
+        self, entries: list[dict[str, Any]], tasks: list[StageTask], dataset: ActionDataset
+    ) -> dict[str, TaskOutcome]:
+        """``training.batched``: every plain CPU MLP BC variant x seed trained in ensembles (``agents.ensemble``),
+        one per layout and schedule, in this process (also with a Ray executor); their cache keys are marked, as
+        their weights match train_bc's to float rounding only. Returns {agent_id: outcome} of the entries it took
+        (the rest train one at a time, through the executor)."""
+        groups: dict[tuple[Any, ...], list[tuple[dict[str, Any], TrainConfig]]] = {}
+        for entry, task in zip(entries, tasks):
+            cfg = variant_configs(task.variant, task.seed)["bc"] if entry["kind"] == "bc" else None
+            if cfg is not None and cfg.policy == "mlp" and cfg.device == "cpu":
+                entry["key"] = content_key("agent-ensemble", entry["key"])
+                groups.setdefault(ensemble_key(cfg), []).append((entry, cfg))
+        outcomes: dict[str, TaskOutcome] = {}
+        for members in groups.values():
+            outcomes |= train_ensemble_group(self.cache, members, dataset, self.progress)
+        for outcome in outcomes.values():
+            self._say(outcome)
+        return outcomes
+
+    # ----------------------------------------------------------------- stage 3b: decode
+    def _decode_all(self, trained: list[dict[str, Any]], dataset: ActionDataset) -> list[dict[str, Any]]:
+        """One row per trained agent and decoding (the variant's ``decoding`` or ``evaluation.decoding``).
+
+        Train once, evaluate each decoding: an argmax row is the trained agent itself (its id unchanged);
+        any other decoding is the same weights with another selection (fitted on val for thresholds and
+        calibrated), cached as its own agent folder, and its row is ``<agent_id>@<label>``.
+        """
+        decodings = {v.name: v.decoding or self.exp.evaluation.decoding for v in self.exp.variants}
+        rows, tasks, decoded = [], [], []
+        for entry in trained:
+            for decoding in decodings[entry["variant"]]:
+                if decoding.mode == "argmax":
+                    rows.append({**entry, "decoding": decoding.label})
+                    continue
+                row = {
+                    **entry,
+                    "agent_id": f"{entry['agent_id']}@{decoding.label}",
+                    "decoding": decoding.label,
+                    "key": content_key("decoded", decoding, entry["key"]),
+                }
+                rows.append(row)
+                if entry["path"] is not None:  # otherwise the row keeps its training's error
+                    agent_dir = str(entry["path"] / "agent")
+                    label = f"decode {row['agent_id']}"
+                    tasks.append(
+                        self._task("decode", label, row["key"], dataset, agent_dir=agent_dir, decoding=decoding)
+                    )
+                    decoded.append(row)
+        for row, outcome in zip(decoded, self._run_tasks(tasks)):
+            row["path"] = Path(outcome.path) if outcome.path else None
+            row["error"] = outcome.error
+        return rows
 
     # --------------------------------------------------------------- stage 4: evaluate
     def _evaluate_all(self, agents: list[dict[str, Any]], dataset: ActionDataset) -> RunResults:
@@ -426,13 +555,18 @@ class ExperimentRunner:
                 kind=e["kind"],
                 agent_path=str(e["path"] / "agent") if e["path"] else None,
                 error=e["error"],
+                decoding=e.get("decoding", "argmax"),
             )
             for e in agents
         ]
+        # the decodings list and the across-seed aggregates are not part of one agent's evaluation;
+        # "policy-metrics": evaluations since they exist
+        per_agent = exp.evaluation.model_dump(mode="json", exclude={"decoding", "aggregates"})
+        evaluation_key = [per_agent, "policy-metrics"]
         tasks, owners = [], []
         for entry, result in zip(agents, results):
             if result.agent_path is not None:
-                key = content_key("evaluation", exp.evaluation, entry["key"])
+                key = content_key("evaluation", *evaluation_key, entry["key"])
                 tasks.append(
                     self._task("evaluate", f"evaluate {entry['agent_id']}", key, dataset, agent_dir=result.agent_path)
                 )
@@ -444,7 +578,7 @@ class ExperimentRunner:
                 self._task(
                     "reference",
                     f"evaluate reference {reference}",
-                    content_key("reference", exp.evaluation, reference),
+                    content_key("reference", evaluation_key[0], reference),
                     None,
                 )
             )
@@ -471,6 +605,13 @@ class ExperimentRunner:
             write_json(
                 self.run_dir / "curves" / f"{entry['agent_id']}.json", json.loads(history.read_text()), default=str
             )
+        # DAgger's per-iteration results and plot (curves/ and plots/ go to MLflow with the run)
+        if (entry["path"] / DAGGER_FILE).is_file():
+            dagger = json.loads((entry["path"] / DAGGER_FILE).read_text())
+            write_json(self.run_dir / "curves" / f"{entry['agent_id']}.{DAGGER_FILE}", dagger, default=str)
+            write_bytes(
+                self.run_dir / "plots" / f"{entry['agent_id']}.{PLOT_FILE}", (entry["path"] / PLOT_FILE).read_bytes()
+            )
 
     # ----------------------------------------------------------------- stage 5: report
     def _report(self, results: RunResults, dataset: ActionDataset) -> None:
@@ -485,6 +626,9 @@ class ExperimentRunner:
             else:
                 paths = gap.write(self.run_dir / "plots")
                 results.gap_report = {**gap.to_dict(), "markdown": str(paths["markdown"])}
+                self.console.print(f"  {escape(gap.summary())}")
+        if self.exp.wants_aggregates:
+            self._aggregates(results)
         save_results(self.run_dir, results)
         report.plot_accuracy_vs_win_rate(results, self.run_dir / "plots" / "accuracy_vs_winrate.png")
         report.plot_class_distribution(dataset, self.run_dir / "plots" / "class_distribution.png")
@@ -493,27 +637,57 @@ class ExperimentRunner:
         self.console.print(table)
         write_text(self.run_dir / "table.md", report.markdown_table(table))
 
+    def _aggregates(self, results: RunResults) -> None:
+        """aggregates.json, aggregates.md and performance_profile.png (IQM etc. across seeds) into the run folder."""
+        try:
+            aggregates = report.seed_aggregates(results, self.exp)
+        except EvalError as exc:  # e.g. failed trainings left a recipe with a single seed
+            self.console.print(f"  [yellow]aggregates across seeds skipped[/]: {escape(str(exc))}")
+            return
+        aggregates.write(self.run_dir)
+        self.aggregates = aggregates
+        best = aggregates.recipes[0]
+        self.console.print(
+            f"  [green]done[/]   aggregates across {len(self.exp.seeds)} seeds -> aggregates.md "
+            f"(best IQM: {escape(best)} {aggregates.iqm[best].text()})"
+        )
+
     def _replay(self, results: RunResults) -> None:
         """The side-by-side replay of two variants (first seed) and a still of it, when the experiment asks."""
         spec = self.exp.evaluation.replay
         if spec.side_by_side is None:
             return
-        paths = {a.variant: a.agent_path for a in results.agents if a.agent_path and a.seed == self.exp.seeds[0]}
+        paths: dict[str, str] = {}
+        for a in results.agents:  # a variant's first row: its argmax agent where it has one
+            if a.agent_path and a.seed == self.exp.seeds[0]:
+                paths.setdefault(a.variant, a.agent_path)
         left, right = spec.side_by_side
         if left not in paths or right not in paths:
             self.console.print(f"  [yellow]side-by-side replay skipped[/]: {left} or {right} has no trained agent")
             return
         out = self.run_dir / "replays" / "side_by_side.mp4"
         out.parent.mkdir(exist_ok=True)
-        record_side_by_side(
-            load_agent(paths[left]),
-            load_agent(paths[right]),
-            spec.opponent,
-            spec.seed,
-            out,
-            captions=(left, right),
-            config=self.exp.duel_config,
-        )
+        if self.exp.game_name != "duel":
+            record_game_side_by_side(
+                self.exp.game_name,
+                load_agent(paths[left]),
+                load_agent(paths[right]),
+                spec.opponent,
+                spec.seed,
+                out,
+                (left, right),
+                self.exp.game_config,
+            )
+        else:
+            record_side_by_side(
+                load_agent(paths[left]),
+                load_agent(paths[right]),
+                spec.opponent,
+                spec.seed,
+                out,
+                captions=(left, right),
+                config=self.exp.duel_config,
+            )
         report.save_still(out, self.run_dir / "plots" / "side_by_side_still.png")
         self.console.print(f"  [green]done[/]   side-by-side replay -> {escape(str(out))}")
 
@@ -521,7 +695,15 @@ class ExperimentRunner:
         from bcarena.experiments.tracking import TrackingUnavailable, default_uri, log_run
 
         uri = self.exp.tracking.uri or default_uri(Path.cwd())
-        metrics = {a.agent_id: {"offline": a.offline, "online": a.online} for a in results.agents}
+        metrics: dict[str, Any] = {a.agent_id: {"offline": a.offline, "online": a.online} for a in results.agents}
+        if self.aggregates is not None:  # per recipe: aggregates.iqm.<recipe>, .iqm_low, .iqm_high, .mean
+            metrics["aggregates"] = {
+                kind: {r: getattr(self.aggregates, kind)[r].value for r in self.aggregates.recipes}
+                | {f"{r}_low": getattr(self.aggregates, kind)[r].ci95[0] for r in self.aggregates.recipes}
+                | {f"{r}_high": getattr(self.aggregates, kind)[r].ci95[1] for r in self.aggregates.recipes}
+                for kind in ("iqm", "mean")
+            }
+            metrics["aggregates"]["poi"] = {f"{c.a}_vs_{c.b}": c.poi.value for c in self.aggregates.comparisons}
         try:
             run_id = log_run(
                 uri,
@@ -535,6 +717,42 @@ class ExperimentRunner:
             self.console.print(f"  [green]done[/]   MLflow run {run_id} at {uri}")
         except TrackingUnavailable as exc:
             self.console.print(f"  [yellow]tracking skipped[/]: {escape(str(exc))}")
+
+
+def train_ensemble_group(
+    cache: StageCache, members: list[tuple[dict[str, Any], TrainConfig]], dataset: ActionDataset, progress: bool
+) -> dict[str, TaskOutcome]:
+    """Train the uncached ``members`` (entry, config) as one ensemble straight into their cache folders.
+
+    A member that fails is reported alone; each member is charged an equal share of the ensemble's time.
+    """
+    outcomes, todo = {}, []
+    for entry, cfg in members:
+        final = cache.path("agents", entry["key"])
+        if final.is_dir():
+            outcomes[entry["agent_id"]] = TaskOutcome(f"train {entry['agent_id']}", str(final), True, 0.0)
+        else:
+            todo.append((entry, cfg, final))
+    if not todo:
+        return outcomes
+    tmps = [new_partial(final, folder=True) for _, _, final in todo]
+    start = time.perf_counter()
+    try:
+        result = train_ensemble(
+            dataset, [c for _, c, _ in todo], tmps, [e["agent_id"] for e, _, _ in todo], progress=progress
+        )
+        errors = result.errors
+    except Exception as exc:  # the whole ensemble failed: every member reports it, the run goes on
+        errors = [f"{type(exc).__name__}: {exc}"] * len(todo)
+    share = (time.perf_counter() - start) / len(todo)
+    for (entry, _, final), tmp, error in zip(todo, tmps, errors):
+        label = f"train {entry['agent_id']} (batched, {len(todo)} at once)"
+        if error is None:
+            with contextlib.suppress(OutputExistsError):  # another run committed the same key first
+                commit_partial(tmp, final, overwrite=False)
+        discard_partial(tmp)
+        outcomes[entry["agent_id"]] = TaskOutcome(label, None if error else str(final), False, share, error, error)
+    return outcomes
 
 
 def failure_summary(results: RunResults) -> str | None:
@@ -552,13 +770,31 @@ def failure_summary(results: RunResults) -> str | None:
 def _validate_variant(variant: VariantSpec) -> None:
     try:
         variant_configs(variant)
-    except TrainConfigError as exc:
+        if variant.kind == "dagger":
+            make_dagger_config(variant.dagger, where=f"variant {variant.name}.dagger")
+    except (TrainConfigError, DaggerError) as exc:
         raise ValueError(str(exc)) from None
 
 
 def load(path: str | Path) -> Experiment:
     """Load an experiment file, validating each variant's trainer options too."""
-    return load_experiment(path, validate_variant=_validate_variant)
+    experiment = load_experiment(path, validate_variant=_validate_variant)
+    _check_dagger_players(experiment, path)
+    return experiment
+
+
+def _check_dagger_players(exp: Experiment, path: str | Path) -> None:
+    """A DAgger variant's expert must be queryable and its opponents the game's: checked before any work."""
+    for index, variant in enumerate(exp.variants):
+        if variant.kind != "dagger":
+            continue
+        dc = make_dagger_config(variant.dagger)
+        try:
+            game = get_game(exp.game_name)
+            game_expert(game, dc.expert, exp.game_config, dc.seed)
+            check_opponents(game, dc.opponents)
+        except DaggerError as exc:
+            raise ExperimentError(f"{path}: variants.{index} ({variant.name}).dagger: {exc}") from None
 
 
 def run_experiment(

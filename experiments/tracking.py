@@ -8,22 +8,20 @@ plain-folder store is deprecated; any tracking URI (a server, a database) can be
 Tracking never fails a run: the run folder is complete before anything is logged, so a store that
 cannot be used (not installed, a server that is down, a database that refuses) is one
 ``TrackingUnavailable`` line. A tracking server must accept a connection within
-``PROBE_TIMEOUT_S``, and MLflow's HTTP retries are bounded (``HTTP_LIMITS``): its defaults wait
+``PROBE_TIMEOUT_S``, and MLflow's HTTP retries are bounded (``HTTP_LIMITS``; both shared with the model
+registry, :mod:`bcarena.eval.service.registry`): its defaults wait
 about 4 minutes on a server that is down.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from bcarena.envs.errors import BcarenaError
+from bcarena.eval.service.registry import PROBE_TIMEOUT_S, unreachable_reason
+from bcarena.eval.service.registry import bounded_http as _bounded_http
 
 
 class TrackingUnavailable(BcarenaError, RuntimeError):
@@ -41,14 +39,6 @@ def _mlflow():
     return mlflow
 
 
-PROBE_TIMEOUT_S = 3.0
-# MLflow's own environment variables; a value the user has set wins. Worst case on a server that
-# accepts connections but never answers: 3 attempts of 30 s.
-HTTP_LIMITS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
-}
 NOT_LOGGED = "the run folder is complete, but this run is not in MLflow"
 
 
@@ -57,33 +47,9 @@ def check_reachable(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
 
     Other URIs (sqlite, databricks, ...) pass: they have no server to probe here.
     """
-    parts = urlsplit(uri)
-    if parts.scheme not in ("http", "https"):
-        return
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        raise TrackingUnavailable(f"tracking URI {uri!r} has an invalid port; {NOT_LOGGED}") from None
-    if not parts.hostname:
-        raise TrackingUnavailable(f"tracking URI {uri!r} names no host; {NOT_LOGGED}")
-    try:
-        with socket.create_connection((parts.hostname, port), timeout=timeout):
-            pass
-    except OSError as exc:
-        reason = f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
-        raise TrackingUnavailable(f"MLflow tracking server {uri} is unreachable ({reason}); {NOT_LOGGED}") from None
-
-
-@contextmanager
-def _bounded_http() -> Iterator[None]:
-    """Apply ``HTTP_LIMITS`` where the environment does not set them, for the duration of the block."""
-    added = {name: value for name, value in HTTP_LIMITS.items() if name not in os.environ}
-    os.environ.update(added)
-    try:
-        yield
-    finally:
-        for name in added:
-            os.environ.pop(name, None)
+    reason = unreachable_reason(uri, timeout)
+    if reason is not None:
+        raise TrackingUnavailable(f"{reason}; {NOT_LOGGED}")
 
 
 def default_uri(project_root: Path) -> str:
@@ -157,10 +123,22 @@ def _log_run(
         for sub in ("plots", "replays", "curves", "confusion"):
             if (artifacts_dir / sub).is_dir():
                 mlflow.log_artifacts(str(artifacts_dir / sub), artifact_path=sub)
-        for name in ("results.json", "config.resolved.yaml", "environment.json", "leaderboard.parquet"):
+        for name in RUN_FILES:
             if (artifacts_dir / name).is_file():
                 mlflow.log_artifact(str(artifacts_dir / name))
         return run.info.run_id
+
+
+# Run-folder files logged as artifacts (aggregates*: across seeds, when the run has them; experiments.runner).
+RUN_FILES = (
+    "results.json",
+    "config.resolved.yaml",
+    "environment.json",
+    "leaderboard.parquet",
+    "aggregates.json",
+    "aggregates.md",
+    "performance_profile.png",
+)
 
 
 def _flatten_params(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Action maps: how a game's discrete actions become keys on a keyboard, and back.
 
 A recording logs *keys*, not action ids. Each game declares its buttons and, for every action,
-which buttons it holds and which one it taps:
+which buttons it holds and which one it taps (its ``bcarena.envs.games.InputMap``; the
+:class:`ActionMap` built from it by :func:`action_map_of` adds the lookups both ways):
 
 * **hold** buttons (movement, directions) stay down across frames: down when the action that
   needs them starts, up when the action changes;
@@ -22,8 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from bcarena.envs.duel.config import ACTION_NAMES as DUEL_ACTION_NAMES
-from bcarena.envs.duel.config import SKILL_ACTIONS as DUEL_SKILL_ACTIONS
+from bcarena.envs.games import Game, get_game
 from bcarena.recordings.errors import RecordingError
 
 
@@ -135,42 +135,21 @@ class ActionMap:
             raise ActionMapError(f"action map: malformed ({type(exc).__name__}: {exc})") from None
 
 
-def _duel_map() -> ActionMap:
-    move = {
-        "idle": frozenset(),
-        "left": frozenset({"left"}),
-        "right": frozenset({"right"}),
-        "jump": frozenset({"up"}),
-        "guard": frozenset({"down"}),
-    }
-    holds = tuple(move.get(name) for name in DUEL_ACTION_NAMES)
-    taps = tuple(name if a in DUEL_SKILL_ACTIONS else None for a, name in enumerate(DUEL_ACTION_NAMES))
-    return ActionMap(
-        DUEL_ACTION_NAMES,
-        ("left", "right", "up", "down"),
-        ("light", "heavy", "special"),
-        holds,
-        taps,
-        tap_overrides=True,
-    )
-
-
-DUEL_ACTION_MAP = _duel_map()
+def action_map_of(game: Game | str) -> ActionMap:
+    """The recorder's action map of a registered game, from its :class:`~bcarena.envs.games.InputMap`."""
+    game = get_game(game) if isinstance(game, str) else game
+    return _action_map(game)
 
 
 @cache
+def _action_map(game: Game) -> ActionMap:
+    keys = game.input_map
+    return ActionMap(game.action_names, keys.hold_buttons, keys.tap_buttons, keys.holds, keys.taps, keys.tap_overrides)
+
+
+DUEL_ACTION_MAP = action_map_of("duel")
+
+
 def boxing_action_map() -> ActionMap:
     """The 18 actions of the ALE joystick: held directions plus a FIRE tap (loads ale-py on first use)."""
-    from bcarena.envs.boxing import ACTION_NAMES as BOXING_ACTION_NAMES
-
-    directions = ("UP", "DOWN", "LEFT", "RIGHT")
-    holds = tuple(frozenset(d.lower() for d in directions if d in name) for name in BOXING_ACTION_NAMES)
-    taps = tuple("fire" if "FIRE" in name else None for name in BOXING_ACTION_NAMES)
-    return ActionMap(
-        tuple(n.lower() for n in BOXING_ACTION_NAMES),
-        ("up", "down", "left", "right"),
-        ("fire",),
-        holds,
-        taps,
-        tap_overrides=False,
-    )
+    return action_map_of("boxing")

@@ -32,7 +32,14 @@ from tqdm.auto import tqdm
 from bcarena.envs.duel import DuelConfig
 from bcarena.envs.files import sha256_file
 from bcarena.envs.video import VideoError, read_video
-from bcarena.recordings.dataset import EVENTS, SCHEMA_VERSION, SPLITS, ActionDataset, DatasetError, frames_to_nearest
+from bcarena.recordings.dataset import (
+    EVENT_TYPES,
+    SCHEMA_VERSION,
+    SPLITS,
+    ActionDataset,
+    DatasetError,
+    frames_to_nearest,
+)
 from bcarena.recordings.episode import (
     AGENT_VIEW_FILE,
     META_FILE,
@@ -53,6 +60,8 @@ from bcarena.recordings.inputlog import (
     lost_presses,
     read_input_log,
 )
+from bcarena.recordings.overlay import OVERLAY_FILE, Applied, Edit, apply_edits, read_overlay, recording_info
+from bcarena.recordings.reaction_delay import check_delay, check_lengths, player_name, resolve_delays, shift_episode
 
 DEFAULT_SPLIT = (0.8, 0.1, 0.1)
 # Measured on 96 correct episodes (pro, brawler, random, turtle, mover, idle; as player 0 and 1): every frame and
@@ -71,11 +80,12 @@ class EpisodeData:
     folder: Path
     meta: Meta
     labels: np.ndarray  # (F,) int64
-    events: dict[str, np.ndarray]  # EVENTS -> (F,) bool
+    events: dict[str, np.ndarray]  # EVENT_TYPES -> (F,) bool
     features: np.ndarray  # (F, D) float32
     pixels: np.ndarray | None  # (F, 84, 84) uint8
     lost: dict[str, dict[str, int]]  # rule -> lost-press counts
     meta_sha256: str
+    frame_index: np.ndarray | None = None  # (F,) recorded frame of each row; None: 0..F-1 (no frames excluded)
 
 
 def load_episode(
@@ -85,8 +95,13 @@ def load_episode(
     pixels: bool = True,
     verify_hashes: bool = True,
     game: str | None = None,
+    edits: Sequence[Edit] = (),
 ) -> EpisodeData:
-    """Validate and align one episode folder. Problems raise RecordingError naming the file."""
+    """Validate and align one episode folder. Problems raise RecordingError naming the file.
+
+    ``edits`` (a label overlay's edits of this episode, see ``recordings/overlay.py``) relabel frames,
+    mark moments (the ``marked`` event) and drop excluded frames, after the key log was checked.
+    """
     folder = Path(folder)
     meta_path = folder / META_FILE
     try:
@@ -129,15 +144,31 @@ def load_episode(
     labels = by_rule[alignment]
     lost = {rule: lost_presses(events, action_map, by_rule[rule], tpf) for rule in ALIGNMENTS}
     check_inputs(folder, meta, spec, states, events, by_rule[DECISION_RULE])
+    applied = apply_edits(edits, labels, meta.action_names)
+    labels = applied.labels
     flags = spec.events(states, meta, labels)
+    flags["marked"] = applied.marked
     flags["action_change"] = np.r_[False, labels[1:] != labels[:-1]]
     features = np.asarray(spec.features(states, meta, str(folder / STATES_FILE)), dtype=np.float32)
     view = _decode_view(folder / AGENT_VIEW_FILE, frames) if pixels else None
     if VIDEO_FILE in meta.files:
         _check_video(folder / VIDEO_FILE, frames)
-    return EpisodeData(
-        folder, meta, labels, {e: flags[e] for e in EVENTS}, features, view, lost, sha256_file(meta_path)
+    data = EpisodeData(
+        folder, meta, labels, {e: flags[e] for e in EVENT_TYPES}, features, view, lost, sha256_file(meta_path)
     )
+    return _keep_frames(data, applied) if edits else data
+
+
+def _keep_frames(data: EpisodeData, applied: Applied) -> EpisodeData:
+    """The episode without the frames an overlay excluded (rows keep their recorded frame index)."""
+    keep = applied.keep
+    if not keep.any():
+        raise RecordingError(f"{data.folder}: its label overlay excludes every frame; undo an exclude_segment edit")
+    data.labels, data.features = data.labels[keep], data.features[keep]
+    data.events = {name: flags[keep] for name, flags in data.events.items()}
+    data.pixels = data.pixels[keep] if data.pixels is not None else None
+    data.frame_index = np.flatnonzero(keep).astype(np.int32)
+    return data
 
 
 def check_inputs(
@@ -290,19 +321,24 @@ def build_dataset(
     workers: int | None = None,
     progress: bool = True,
     strict: bool = True,
+    reaction_delay: int | str | None = None,
+    max_reaction_delay: int = 5,
 ) -> ActionDataset:
     """Convert recordings (a folder of episode folders, or a list of folders) into a dataset at ``out_dir``.
 
     A visible entry of a recordings folder that is not a complete episode (no ``meta.json``) is an
     error naming it, unless ``strict=False``: then it is skipped with a ``UserWarning`` naming it,
-    and listed in the manifest (``skipped``). Returns the saved dataset, loaded back (pixels
-    memory-mapped).
+    and listed in the manifest (``skipped``). ``reaction_delay`` (frames, or ``"auto"``: chosen per
+    player in 0..``max_reaction_delay``, see ``recordings/reaction_delay.py``) pairs each observation
+    with the action k frames later; the manifest records ``reaction_delay: {player: k}``. Returns the
+    saved dataset, loaded back (pixels memory-mapped).
     """
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise DatasetError(f"{out_dir}: already exists; choose a new folder or delete the old dataset first")
     if alignment not in ALIGNMENTS:
         raise DatasetError(f"unknown alignment {alignment!r}; choose one of {sorted(ALIGNMENTS)}")
+    check_delay(reaction_delay, max_reaction_delay)
     groups = [Path(p) for p in recordings] if isinstance(recordings, (list, tuple)) else [Path(recordings)]
     listings = [list_episodes(group) for group in groups]
     folders = [folder for listing in listings for folder in listing.episodes]
@@ -312,17 +348,48 @@ def build_dataset(
     if not folders:
         raise RecordingError(f"{recordings}: no complete episode folders (with {META_FILE}) found")
     split_of = split_episodes(len(folders), split, seed)  # validate before the long part
+    check_lengths(folders, reaction_delay, max_reaction_delay)
     first = parse_meta((folders[0] / META_FILE).read_bytes(), str(folders[0] / META_FILE)).game
-    load = lambda folder: load_episode(folder, alignment, fps, pixels, verify_hashes, game=first)  # noqa: E731
+    overlays, edits = _read_overlays(groups)
+    load = lambda folder: load_episode(  # noqa: E731
+        folder, alignment, fps, pixels, verify_hashes, game=first, edits=edits.get(folder.resolve(), ())
+    )
     with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
         episodes = list(
             tqdm(pool.map(load, folders), total=len(folders), desc="converting", unit="episode", disable=not progress)
         )
+    delays, search = resolve_delays(episodes, split_of, reaction_delay, max_reaction_delay, seed)
+    episodes = [shift_episode(e, delays[player_name(e)]) for e in episodes]
     dataset = assemble(episodes, alignment, split_of, split, seed)
+    dataset.manifest["reaction_delay"] = delays
+    if search is not None:
+        dataset.manifest["reaction_delay_search"] = search
     dataset.manifest["skipped"] = [{"path": str(path), "reason": reason} for path, reason in skipped]
+    dataset.manifest["overlays"] = overlays
     _warn_empty_splits(split_of, split)
     dataset.save(out_dir)
     return ActionDataset.load(out_dir)
+
+
+def _read_overlays(groups: list[Path]) -> tuple[list[dict[str, Any]], dict[Path, list[Edit]]]:
+    """The label overlays beside the recordings (manifest entries with their sha256) and each episode's edits."""
+    entries, edits = [], {}
+    for group in groups:
+        path = group / OVERLAY_FILE
+        if not path.is_file():
+            continue
+        overlay = read_overlay(group, recording_info(group))
+        entries.append(
+            {
+                "path": str(path.resolve()),
+                "sha256": sha256_file(path),
+                "revision": overlay.revision,
+                "edits": len(overlay.edits),
+            }
+        )
+        for edit in overlay.edits:
+            edits.setdefault((group / edit.episode).resolve(), []).append(edit)
+    return entries, edits
 
 
 def _report_skipped(skipped: list[tuple[Path, str]], complete: int, strict: bool) -> None:
@@ -362,15 +429,18 @@ def assemble(
     lengths = np.array([e.labels.shape[0] for e in episodes])
     episode = np.repeat(np.arange(len(episodes), dtype=np.int32), lengths)
     labels = np.concatenate([e.labels for e in episodes])
+    frame_of = [
+        e.frame_index if e.frame_index is not None else np.arange(n, dtype=np.int32) for e, n in zip(episodes, lengths)
+    ]
     table: dict[str, Any] = {
         "episode": episode,
-        "frame": np.concatenate([np.arange(n, dtype=np.int32) for n in lengths]),
+        "frame": np.concatenate(frame_of),
         "split": pd.Categorical(np.asarray(SPLITS)[np.repeat(split_of, lengths)], categories=list(SPLITS)),
         "action": labels.astype(np.int16),
     }
-    flags = {name: np.concatenate([e.events[name] for e in episodes]) for name in EVENTS}
-    table.update({f"event_{name}": flags[name] for name in EVENTS})
-    table.update({f"frames_to_{name}": frames_to_nearest(flags[name], episode) for name in EVENTS})
+    flags = {name: np.concatenate([e.events[name] for e in episodes]) for name in EVENT_TYPES}
+    table.update({f"event_{name}": flags[name] for name in EVENT_TYPES})
+    table.update({f"frames_to_{name}": frames_to_nearest(flags[name], episode) for name in EVENT_TYPES})
     states = np.concatenate([e.features for e in episodes])
     table.update({f"s_{name}": states[:, i] for i, name in enumerate(features)})
     frame = pd.DataFrame(table)
@@ -401,7 +471,7 @@ def assemble(
         "split_fractions": [float(f) for f in fractions],
         "split_seed": int(seed),
         "class_counts": {name: int(c) for name, c in zip(action_map.action_names, counts)},
-        "event_counts": {name: int(flags[name].sum()) for name in EVENTS},
+        "event_counts": {name: int(flags[name].sum()) for name in EVENT_TYPES},
         "imbalance_ratio": float(nonzero.max() / nonzero.min()) if nonzero.size else None,
         "skill_fraction": float(counts[skills].sum() / max(1, labels.size)),
         "alignment": alignment,

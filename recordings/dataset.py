@@ -11,10 +11,12 @@ final name is always complete.
 
 Columns:
   episode            int32  episode id (unique within the dataset)
-  frame              int32  frame index within the episode, 0..len-1
+  frame              int32  frame index within the episode's recording, increasing (0..len-1, with gaps
+                            where a label overlay excluded a segment)
   split              str    "train" | "val" | "test" (whole episodes, never mixed)
   action             int16  the player's action label at this frame
-  event_<name>       bool   for name in ``EVENTS``
+  event_<name>       bool   for name in ``EVENTS``, and ``marked`` (moments people marked in a label
+                            overlay, ``recordings/overlay.py``) in datasets built since overlays exist
   frames_to_<name>   int32  |frames| to the nearest frame of that event in the episode (NO_EVENT if none)
   s_<feature>        float32 state features (Duel: ``STATE_FEATURES``), optional
 """
@@ -31,10 +33,14 @@ import numpy as np
 import pandas as pd
 
 from bcarena.envs.files import atomic_folder, write_json
+from bcarena.envs.games import GameError, check_dataset_for_game
 from bcarena.recordings.errors import RecordingError
 
 SCHEMA_VERSION = 1
 EVENTS: tuple[str, ...] = ("skill_used", "hit_landed", "hit_taken", "ko", "action_change")
+# Event columns a dataset may hold beyond the required ``EVENTS`` (older datasets lack them).
+OPTIONAL_EVENTS: tuple[str, ...] = ("marked",)
+EVENT_TYPES: tuple[str, ...] = EVENTS + OPTIONAL_EVENTS
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 NO_EVENT = 2**31 - 1  # frames_to_<event> when the episode has no such event
 REQUIRED_COLUMNS: tuple[str, ...] = (
@@ -147,17 +153,27 @@ class ActionDataset:
         """Action labels (n,) int64."""
         return self.table["action"].to_numpy(dtype=np.int64)
 
+    @property
+    def event_names(self) -> list[str]:
+        """The events this dataset has columns for (``EVENTS``, plus ``marked`` where built with it)."""
+        return [name for name in EVENT_TYPES if f"event_{name}" in self.table.columns]
+
+    def _event_column(self, prefix: str, name: str) -> str:
+        if name not in self.event_names:
+            if name in EVENT_TYPES:
+                raise DatasetError(
+                    f"{self._where()}: has no {name!r} event column (built before label overlays); rebuild it"
+                )
+            raise DatasetError(f"unknown event {name!r}; events are {self.event_names}")
+        return f"{prefix}{name}"
+
     def events(self, name: str) -> np.ndarray:
-        """Event flags (n,) bool for one of ``EVENTS``."""
-        if name not in EVENTS:
-            raise DatasetError(f"unknown event {name!r}; events are {list(EVENTS)}")
-        return self.table[f"event_{name}"].to_numpy(dtype=bool)
+        """Event flags (n,) bool for one of ``event_names``."""
+        return self.table[self._event_column("event_", name)].to_numpy(dtype=bool)
 
     def frames_to(self, name: str) -> np.ndarray:
         """Frames (n,) int32 to the nearest ``name`` event in the same episode (NO_EVENT if none)."""
-        if name not in EVENTS:
-            raise DatasetError(f"unknown event {name!r}; events are {list(EVENTS)}")
-        return self.table[f"frames_to_{name}"].to_numpy(dtype=np.int32)
+        return self.table[self._event_column("frames_to_", name)].to_numpy(dtype=np.int32)
 
     def frames(self) -> np.ndarray:
         """Pixels (n, H, W) uint8 of these rows (a memory-mapped view until indexed)."""
@@ -209,6 +225,10 @@ class ActionDataset:
                 f"{where}/{MANIFEST_FILE}: action_names must be a non-empty list of names and "
                 f"skill_actions action ids in [0, {len(names)}), got {names!r} and {skills!r}"
             )
+        try:  # exact names, as the game's: a dataset of another spelling would train an agent no match accepts
+            check_dataset_for_game(f"{where}/{MANIFEST_FILE}", str(self.manifest["game"]), names)
+        except GameError as exc:
+            raise DatasetError(str(exc)) from None
         version = self.manifest["schema_version"]
         if version != SCHEMA_VERSION:
             raise DatasetError(

@@ -1,9 +1,10 @@
-"""What the converter needs to know about each recordable game, in one registry (``GAMES``).
+"""What the converter needs to know about each recordable game (:func:`game_spec`).
 
 A :class:`GameSpec` gives the action map, the state features of the dataset, and how to read a
 recording's state log: per-frame state features and per-frame events (skill used, hit landed,
 hit taken, KO). Duel's state log is the core state, so features are recomputed with the very
-function the env uses; Boxing's is the console RAM.
+function the env uses. Every other registered game (Boxing, plugins) logs the recorded player's
+state features and each side's step events (:func:`generic_log_columns`), so it needs no code here.
 
 Where the state log is the game's full state (Duel), it also tells whether the key log belongs to
 it: replaying each frame's decision from the key log on that frame's logged state must give the
@@ -23,7 +24,9 @@ import pandas as pd
 from bcarena.envs.duel import SKILL_ACTIONS, STATE_FEATURES, DuelConfig, DuelCore, DuelError
 from bcarena.envs.duel.config import DuelConfigError
 from bcarena.envs.duel.observation import state_observations
-from bcarena.recordings.actions import DUEL_ACTION_MAP, ActionMap, boxing_action_map
+from bcarena.envs.errors import BcarenaError
+from bcarena.envs.games import Game, UnknownGameError, get_game
+from bcarena.recordings.actions import DUEL_ACTION_MAP, ActionMap, action_map_of
 from bcarena.recordings.episode import Meta, RecordingError
 
 
@@ -178,68 +181,78 @@ class GameSpec:
     input_agreement: Callable[[pd.DataFrame, Meta, np.ndarray, str], InputAgreement] | None = None
 
 
-# --------------------------------------------------------------------------------- Boxing log
-BOXING_LOG_COLUMNS = ["frame", *(f"ram_{i}" for i in range(128)), "player_points", "enemy_points", "ended"]
+# ------------------------------------------------------------------------- every other game's log
+def generic_log_columns(game: Game) -> list[str]:
+    """The state log of a game other than Duel, one row per decision: the recorded player's state
+    features before it (``s_<feature>``), then each side's step events, the KO flag, whether the
+    match ended, and the other player's action (-1 where the match plays it itself)."""
+    sides = [f"{event}_{side}" for event in ("skill_used", "hit_landed") for side in (0, 1)]
+    return ["frame", *(f"s_{name}" for name in game.state_features), *sides, "ko", "ended", "opponent_action"]
 
 
-def _boxing_features(states: pd.DataFrame, meta: Meta, where: str) -> np.ndarray:
-    from bcarena.envs.boxing import ram_features  # ale-py loads only when Boxing is used
+def _generic_features(game: Game) -> Callable[[pd.DataFrame, Meta, str], np.ndarray]:
+    columns = [f"s_{name}" for name in game.state_features]
+    return lambda states, meta, where: states[columns].to_numpy(dtype=np.float32)
 
-    return ram_features(states[BOXING_LOG_COLUMNS[1:129]].to_numpy(dtype=np.uint8))
 
-
-def _boxing_events(states: pd.DataFrame, meta: Meta, labels: np.ndarray) -> dict[str, np.ndarray]:
-    # The console does not tell whether a punch "started"; a FIRE press is the skill used.
-    fire = np.array([tap is not None for tap in boxing_action_map().taps])
-    ended = states["ended"].to_numpy(dtype=bool)
+def _generic_events(states: pd.DataFrame, meta: Meta, labels: np.ndarray) -> dict[str, np.ndarray]:
+    p = meta.player
     return {
-        "skill_used": fire[labels],
-        "hit_landed": states["player_points"].to_numpy() > 0,
-        "hit_taken": states["enemy_points"].to_numpy() > 0,
-        "ko": ended & bool(meta.result.get("ko", False)),
+        "skill_used": states[f"skill_used_{p}"].to_numpy(dtype=bool),
+        "hit_landed": states[f"hit_landed_{p}"].to_numpy(dtype=bool),
+        "hit_taken": states[f"hit_landed_{1 - p}"].to_numpy(dtype=bool),
+        "ko": states["ko"].to_numpy(dtype=bool) & states["ended"].to_numpy(dtype=bool),
     }
 
 
-def _boxing_check(meta: Meta, where: str) -> None:
-    if meta.tick_rate != 60 or meta.game_config.get("frameskip") != meta.ticks_per_frame:
-        raise RecordingError(
-            f"{where}: Boxing runs at 60 Hz with frameskip = ticks_per_frame; got tick_rate "
-            f"{meta.tick_rate}, frameskip {meta.game_config.get('frameskip')}, "
-            f"ticks_per_frame {meta.ticks_per_frame}"
-        )
+def _generic_check(game: Game) -> Callable[[Meta, str], Any]:
+    def check(meta: Meta, where: str) -> Any:
+        try:
+            config = game.check_config(meta.game_config)
+        except BcarenaError as exc:
+            raise RecordingError(f"{where}: game_config: {exc}") from None
+        fps, ticks_per_frame, tick_rate = game.timing(config)
+        if (meta.fps, meta.ticks_per_frame, meta.tick_rate) != (fps, ticks_per_frame, tick_rate):
+            raise RecordingError(
+                f"{where}: fps {meta.fps}, ticks_per_frame {meta.ticks_per_frame}, tick_rate {meta.tick_rate} "
+                f"disagree with the {game.name} config ({fps} decisions/s, {ticks_per_frame} ticks each, "
+                f"{tick_rate} Hz)"
+            )
+        return config
+
+    return check
 
 
-def _boxing_state_features() -> tuple[str, ...]:
-    from bcarena.envs.boxing import STATE_FEATURES as BOXING_FEATURES
+def generic_spec(game: Game) -> GameSpec:
+    """The converter's view of any registered game but Duel: everything it needs is in the state log."""
+    return GameSpec(
+        game.name,
+        lambda: action_map_of(game),
+        lambda: game.state_features,
+        lambda: generic_log_columns(game),
+        _generic_features(game),
+        _generic_events,
+        _generic_check(game),
+    )
 
-    return BOXING_FEATURES
 
-
-GAMES: dict[str, GameSpec] = {
-    "duel": GameSpec(
-        "duel",
-        lambda: DUEL_ACTION_MAP,
-        lambda: STATE_FEATURES,
-        duel_log_columns,
-        _duel_features,
-        _duel_events,
-        _duel_config,
-        _duel_input_agreement,
-    ),
-    "boxing": GameSpec(
-        "boxing",
-        boxing_action_map,
-        _boxing_state_features,
-        lambda: BOXING_LOG_COLUMNS,
-        _boxing_features,
-        _boxing_events,
-        _boxing_check,
-    ),
-}
+DUEL_SPEC = GameSpec(
+    "duel",
+    lambda: DUEL_ACTION_MAP,
+    lambda: STATE_FEATURES,
+    duel_log_columns,
+    _duel_features,
+    _duel_events,
+    _duel_config,
+    _duel_input_agreement,
+)
 
 
 def game_spec(name: str, where: str = "meta.json") -> GameSpec:
+    """The converter's view of game ``name`` (any registered game; an unknown one is a RecordingError)."""
+    if name == "duel":
+        return DUEL_SPEC
     try:
-        return GAMES[name]
-    except KeyError:
-        raise RecordingError(f"{where}: unknown game {name!r}; known games are {sorted(GAMES)}") from None
+        return generic_spec(get_game(name, where))
+    except UnknownGameError as exc:
+        raise RecordingError(str(exc)) from None

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
@@ -36,9 +35,10 @@ from bcarena.envs import rng
 from bcarena.envs.duel import NUM_ACTIONS, DuelConfig, DuelCore
 from bcarena.envs.duel.render import bgr_frame
 from bcarena.envs.files import package_version, remove_partials, write_json
+from bcarena.envs.games import Game, MatchOptions, Outcome, check_player_for_game, closing, get_game
 from bcarena.envs.limits import MAX_RECORD_BATCH
 from bcarena.envs.play import DuelBatch, Hook, MatchwisePolicy, Step, play
-from bcarena.recordings.actions import DUEL_ACTION_MAP, boxing_action_map
+from bcarena.recordings.actions import DUEL_ACTION_MAP, action_map_of
 from bcarena.recordings.episode import EpisodeWriter, RecordingError, episode_name, find_episodes
 from bcarena.recordings.games import EVENT_FIELDS, flatten_columns
 from bcarena.recordings.inputlog import TAP_TICKS, key_events
@@ -175,18 +175,15 @@ def record_duel(
     """
     options = options or RecordOptions()
     config = config or DuelConfig()
-    if episodes < 1:
-        raise RecordingError(f"episodes must be >= 1, got {episodes}")
+    _check_request(episodes, options)
     if player not in (0, 1):
         raise RecordingError(f"player must be 0 or 1, got {player}")
     if not opponents:
         raise RecordingError("opponents must name at least one opponent")
-    if options.max_frames is not None and options.max_frames < 1:
-        raise RecordingError(f"max_frames must be >= 1, got {options.max_frames}")
-    if not 1 <= options.batch_size <= MAX_RECORD_BATCH:
-        raise RecordingError(f"batch_size must be within [1, {MAX_RECORD_BATCH}], got {options.batch_size}")
     me = resolve_source(source, config)
     rivals = [resolve_source(o, config) for o in opponents]
+    for who in [me, *rivals]:
+        check_player_for_game(who.policy, "duel")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = recording_settings(
@@ -357,6 +354,221 @@ def _finish_duel_episode(
     writer.finish(events, DUEL_ACTION_MAP, log, meta)
 
 
+def record_game(
+    game: Game | str,
+    source: Any,
+    opponents: Sequence[Any] = (),
+    episodes: int = 10,
+    out_dir: str | os.PathLike = "runs/recordings",
+    seed: int = 0,
+    options: RecordOptions | None = None,
+    config: Any = None,
+    player: int = 0,
+) -> list[Path]:
+    """Record ``episodes`` matches of any registered game but Duel (Boxing, plugins) on the one loop.
+
+    ``source`` plays slot ``player``: a built-in player's name (``game.players``, e.g. Boxing's
+    ``expert``) or any Policy. ``opponents`` (names or Policies, cycled over episodes; default the
+    game's first opponent) take the other slot; where the match plays the opponent itself (Boxing's
+    ``cpu``) the recorded player is alone in the match. The state log holds the recorded player's
+    state features and each side's events (``bcarena.recordings.games.generic_log_columns``).
+    Matches play ``options.batch_size`` at a time; episode i plays match seed ``derive_seed(seed, i)``.
+    """
+    game = get_game(game) if isinstance(game, str) else game
+    options = options or RecordOptions()
+    config = game.make_config({}) if config is None else config
+    opponents = list(opponents) or list(game.opponents)[:1]
+    _check_request(episodes, options)
+    if not 0 <= player < game.num_players and not (game.num_players == 1 and player == 0):
+        raise RecordingError(f"game {game.name!r}: player must be within [0, {game.num_players}), got {player}")
+    me = resolve_source(_game_player(game, source, config, seed, "source"))
+    rivals = [_game_rival(game, o, config, seed) for o in opponents]
+    for who in [me, *rivals]:
+        if isinstance(who, Source):
+            check_player_for_game(who.policy, game)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rival_names = [r if isinstance(r, str) else r.name for r in rivals]
+    settings = recording_settings(game.name, me, player, rival_names, seed, game.config_dict(config), episodes, options)
+    todo = _open_folder(out_dir, settings, episodes, options.resume)
+    bar = tqdm(total=len(todo), desc=f"recording {game.name} {me.name}", unit="episode", disable=not options.progress)
+    video = options.video and game.screen is not None
+    size = min(options.batch_size, max(len(todo), 1))
+    with closing(game.match(size, config, MatchOptions(frozenset({"pixels", "state"}), video))) as match:
+        for start in range(0, len(todo), size):
+            hook = _GameEpisodes(game, np.array(todo[start : start + size]), me, rivals, out_dir, seed, config, player)
+            hook.options, hook.video, hook.on_done = options, video, bar.update
+            policies: list[Any] = [me.policy]
+            if game.num_players == 2:
+                rival_policies = [r.policy for r in rivals if isinstance(r, Source)]
+                policies.insert(1 - player, MatchwisePolicy(rival_policies, hook.rival_of, game.num_actions))
+            try:
+                play(match, policies, hook.seeds, hooks=[hook], max_steps=options.max_frames)
+            finally:
+                hook.abort()
+    bar.close()
+    return [out_dir / episode_name(i) for i in range(episodes)]
+
+
+def _check_request(episodes: int, options: RecordOptions) -> None:
+    if episodes < 1:
+        raise RecordingError(f"episodes must be >= 1, got {episodes}")
+    if options.max_frames is not None and options.max_frames < 1:
+        raise RecordingError(f"max_frames must be >= 1, got {options.max_frames}")
+    if not 1 <= options.batch_size <= MAX_RECORD_BATCH:
+        raise RecordingError(f"batch_size must be within [1, {MAX_RECORD_BATCH}], got {options.batch_size}")
+
+
+def _game_player(game: Game, spec: Any, config: Any, seed: int, role: str) -> Any:
+    """A built-in player's name -> its Policy; anything else is a Policy already."""
+    if not isinstance(spec, str):
+        return spec
+    if spec not in game.players:
+        raise RecordingError(f"game {game.name!r} has no {role} {spec!r}; its built-in players are {game.players}")
+    policy = game.player(spec, config, seed)
+    if policy is None:
+        raise RecordingError(f"game {game.name!r}: {spec!r} is played by the match itself and cannot be recorded")
+    return policy
+
+
+def _game_rival(game: Game, spec: Any, config: Any, seed: int) -> Source | str:
+    """An opponent: a Source, or the name of one the match plays itself (games with one policy per match)."""
+    if game.num_players == 1:
+        inside = [name for name in game.opponents if game.player(name, config, seed) is None]
+        if spec not in inside:
+            who = spec if isinstance(spec, str) else resolve_source(spec).name
+            raise RecordingError(
+                f"game {game.name!r} plays its opponent inside the match: opponents must be among {inside}, got {who!r}"
+            )
+        return str(spec)
+    return resolve_source(_game_player(game, spec, config, seed, "opponent"))
+
+
+class _GameEpisodes(Hook):
+    """Writes one episode folder per match of a batch of a generic game while the loop plays it.
+
+    Before each decision a match's writer gets the frame the recorded player sees (and the screen
+    for people); after it the state log gets the state features before the decision and each side's
+    events. An episode is written when its match ends or reaches ``options.max_frames`` frames.
+    """
+
+    options: RecordOptions
+    video: bool
+    on_done: Callable[[int], Any]
+
+    def __init__(
+        self,
+        game: Game,
+        indices: np.ndarray,
+        me: Source,
+        rivals: list[Source | str],
+        out_dir: Path,
+        seed: int,
+        config: Any,
+        player: int,
+    ) -> None:
+        self.game, self.indices, self.me, self.rivals = game, indices, me, rivals
+        self.seeds = rng.derive_seeds(np.full(indices.size, seed), indices)  # episode i plays the same in any batch
+        self.rival_of = indices % len(rivals)
+        self.out_dir, self.seed, self.config, self.player = out_dir, seed, config, player
+        self.fps, self.ticks_per_frame, self.tick_rate = game.timing(config)
+        self.writers: dict[int, EpisodeWriter] = {}
+        self.snapshots: list[dict[str, np.ndarray]] = []
+
+    def on_reset(self, match: Any) -> None:
+        for row, index in enumerate(self.indices):
+            self.writers[row] = EpisodeWriter(self.out_dir, int(index), self.fps, self.video)
+        self._before_decision(match, np.arange(self.indices.size))
+
+    def _before_decision(self, match: Any, rows: np.ndarray) -> None:
+        views = match.observe(self.player, "pixels")
+        for row in map(int, rows):
+            rgb = self.game.screen(match, row) if self.video and self.game.screen else None
+            self.writers[row].add_frame(views[row, ..., 0], rgb)
+        self.state_before = np.array(match.observe(self.player, "state"), dtype=np.float32)
+
+    def on_step(self, step: Step) -> None:
+        events, n = step.events, self.indices.size
+        other = step.actions[:, 1 - self.player] if self.game.num_players == 2 else np.full(len(step.live), -1)
+        self.snapshots.append(
+            {
+                "state": self.state_before,
+                "skill_used": np.array(events["skill_used"], dtype=bool),
+                "hit_landed": np.array(events["hit_landed"], dtype=bool),
+                "ko": np.array(events["ko"], dtype=bool),
+                "ended": np.array(step.match.done, dtype=bool),
+                "opponent_action": np.array(other, dtype=np.int64),
+                "my_action": step.actions[:, self.player].copy(),
+            }
+        )
+        limit = self.options.max_frames
+        full = limit is not None and len(self.snapshots) >= limit
+        finished = step.live[:n] & (np.asarray(step.match.done[:n]) | full)
+        if finished.any():
+            outcome = self.game.result(step.match)
+            for row in map(int, np.flatnonzero(finished)):
+                self._finish(row, outcome, bool(step.match.done[row]))
+                self.on_done(1)
+        recording = step.live[:n] & ~finished
+        if recording.any():
+            self._before_decision(step.match, np.flatnonzero(recording))
+
+    def _log(self, row: int, frames: int) -> pd.DataFrame:
+        shots = self.snapshots[:frames]
+        log = pd.DataFrame(
+            np.array([s["state"][row] for s in shots], dtype=np.float32),
+            columns=[f"s_{name}" for name in self.game.state_features],
+        )
+        log.insert(0, "frame", np.arange(frames, dtype=np.int32))
+        for event in ("skill_used", "hit_landed"):
+            for side in (0, 1):
+                log[f"{event}_{side}"] = np.array([s[event][row, side] for s in shots])
+        for name in ("ko", "ended", "opponent_action", "my_action"):
+            log[name] = np.array([s[name][row] for s in shots])
+        return log
+
+    def _finish(self, row: int, outcome: Outcome, done: bool) -> None:
+        writer = self.writers.pop(row)
+        frames = writer.frames
+        log = self._log(row, frames)
+        actions = log.pop("my_action").to_numpy()
+        match_seed = int(self.seeds[row])
+        action_map = action_map_of(self.game)
+        timing = np.random.default_rng(input_seed(match_seed))
+        events = key_events(actions, action_map, timing, self.ticks_per_frame, self.options.tap_ticks)
+        rival = self.rivals[self.rival_of[row]]
+        rival_info = (
+            {"name": rival, "kind": "built-in", "obs_type": "console"} if isinstance(rival, str) else rival.describe()
+        )
+        players = [self.me.describe(), rival_info] if self.player == 0 else [rival_info, self.me.describe()]
+        winner = int(outcome.winner[row]) if done else None
+        meta = {
+            "game": self.game.name,
+            "game_version": self.game.version,
+            "game_config": self.game.config_dict(self.config),
+            "fps": self.fps,
+            "tick_rate": self.tick_rate,
+            "ticks_per_frame": self.ticks_per_frame,
+            "player": self.player,
+            "players": players,
+            "seeds": {"recording": int(self.seed), "match": match_seed, "input": input_seed(match_seed)},
+            "result": {
+                "winner": winner,
+                "won": None if winner is None else winner == self.player,
+                "ko": bool(outcome.ko[row]),
+                "truncated": not done,
+                "score": outcome.score[row].tolist(),
+                "frames": frames,
+            },
+        }
+        writer.finish(events, action_map, log, meta)
+
+    def abort(self) -> None:
+        """Remove the temporary folders of episodes left unfinished (the loop raised)."""
+        for writer in self.writers.values():
+            writer.abort()
+
+
 def record_boxing(
     source: Any = "expert",
     episodes: int = 10,
@@ -365,173 +577,36 @@ def record_boxing(
     options: RecordOptions | None = None,
     config: Any = None,
 ) -> list[Path]:
-    """Record ALE Boxing episodes of ``source`` against the console's CPU boxer.
-
-    ``source`` is ``"expert"`` (a fresh :class:`~bcarena.envs.boxing.BoxingExpert` seeded per
-    episode) or any policy over Boxing's state features / 84x84 pixels (see ``sources``).
-    """
-    from bcarena.envs import boxing
-
-    options = options or RecordOptions()
-    config = config or boxing.BoxingConfig()
-    if episodes < 1:
-        raise RecordingError(f"episodes must be >= 1, got {episodes}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    described = resolve_source(boxing.BoxingExpert() if source == "expert" else source)
-    settings = recording_settings(
-        "boxing", described, 0, [BOXING_OPPONENT["name"]], seed, _boxing_config(config), episodes, options
-    )
-    todo = _open_folder(out_dir, settings, episodes, options.resume)
-    with boxing.BoxingBatch(1, pixels=True, config=config, screens=options.video) as match:
-        for index in tqdm(todo, desc="recording boxing", unit="episode", disable=not options.progress):
-            match_seed = rng.derive_seed(seed, index)
-            player = resolve_source(boxing.BoxingExpert(seed=match_seed) if source == "expert" else source)
-            _record_boxing_episode(match, player, out_dir, index, seed, match_seed, config, options)
-    return [out_dir / episode_name(i) for i in range(episodes)]
-
-
-BOXING_OPPONENT = {"name": "atari-cpu", "kind": "built-in", "obs_type": "console"}
-
-
-def _boxing_config(config: Any) -> dict[str, Any]:
-    """The Boxing settings that change its episodes, as meta.json and recording.json record them."""
-    return {
-        "frameskip": config.frameskip,
-        "noop_max": config.noop_max,
-        "repeat_action_probability": config.repeat_action_probability,
-    }
-
-
-class _BoxingEpisode(Hook):
-    """Writes one Boxing bout (a batch of one) while the match loop plays it: the frame before each
-    decision, and the RAM before it with whether the bout ended."""
-
-    def __init__(self, writer: EpisodeWriter, limit: int | None, video: bool) -> None:
-        self.writer, self.limit, self.video = writer, limit, video
-        self.rows: list[np.ndarray] = []  # (129,): RAM before the decision, ended
-        self.actions: list[int] = []
-
-    def on_reset(self, match: Any) -> None:
-        self._before_decision(match)
-
-    def _before_decision(self, match: Any) -> None:
-        self.ram = match.ram[0].copy()
-        rgb = None
-        if self.video:
-            screen = match.screens[0]
-            rgb = cv2.resize(
-                screen[..., ::-1], (screen.shape[1] * 3, screen.shape[0] * 2), interpolation=cv2.INTER_NEAREST
-            )
-        self.writer.add_frame(match.observe(0, "pixels")[0, ..., 0], rgb)
-
-    def on_step(self, step: Step) -> None:
-        done = bool(step.match.done[0])
-        self.rows.append(np.r_[self.ram, int(done)])
-        self.actions.append(int(step.actions[0, 0]))
-        if not done and (self.limit is None or len(self.rows) < self.limit):
-            self._before_decision(step.match)
-
-
-def _record_boxing_episode(
-    match: Any,
-    player: Source,
-    out_dir: Path,
-    index: int,
-    seed: int,
-    match_seed: int,
-    config: Any,
-    options: RecordOptions,
-) -> None:
-    from bcarena.envs import boxing
-
-    action_map = boxing_action_map()
-    with EpisodeWriter(out_dir, index, config.fps, options.video) as writer:
-        episode = _BoxingEpisode(writer, options.max_frames, options.video)
-        play(match, [player.policy], [match_seed], hooks=[episode], max_steps=options.max_frames)
-        rows, actions, done = episode.rows, episode.actions, bool(match.done[0])
-        final = boxing.ram_info(match.ram[0])
-        ram_log = np.array(rows)
-        log = pd.DataFrame(ram_log[:, :128].astype(np.uint8), columns=[f"ram_{i}" for i in range(128)])
-        scores = boxing.ram_info(np.vstack([ram_log[:, :128], match.ram[0][None]]))
-        log.insert(0, "frame", np.arange(len(rows), dtype=np.int32))
-        log["player_points"] = np.diff(scores["player_score"]).astype(np.int16)
-        log["enemy_points"] = np.diff(scores["enemy_score"]).astype(np.int16)
-        log["ended"] = ram_log[:, 128].astype(bool)
-        result = boxing.BoxingResult(
-            int(final["player_score"][0]),
-            int(final["enemy_score"][0]),
-            len(rows),
-            sum(action_map.taps[a] is not None for a in actions),
-        )
-        truncated = not done
-        events = key_events(
-            np.array(actions),
-            action_map,
-            np.random.default_rng(input_seed(match_seed)),
-            config.frameskip,
-            options.tap_ticks,
-        )
-        meta = {
-            "game": "boxing",
-            "game_version": f"ale-py {package_version('ale-py')} Boxing-v5",
-            "game_config": _boxing_config(config),
-            "fps": config.fps,
-            "tick_rate": config.tick_rate,
-            "ticks_per_frame": config.frameskip,
-            "player": 0,
-            "players": [player.describe(), dict(BOXING_OPPONENT)],
-            "seeds": {"recording": int(seed), "match": match_seed, "input": input_seed(match_seed)},
-            "result": {
-                "winner": None if truncated else result.winner,
-                "won": None if truncated else result.winner == 0,
-                "ko": result.ko,
-                "truncated": truncated,
-                "score": [result.player_score, result.enemy_score],
-                "frames": result.frames,
-            },
-        }
-        writer.finish(events, action_map, log, meta)
-
-
-# Game name -> recorder(source, opponents, episodes, out_dir, seed, options, **game_kwargs).
-RECORDERS: dict[str, Callable[..., list[Path]]] = {}
-
-
-def _record_duel_entry(
-    source: Any,
-    opponents: Sequence[Any],
-    episodes: int,
-    out_dir: str | os.PathLike,
-    seed: int,
-    options: RecordOptions,
-    config: DuelConfig | None = None,
-    player: int = 0,
-) -> list[Path]:
-    return record_duel(source, opponents, episodes, out_dir, seed, config, player, options)
-
-
-RECORDERS["duel"] = _record_duel_entry
-RECORDERS["boxing"] = lambda source, opponents, episodes, out_dir, seed, options, **kw: record_boxing(
-    source, episodes, out_dir, seed, options, **kw
-)
+    """Record ALE Boxing bouts of ``source`` (``"expert"``: the RAM expert, or any Policy) against the CPU."""
+    return record_game("boxing", source, ["cpu"], episodes, out_dir, seed, options, config)
 
 
 def record_episodes(
     source: Any,
-    opponents: Sequence[Any] = DEFAULT_OPPONENTS,
+    opponents: Sequence[Any] | None = None,
     episodes: int = 10,
     out_dir: str | os.PathLike = "runs/recordings",
     seed: int = 0,
     game: str = "duel",
     options: RecordOptions | None = None,
-    **game_kwargs: Any,
+    config: Any = None,
+    player: int = 0,
 ) -> list[Path]:
-    """Record ``episodes`` episodes of ``source`` into ``out_dir`` (one folder each); see ``RECORDERS``.
+    """Record ``episodes`` episodes of ``source`` into ``out_dir`` (one folder each), for any registered game.
 
-    Duel: ``opponents`` are cycled over episodes; ``config`` and ``player`` may be given.
-    Boxing: the opponent is the console's built-in CPU (``opponents`` is ignored).
+    Duel: :func:`record_duel` (``opponents`` bots or policies, cycled; default ``DEFAULT_OPPONENTS``).
+    Any other game: :func:`record_game` (``opponents`` are that game's, default its first one; Boxing's is
+    the console's ``cpu``).
     """
-    if game not in RECORDERS:
-        raise RecordingError(f"unknown game {game!r}; recordable games are {sorted(RECORDERS)}")
-    return RECORDERS[game](source, opponents, episodes, out_dir, seed, options or RecordOptions(), **game_kwargs)
+    if game == "duel":
+        return record_duel(
+            source,
+            DEFAULT_OPPONENTS if opponents is None else opponents,
+            episodes,
+            out_dir,
+            seed,
+            config,
+            player,
+            options,
+        )
+    return record_game(get_game(game), source, opponents or (), episodes, out_dir, seed, options, config, player)

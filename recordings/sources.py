@@ -25,7 +25,7 @@ import numpy as np
 
 from bcarena.envs.duel import Bot, DuelConfig, make_bot
 from bcarena.envs.errors import BcarenaError
-from bcarena.envs.play import NoisyPolicy, Policy
+from bcarena.envs.play import BotPolicy, NoisyPolicy, Policy
 
 OBS_TYPES = ("state", "pixels")
 
@@ -51,21 +51,6 @@ class Source:
 
     def describe(self) -> dict[str, str]:
         return {"name": self.name, "kind": self.kind, "obs_type": self.obs_type}
-
-
-class BotPolicy:
-    """A Duel bot as a :class:`~bcarena.envs.play.NoisyPolicy`: state observations and the match's noise in."""
-
-    obs_type = "state"
-
-    def __init__(self, bot: Bot) -> None:
-        self.bot, self.name, self.noise_dims = bot, bot.name, bot.noise_dims
-
-    def reset(self, batch_size: int) -> None:
-        """Bots keep no memory between decisions."""
-
-    def act_with_noise(self, obs: np.ndarray, noise: np.ndarray) -> np.ndarray:
-        return self.bot.act(obs, noise)
 
 
 class _ActOnly:

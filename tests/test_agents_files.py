@@ -164,7 +164,7 @@ NAN = float("nan")
         (
             {"selection.mode": "greedy"},
             r"field 'selection.mode': must be one of "
-            r"\['argmax', 'sample', 'temperature', 'thresholds'\] \(got 'greedy'\)",
+            r"\['argmax', 'calibrated', 'sample', 'temperature', 'thresholds'\] \(got 'greedy'\)",
         ),
         ({"selection.temperature": NAN}, r"field 'selection.temperature': Input should be a finite number"),
         ({"selection.temperature": -1}, r"field 'selection.temperature': Input should be greater than 0"),

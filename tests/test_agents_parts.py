@@ -16,6 +16,7 @@ from bcarena.agents.samplers import EpochSampler, event_weights
 from bcarena.agents.sb3 import DuelSB3VecEnv, SB3Agent, SB3Error, ppo_from_bc, random_ppo, train_ppo, win_rate
 from bcarena.agents.train import train_bc
 from bcarena.agents.validation import classification_metrics
+from bcarena.envs.duel import ACTION_NAMES, SKILL_ACTIONS
 from bcarena.experiments.benchmarks.train_throughput import run_case
 from bcarena.recordings.dataset import EVENTS, ActionDataset
 
@@ -66,10 +67,10 @@ def _toy_events(flags_by_episode: list[list[int]]) -> ActionDataset:
     table = table.drop(columns="flag").assign(split="train", action=np.int16(0))
     manifest = {
         "schema_version": 1,
-        "game": "toy",
+        "game": "duel",
         "fps": 10,
-        "action_names": ["a", "b"],
-        "skill_actions": [1],
+        "action_names": list(ACTION_NAMES),
+        "skill_actions": [int(a) for a in SKILL_ACTIONS],
         "state_features": [],
         "frame_shape": [1, 1],
         "num_frames": len(table),

@@ -259,6 +259,7 @@ PACKAGE_ROOT = Path(importlib.util.find_spec("bcarena.envs").origin).parents[1] 
 # Every ``<receiver>.step(...)`` outside envs/play.py, by module and receiver, with why it is not a match loop.
 STEPS_ALLOWED = {
     ("envs/duel/env.py", "self.core"): "DuelMatch, DuelEnv and DuelVectorEnv are the gymnasium views of the core",
+    ("envs/duel/parallel.py", "self.core"): "DuelParallelEnv: the PettingZoo view of the core (its users step it)",
     ("envs/boxing.py", "env"): "the seeded NOOPs of a Boxing reset",
     ("envs/boxing.py", "self.env"): "BoxingView wraps one emulator",
     ("envs/boxing.py", "self.vector"): "BoxingBatch.step: Boxing's Match, which the loop drives",

@@ -92,9 +92,28 @@ def test_boxing_recording_and_dataset_round_trip(tmp_path: Path) -> None:
             screen, *_ = env.step(int(action))
     finally:
         env.close()
-    log = pd.read_parquet(folders[0] / STATES_FILE)
-    assert np.array_equal(np.stack(rams), log[[f"ram_{i}" for i in range(128)]].to_numpy())
+    log = pd.read_parquet(folders[0] / STATES_FILE)  # the recorded player's state features, as the game's log
+    assert np.array_equal(
+        boxing.ram_features(np.stack(rams)), log[[f"s_{n}" for n in boxing.STATE_FEATURES]].to_numpy()
+    )
     assert np.array_equal(np.stack(views), ds.pixels[np.flatnonzero(rows)])
+    assert m["action_names"][:3] == ["NOOP", "FIRE", "UP"]  # Boxing's exact names, as agents and matches use them
+
+
+def test_the_expert_plays_a_bout_the_same_in_any_batch() -> None:
+    from bcarena.envs.games import MatchOptions, get_game
+    from bcarena.envs.play import play
+
+    game, seeds = get_game("boxing"), np.array([11, 12])
+    scores = []
+    for size in (2, 1):
+        with game.match(size, options=MatchOptions()) as match:
+            rows = []
+            for start in range(0, 2, size):
+                play(match, [game.player("expert")], seeds[start : start + size], max_steps=80)
+                rows.append(match.score[:size].copy())
+            scores.append(np.concatenate(rows))
+    assert np.array_equal(scores[0], scores[1])
 
 
 def _wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:

@@ -30,7 +30,9 @@ MISTAKES: list[tuple[str, str]] = [
     ("record --seed -1", "'--seed': Input should be greater than or equal to 0"),
     ("record --out {file}/episodes", "'{file}/episodes' lies under '{file}', which is a file"),
     ("record --out {file}", "'{file}' is a file; expected a folder"),
-    ("record --game chess", "'chess' is not one of 'duel', 'boxing'"),
+    ("record --game chess", "unknown game 'chess'; known games are ['boxing', 'duel']"),
+    ("record --game boxing --source pro --out {missing}", "agent 'pro' was trained on game 'duel', not 'boxing'"),
+    ("record --game boxing --opponents brawler --out {missing}", "opponents must be among ['cpu'], got 'brawler'"),
     ("record --source nosuch --out {missing}", "unknown player 'nosuch'"),
     ("record --opponents brawler,champ --out {missing}", "unknown player 'champ'"),
     ("record --opponents , --out {missing}", "expected one or more comma-separated names, got ','"),
@@ -94,7 +96,18 @@ MISTAKES: list[tuple[str, str]] = [
     ("eval gap --agent pro --agent idle --agent nosuch --dataset {dataset} --matches 2", "unknown player 'nosuch'"),
     ("eval gap --agent pro --agent idle --agent random --dataset {dataset} --split dev", "'dev' is not one of"),
     ("eval boxing --agent {missing}", "no agent folder here"),
+    ("eval boxing --agent {agent}", "was trained on game 'duel', not 'boxing': use a boxing agent"),
+    ("eval matches --agent {agent} --game boxing", "was trained on game 'duel', not 'boxing'"),
+    ("eval matches --agent expert --game chess", "unknown game 'chess'; known games are"),
+    ("eval matches --agent expert --game boxing --opponent brawler", "'brawler' is a Duel bot; game 'boxing' has"),
+    ("dataset stats {misspelled_names}", "are not game 'duel''s ['idle', 'left'"),
+    ("run {boxing_brawler}", "evaluation.opponents.0: game 'boxing' has opponents ['cpu'], not 'brawler'"),
     ("eval boxing --agent expert --workers 0", "'--workers': Input should be greater than or equal to 1"),
+    ("eval moments nosuch --dataset {dataset}", "unknown player 'nosuch'"),
+    ("eval moments pro --dataset {dataset} --event skill --out {dir}/m", "unknown event(s) ['skill']"),
+    ("eval moments pro --dataset {dataset} --window -1", "'--window': Input should be greater than or equal to 0"),
+    ("eval moments pro --dataset {dataset} --out {file}", "'{file}' is a file; expected a folder"),
+    ("eval moments pro --dataset {missing}", "dir '{missing}' does not exist"),
     ("tournament pro nosuch --matches 2 --out {dir}/t", "unknown player 'nosuch'"),
     ("tournament pro idle --out {file}", "'{file}' is a file; expected a folder"),
     ("tournament pro idle --matches 0", "'--matches': Input should be greater than or equal to 1"),
@@ -111,6 +124,13 @@ MISTAKES: list[tuple[str, str]] = [
     ("run {dir}", "'experiment': file '{dir}' is a directory"),
     ("run {bad_experiment} --runs {dir}/runs", "variants.0.nmae: unknown key"),
     ("run {huge_experiment} --runs {dir}/runs", "recording.episodes: Input should be less than or equal to 100000"),
+    ("run {cold_decoding} --runs {dir}/runs", "evaluation.decoding.0.temperature: Input should be greater than 0"),
+    ("run {greedy_decoding} --runs {dir}/runs", "variants.0.decoding.1.mode: Input should be 'argmax', 'sample'"),
+    ("run {one_seed_aggregates} --runs {dir}/runs", "aggregate statistics across seeds need >= 2 seeds"),
+    ("run {unqueryable_expert} --runs {dir}/runs", "expert 'brawler' cannot be queried in game 'duel'"),
+    ("dataset build {dir} {dir}/ds --reaction-delay soon", "--reaction-delay takes a number of frames or 'auto'"),
+    ("dataset build {recordings} {dir}/ds --reaction-delay 45", "a reaction delay of 45 frames is larger than"),
+    ("train --dataset {dataset} --out {dir}/run --set keyframe_weighting.history=0", "keyframe_weighting.history: In"),
     ("run {file} --executor dask", "'dask' is not one of 'local', 'ray'"),
     ("run {file} --address auto", "--address and --gpus-per-task need --executor ray"),
     ("run {file} --executor ray --address auto --runs runs", "--runs must be an absolute path"),
@@ -129,16 +149,45 @@ MISTAKES: list[tuple[str, str]] = [
     ("export {agent} --out {dir}/x --observations 5", "'--observations': Input should be greater than or equal to"),
     ("export {agent} --out {file}", "'{file}' is a file; expected a folder"),
     ("serve {missing}", "dir '{missing}' does not exist"),
+    ("serve models:/nosuch@champion --tracking-uri http://127.0.0.1:9", "MLflow tracking server http://127.0.0.1:9 is"),
+    ("serve models:/duel --tracking-uri http://127.0.0.1:9", "model URI 'models:/duel' must be models:/NAME@ALIAS"),
+    ("export {agent} --out {dir}/x --format torchscript --precision int8", "--precision int8 needs --format onnx"),
+    ("export {agent} --out {dir}/x --precision int4", "'int4' is not one of 'fp32', 'int8'"),
+    # register, ab
+    ("register {missing} --name duel", "dir '{missing}' does not exist"),
+    ("register {agent} --name duel --tracking-uri http://127.0.0.1:9", "MLflow tracking server http://127.0.0.1:9 is"),
+    ("register {agent} --name a/b --tracking-uri http://127.0.0.1:9", "registered model name 'a/b' must be"),
+    ("register {agent} --name duel --alias latest", "alias 'latest' must be"),
+    ("ab pro brawler --elo0 20 --elo1 0", "SPRT bounds are inverted: H1 (0 Elo) must be above H0 (20 Elo)"),
+    ("ab pro brawler --alpha 0.7", "SPRT alpha must lie in (0, 0.5), got 0.7"),
+    ("ab pro brawler --beta 0", "SPRT beta must lie in (0, 0.5), got 0"),
+    ("ab pro brawler --max-matches 0", "the match budget must be >= 2 games (one pair), got 0"),
+    ("ab pro brawler --model binomial", "'binomial' is not one of 'trinomial', 'pentanomial'"),
+    ("ab pro brawler --promote", "--promote needs a registered challenger"),
+    ("ab pro nosuch", "unknown player 'nosuch'"),
+    ("ab models:/nosuch@champion pro --tracking-uri http://127.0.0.1:9", "MLflow tracking server http://127.0.0.1:9"),
+    ("ab pro models:/nosuch@champion --tracking-uri sqlite:///{dir}/m.db", "no registered model 'nosuch'"),
+    ("ab pro brawler --out {file}", "'{file}' is a file; expected a folder"),
     ("serve {agent} --backend tensorrt", "'tensorrt' is not one of 'torch', 'onnx', 'torchscript'"),
     ("serve {agent} --port 0", "'--port': Input should be greater than or equal to 1"),
     ("loadtest --encoding xml", "'xml' is not one of 'json', 'npy'"),
     ("loadtest --requests 0", "'--requests': Input should be greater than or equal to 1"),
     ("loadtest --out {file}", "'{file}' is a file; expected a folder"),
+    ("loadtest --open-loop --rate 0", "rate must be within (0, 20000] requests/s, got 0"),
+    ("loadtest --open-loop --rate -5", "rate must be within (0, 20000] requests/s, got -5"),
+    ("loadtest --open-loop --duration -1", "duration must be within (0, 600] seconds, got -1"),
+    ("loadtest --ramp --ramp-from 0", "a ramp needs 0 < start <= stop"),
+    ("loadtest --open-loop --url http://10.0.0.1:8000", "refusing to load-test '10.0.0.1'"),
+    ("loadtest --open-loop --requirements {file}", "just: Extra inputs are not permitted"),
+    ("serve {agent} --drain-s -1", "'--drain-s': Input should be greater than or equal to 0"),
+    ("serve {agent} --shutdown-timeout-s 0", "'--shutdown-timeout-s': Input should be greater than or equal to 0.001"),
     # dashboard, bench
     ("dashboard --runs {file}", "'--runs': '{file}' is a file; expected a folder"),
     ("dashboard --port 70000", "'--port': Input should be less than or equal to 65535"),
     ("bench nosuch", "No such command 'nosuch'"),
     ("bench env --min-seconds abc", "'--min-seconds'"),
+    ("bench boxing --bouts 0", "'--bouts': Input should be greater than or equal to 1"),
+    ("bench pixel-agent --batch-sizes 0,x", "--batch-sizes must be comma-separated integers, got '0,x'"),
 ]
 
 
@@ -185,6 +234,26 @@ def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "name: x\nrecording: {episodes: 100000000000000000000}\nvariants:\n  - name: a\n"
     )
     (root / "bad_requirements.yaml").write_text("latncy: []\n")
+    (root / "cold_decoding.yaml").write_text(
+        "name: x\nvariants:\n  - name: a\nevaluation:\n  decoding: [{mode: temperature, temperature: 0}]\n"
+    )
+    (root / "greedy_decoding.yaml").write_text("name: x\nvariants:\n  - name: a\n    decoding: [argmax, greedy]\n")
+    misspelled = root / "misspelled_names"  # a dataset whose action names are not its game's exactly
+    misspelled.mkdir()
+    for name in ("frames.parquet", "manifest.json"):
+        (misspelled / name).write_bytes((dataset.path / name).read_bytes())
+    upper = [n.upper() for n in manifest["action_names"]]
+    (misspelled / "manifest.json").write_text(json.dumps({**manifest, "action_names": upper}))
+    (root / "boxing_brawler.yaml").write_text(
+        "name: x\ngame: {name: boxing}\nrecording: {player: expert, opponents: [cpu]}\n"
+        "evaluation: {opponents: [brawler], reference: expert}\nvariants:\n  - name: a\n"
+    )
+    (root / "unqueryable_expert.yaml").write_text(
+        "name: x\nvariants:\n  - name: d\n    kind: dagger\n    dagger: {opponents: [pro], expert: brawler}\n"
+    )
+    (root / "one_seed_aggregates.yaml").write_text(
+        "name: x\nseeds: [0]\nevaluation: {aggregates: true}\nvariants:\n  - name: a\n"
+    )
     return {
         "file": str(root / "file.yaml"),
         "dir": str(root / "folder"),
@@ -198,6 +267,12 @@ def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "bad_experiment": str(root / "bad_experiment.yaml"),
         "huge_experiment": str(root / "huge_experiment.yaml"),
         "bad_requirements": str(root / "bad_requirements.yaml"),
+        "cold_decoding": str(root / "cold_decoding.yaml"),
+        "greedy_decoding": str(root / "greedy_decoding.yaml"),
+        "misspelled_names": str(misspelled),
+        "boxing_brawler": str(root / "boxing_brawler.yaml"),
+        "one_seed_aggregates": str(root / "one_seed_aggregates.yaml"),
+        "unqueryable_expert": str(root / "unqueryable_expert.yaml"),
     }
 
 
@@ -294,7 +369,9 @@ def test_train_flags_are_generated_from_train_config(monkeypatch, paths):
     command = command_group("train").get_command(None, "train")
     flags = {param.name for param in command.params}
     scalar = {
-        name for name, field in TrainConfig.model_fields.items() if name not in ("resample_strategy", "event_weighting")
+        name
+        for name, field in TrainConfig.model_fields.items()
+        if name not in ("resample_strategy", "event_weighting", "keyframe_weighting")
     }
     assert scalar <= flags, sorted(scalar - flags)
     seen = {}

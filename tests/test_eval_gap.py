@@ -211,3 +211,20 @@ def test_cli_gap_refuses_duplicates(dataset):
         ],
     )
     assert res.exit_code == 2 and "agents 'pro' and 'pro' are the same agent" in res.output
+
+
+def test_gap_report_ranks_with_kendall_too_and_names_the_best_headline_metric(report):
+    assert set(report.kendall) == set(report.correlations)
+    assert all(
+        k.method == "kendall" and c.method == "spearman"
+        for k, c in zip(report.kendall.values(), report.correlations.values())
+    )
+    best = report.best_predictor()
+    assert best in report.headline
+    defined = [m for m in report.headline if report.correlations[m].rho is not None]
+    assert abs(report.correlations[best].rho) == max(abs(report.correlations[m].rho) for m in defined)
+    assert report.summary().startswith(f"Best predictor of {len(report.headline)} summary metrics of win rate across")
+    assert f"{best} (Spearman rho {report.correlations[best].rho:+.2f} [" in report.summary()
+    data = report.to_dict()
+    assert data["best_predictor"] == best and data["kendall"]["accuracy"]["method"] == "kendall"
+    assert report.summary() in report.to_markdown()

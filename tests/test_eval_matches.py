@@ -129,7 +129,7 @@ class _Fixed(Agent):
 
 
 def test_agents_that_do_not_fit_duel_are_refused_by_name(one_torch_thread):
-    with pytest.raises(EvalError, match="agent 'fixed' observes 'rgb'; Duel offers \\['state', 'pixels'\\]"):
+    with pytest.raises(EvalError, match="agent 'fixed' observes 'rgb'; 'duel' offers \\['state', 'pixels'\\]"):
         check_agent(_Fixed("rgb"))
     wrong_input = untrained_agent("mlp", frame_stack=1, state_dim=40)  # trained on another feature set
     with pytest.raises(EvalError, match=r"'untrained-mlp' cannot act on Duel state observations of shape \(37,\)"):
@@ -166,12 +166,12 @@ def test_boxing_bouts_against_the_cpu_are_reported_like_duel_matches():
     from bcarena.eval.boxing import evaluate_boxing
 
     r = evaluate_boxing(_Puncher(), 2, seed=0, num_envs=2)
-    assert r.matches == 2 and r.opponent == "boxing-cpu" and r.wins + r.draws + r.losses == 2
+    assert r.matches == 2 and r.opponent == "cpu" and r.wins + r.draws + r.losses == 2
     assert r.skill_use_rate == 1.0 and r.action_distribution["FIRE"] == 1.0  # every decision a punch
     assert 1150 <= r.length_mean_frames <= 1200  # 2 minutes at 10 decisions per second, less the seeded NOOPs
     assert r.hp_diff_mean == pytest.approx(r.damage_dealt_mean - r.damage_taken_mean)  # points, not HP
     assert r.win_rate_ci95 == pytest.approx(proportion_confint(r.wins, 2, method="wilson"), abs=1e-12)
-    with pytest.raises(EvalError, match="trained on actions"):
+    with pytest.raises(EvalError, match="trained on game 'duel', not 'boxing'"):
         evaluate_boxing(untrained_agent("cnn"), 1)
 
 

@@ -1,4 +1,10 @@
-"""Duel: the house 1v1 fighting game (batched numpy core, gymnasium views, bots)."""
+"""Duel: the house 1v1 fighting game (batched numpy core, gymnasium views, bots).
+
+``DuelParallelEnv`` (the PettingZoo view, ``bcarena.envs.duel.parallel``) is resolved on first use, so
+importing Duel never needs the optional ``multiagent`` extra.
+"""
+
+from typing import Any
 
 from bcarena.envs.duel.bots import BOTS, Bot, make_bot, register_bot
 from bcarena.envs.duel.config import (
@@ -36,3 +42,11 @@ __all__ = [
     "make_bot",
     "register_bot",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DuelParallelEnv":
+        from bcarena.envs.duel.parallel import DuelParallelEnv
+
+        return DuelParallelEnv
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

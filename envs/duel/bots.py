@@ -189,6 +189,26 @@ class ProBot(Bot):
         v = self._view(obs)
         opportune, punish, skill = self._read_moment(v)
         press = opportune & (noise[:, 0] < np.where(punish, self.punish_chance, self.poke_chance))
+        return self._decide(v, skill, press)
+
+    def action_probabilities(self, obs: np.ndarray) -> np.ndarray:
+        """The pro's action distribution (N, NUM_ACTIONS) float64 for observations (N, STATE_DIM).
+
+        Its one random choice is the press: in an opportune state it presses with probability
+        ``punish_chance`` / ``poke_chance``, else it plays as when not pressing. ``act`` with noise
+        uniform in [0, 1) draws from exactly this distribution (what DAgger's soft labels use).
+        """
+        v = self._view(obs)
+        opportune, punish, skill = self._read_moment(v)
+        chance = np.where(opportune, np.where(punish, self.punish_chance, self.poke_chance), 0.0)
+        rows = np.arange(obs.shape[0])
+        probs = np.zeros((obs.shape[0], len(Action)))
+        np.add.at(probs, (rows, self._decide(v, skill, np.zeros(rows.size, dtype=bool))), 1.0 - chance)
+        np.add.at(probs, (rows, self._decide(v, skill, np.ones(rows.size, dtype=bool))), chance)
+        return probs
+
+    def _decide(self, v: _View, skill: np.ndarray, press: np.ndarray) -> np.ndarray:
+        """Actions (N,) int64 once the press (N,) bool is decided."""
         # Light attacks start faster than one 10 FPS frame, so they cannot be seen coming: up close,
         # against an opponent free to attack, the guard goes up before.
         in_jab_range = (v.distance <= self._reach[1] + 0.15) & ~(v.opp_recovery | v.opp_hitstun)

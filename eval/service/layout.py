@@ -18,6 +18,8 @@ JSON_TYPE, NPY_TYPE = "application/json", "application/x-npy"
 # Serving formats (their writers and runtimes are in export.py, which needs torch) and the least number of
 # recorded observations an export's action-parity check needs.
 FORMAT_NAMES: tuple[str, ...] = ("onnx", "torchscript")
+# Numeric precisions of an export: int8 is ONNX only (eval/service/quantize.py), gated by action agreement.
+PRECISION_NAMES: tuple[str, ...] = ("fp32", "int8")
 MIN_PARITY_OBSERVATIONS = 10_000
 
 

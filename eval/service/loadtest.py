@@ -1,12 +1,23 @@
 """Load test and fuzz test of an agent server (``bcarena loadtest``), loopback only.
 
 The client is bounded on purpose: it talks only to loopback addresses (it is a test tool, not a
-traffic generator), caps concurrency (``MAX_CONCURRENCY``) and requests per run
-(``MAX_REQUESTS``), and gives every request a timeout. For each concurrency level it sends
-``requests`` valid observations with that many requests in flight and reports latency
-p50/p95/p99 (ms, client side: send to full response), throughput (requests/s and decisions/s),
-and every outcome: 2xx, 4xx, 5xx and dropped (no response: timeout, connection reset). The fuzz
-phase sends malformed requests of many kinds (``FUZZ_CASES``); each must be answered 4xx.
+traffic generator), caps concurrency (``MAX_CONCURRENCY``), rate (``MAX_RATE``), duration
+(``MAX_DURATION_S``) and requests per run (``MAX_REQUESTS``), and gives every request a timeout.
+
+Closed loop (``run_loadtest``): for each concurrency level it sends ``requests`` valid
+observations with that many requests in flight and reports latency p50/p95/p99 (ms, client side:
+send to full response), throughput (requests/s and decisions/s), and every outcome: 2xx, 4xx,
+5xx and dropped (no response: timeout, connection reset). It waits for each answer before the
+next request, so a slow server is never measured at the rate users would send (coordinated
+omission). The fuzz phase sends malformed requests of many kinds (``FUZZ_CASES``); each must be
+answered 4xx.
+
+Open loop (``run_open_loop``, ``ramp_open_loop``): request i is due at ``i / rate`` seconds
+whatever the answers, and its latency is measured from that intended send time, so time spent
+queued behind a slow answer (waiting for a free connection of the bounded pool, or in the server)
+counts. Percentiles come from an HdrHistogram (1 us resolution, 3 significant digits). The send
+lag (actual minus intended send time) is reported too: when it grows, the client itself cannot
+keep the rate. The ramp raises the rate until p99 exceeds a bound or a request fails.
 """
 
 from __future__ import annotations
@@ -16,11 +27,11 @@ import io
 import ipaddress
 import json
 import time
-from collections import Counter
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -31,7 +42,10 @@ from bcarena.eval.service.layout import JSON_TYPE, NPY_TYPE, ObsLayout
 
 MAX_CONCURRENCY = 256
 MAX_REQUESTS = 1_000_000
+MAX_RATE = 20_000.0  # requests/s of the open loop
+MAX_DURATION_S = 600.0  # one open-loop run
 ENCODINGS = (JSON_TYPE, NPY_TYPE)
+T = TypeVar("T")
 
 
 class LoadTestError(EvalError):
@@ -350,14 +364,19 @@ class _Connection:
         self.host, self.port, self.timeout = host, port, timeout
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.opened = 0  # TCP connections opened so far
 
-    async def post(self, path: str, content_type: str, body: bytes) -> tuple[int, bytes]:
-        """(status, response body); raises OSError / asyncio.TimeoutError / ValueError when no full answer came."""
-        return await asyncio.wait_for(self._post(path, content_type, body), self.timeout)
+    async def post(self, path: str, content_type: str, body: bytes, timeout: float | None = None) -> tuple[int, bytes]:
+        """(status, response body) within ``timeout`` seconds (default: the connection's); raises OSError /
+        asyncio.TimeoutError / ValueError when no full answer came."""
+        return await asyncio.wait_for(
+            self._post(path, content_type, body), self.timeout if timeout is None else timeout
+        )
 
     async def _post(self, path: str, content_type: str, body: bytes) -> tuple[int, bytes]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            self.opened += 1
         head = (
             f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
@@ -424,9 +443,11 @@ async def _send_all(
     return latencies, counts, statuses
 
 
-def _server_metadata(url: str, timeout: float) -> dict[str, Any]:
+def server_metadata(url: str, timeout: float = 10.0) -> dict[str, Any]:
+    """GET ``url``/metadata of an agent server on loopback, checked to describe a layout and a batch limit."""
     import httpx
 
+    url = check_loopback(url)
     try:
         meta = httpx.get(f"{url}/metadata", timeout=timeout).json()
         ObsLayout.from_dict(meta["layout"])
@@ -516,10 +537,346 @@ def run_loadtest(
         raise LoadTestError(f"content type must be one of {list(ENCODINGS)}, got {content_type!r}")
     if batch < 1:
         raise LoadTestError(f"batch must be >= 1, got {batch}")
-    meta = _server_metadata(url, timeout)
+    meta = server_metadata(url, timeout)
     if batch > int(meta["max_batch"]):
         raise LoadTestError(f"batch {batch} exceeds the server's max_batch {meta['max_batch']}")
     return asyncio.run(_run(url, meta, tuple(levels), requests, batch, content_type, fuzz, seed, timeout, progress))
+
+
+# ----------------------------------------------------------------------------- open loop
+DROPPED = -1  # status of a request that got no HTTP answer
+PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p99_9": 99.9}
+HDR_MAX_US = 600_000_000  # the histogram's range ends at 10 minutes (longer waits count as 10 minutes)
+
+
+def hdr_percentiles(seconds: np.ndarray) -> dict[str, float]:
+    """p50/p90/p99/p99.9 in ms of latencies ``seconds`` (NaN = no answer, skipped) from an HdrHistogram of
+    microseconds (1 us .. 10 min, 3 significant digits), with the exact max and mean; NaN when nothing answered."""
+    from hdrh.histogram import HdrHistogram
+
+    values = seconds[np.isfinite(seconds)]
+    if not values.size:
+        return dict.fromkeys([*PERCENTILES, "max", "mean"], float("nan"))
+    hist = HdrHistogram(1, HDR_MAX_US, 3)
+    for us in np.clip(np.rint(values * 1e6), 1, HDR_MAX_US).astype(np.int64).tolist():
+        hist.record_value(us)
+    at = hist.get_percentile_to_value_dict(list(PERCENTILES.values()))
+    out = {key: at[q] / 1000 for key, q in PERCENTILES.items()}
+    out.update(max=float(values.max() * 1000), mean=float(values.mean() * 1000))
+    return out
+
+
+@dataclass
+class OpenLoopTrace:
+    """Every request of one open-loop run; times in seconds from the first intended send."""
+
+    intended: np.ndarray  # (N,) float64 intended send times, i / rate
+    lag: np.ndarray  # (N,) float64 actual minus intended send time (waiting for a free connection included); NaN
+    # when no connection came free within the timeout
+    latency: np.ndarray  # (N,) float64 answer time minus intended send time; NaN when no answer came
+    status: np.ndarray  # (N,) int64 HTTP status, DROPPED when no answer came
+    version: list[str | None]  # model_version of each 200 answer
+
+    def window(self, start_s: float, end_s: float) -> dict[str, Any]:
+        """Requests due in [start_s, end_s): their count, failures and latency percentiles (ms)."""
+        inside = (self.intended >= start_s) & (self.intended < end_s)
+        status = self.status[inside]
+        return {
+            "start_s": start_s,
+            "end_s": end_s,
+            "requests": int(inside.sum()),
+            "failed": int(np.sum(status != 200)),
+            "latency_ms": hdr_percentiles(self.latency[inside]),
+        }
+
+
+@dataclass
+class OpenLoopResult:
+    """One open-loop run at a fixed target rate."""
+
+    url: str
+    rate: float  # target requests/s
+    duration_s: float
+    requests: int  # scheduled: rate * duration
+    ok: int
+    client_errors: int  # 4xx
+    server_errors: int  # 5xx
+    dropped: int  # no HTTP answer (timeout, connection error)
+    achieved_rate: float  # answers per second between the first intended send and the last answer
+    latency_ms: dict[str, float]  # from the intended send time (HdrHistogram)
+    send_lag_ms: dict[str, float]  # the client's own backlog
+    connections: int  # TCP connections the bounded pool opened
+    versions: dict[str, int]  # 200 answers per model_version
+    per_second_p99_ms: list[float]  # p99 of the requests due in each second
+    actions: list[dict[str, Any]] = field(default_factory=list)  # side actions run during the load (a swap)
+    trace: OpenLoopTrace | None = field(default=None, repr=False)
+
+    @property
+    def failed(self) -> int:
+        return self.requests - self.ok
+
+    def meets(self, p99_ms: float) -> bool:
+        """Every request answered 200 and p99 (from the intended send time) within ``p99_ms``."""
+        return self.failed == 0 and self.latency_ms["p99"] <= p99_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("trace")
+        data["failed"] = self.failed
+        return data
+
+
+SideAction = tuple[float, Callable[[], Awaitable[Any]]]  # (seconds after the start, coroutine function)
+
+
+def _check_open_loop(url: str, rate: float, duration_s: float, connections: int) -> str:
+    url = check_loopback(url)
+    if not 0 < rate <= MAX_RATE:
+        raise LoadTestError(f"rate must be within (0, {MAX_RATE:g}] requests/s, got {rate:g}")
+    if not 0 < duration_s <= MAX_DURATION_S:
+        raise LoadTestError(f"duration must be within (0, {MAX_DURATION_S:g}] seconds, got {duration_s:g}")
+    if rate * duration_s > MAX_REQUESTS:
+        raise LoadTestError(f"rate x duration is {rate * duration_s:,.0f} requests; at most {MAX_REQUESTS:,} per run")
+    if not 1 <= connections <= MAX_CONCURRENCY:
+        raise LoadTestError(f"connections must be within 1..{MAX_CONCURRENCY}, got {connections}")
+    return url
+
+
+async def _sleep_until(when: float) -> None:
+    """Sleep until ``time.perf_counter() >= when`` (the loop's timers may fire up to a millisecond early)."""
+    while (delay := when - time.perf_counter()) > 0:
+        await asyncio.sleep(delay)
+
+
+class _Pool:
+    """Keep-alive connections handed out first come, first served.
+
+    Not an asyncio.Queue: there a request arriving just as a connection comes back takes it ahead of the one
+    already waiting, which would reorder the schedule and hide the queue's tail.
+    """
+
+    def __init__(self, connections: list[_Connection]) -> None:
+        self.idle = list(reversed(connections))  # a stack: the connections in use stay warm, the rest unopened
+        self.waiters: deque[asyncio.Future[_Connection]] = deque()
+
+    async def get(self, timeout: float) -> _Connection:
+        """A free connection within ``timeout`` seconds, or asyncio.TimeoutError."""
+        if self.idle and not self.waiters:
+            return self.idle.pop()
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        return await asyncio.wait_for(waiter, max(0.0, timeout))
+
+    def put(self, conn: _Connection) -> None:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():  # a waiter that timed out is skipped
+                waiter.set_result(conn)
+                return
+        self.idle.append(conn)
+
+
+async def _side_action(at_s: float, action: Callable[[], Awaitable[Any]], t0: float) -> dict[str, Any]:
+    await _sleep_until(t0 + at_s)
+    start = time.perf_counter() - t0
+    try:
+        outcome: dict[str, Any] = {"result": await action()}
+    except Exception as exc:  # noqa: BLE001 - reported beside the load, which goes on
+        outcome = {"error": f"{type(exc).__name__}: {exc}"}
+    return {"at_s": at_s, "start_s": start, "end_s": time.perf_counter() - t0, **outcome}
+
+
+def _model_version(payload: bytes) -> str | None:
+    try:
+        return json.loads(payload).get("model_version")
+    except (ValueError, AttributeError):
+        return None
+
+
+async def _open_loop(
+    url: str,
+    bodies: list[bytes],
+    content_type: str,
+    rate: float,
+    duration_s: float,
+    connections: int,
+    timeout: float,
+    actions: list[SideAction],
+    bar: tqdm,
+) -> tuple[OpenLoopTrace, float, int, list[dict[str, Any]]]:
+    """(trace, seconds from the first intended send to the last answer, connections opened, side-action records)."""
+    parts = urlsplit(url)
+    loop = asyncio.get_running_loop()
+    count = max(1, int(round(rate * duration_s)))
+    intended = np.arange(count) / rate
+    lag, latency = np.full(count, np.nan), np.full(count, np.nan)
+    status = np.full(count, DROPPED, dtype=np.int64)
+    version: list[str | None] = [None] * count
+    conns = [_Connection(parts.hostname or "127.0.0.1", parts.port or 80, timeout) for _ in range(connections)]
+    pool = _Pool(conns)
+    # perf_counter, not loop.time(): uvloop's loop clock has millisecond steps and is cached per loop iteration.
+    clock = time.perf_counter
+    t0 = clock() + 0.05
+
+    async def one(i: int) -> None:
+        # A request is given up (DROPPED) ``timeout`` seconds after its intended send time, waiting for a free
+        # connection included: an overloaded server cannot stretch the run beyond duration + timeout.
+        deadline = t0 + intended[i] + timeout
+        try:
+            conn = await pool.get(deadline - clock())
+        except asyncio.TimeoutError:
+            bar.update(1)
+            return
+        lag[i] = clock() - t0 - intended[i]
+        try:
+            code, payload = await conn.post("/act", content_type, bodies[i % len(bodies)], deadline - clock())
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
+            pass  # stays DROPPED, latency NaN
+        else:
+            latency[i], status[i] = clock() - t0 - intended[i], code
+            if code == 200:
+                version[i] = _model_version(payload)
+        finally:
+            pool.put(conn)
+            bar.update(1)
+
+    side = [loop.create_task(_side_action(at, action, t0)) for at, action in actions]
+    tasks = []
+    for i in range(count):
+        await _sleep_until(t0 + intended[i])
+        tasks.append(loop.create_task(one(i)))  # due now: sent whether or not earlier requests were answered
+    await asyncio.gather(*tasks)
+    elapsed = clock() - t0
+    records = list(await asyncio.gather(*side))
+    for conn in conns:
+        await conn.close()
+    return OpenLoopTrace(intended, lag, latency, status, version), elapsed, sum(c.opened for c in conns), records
+
+
+def _run_async(coroutine: Awaitable[T]) -> T:
+    """Run on uvloop when it is installed, else asyncio's loop (same client CPU per request, measured; a lower p99)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)  # type: ignore[arg-type]
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coroutine)  # type: ignore[arg-type]
+
+
+def _open_loop_result(
+    url: str, rate: float, duration_s: float, trace: OpenLoopTrace, elapsed: float, opened: int, records: list
+) -> OpenLoopResult:
+    status = trace.status
+    ok = int(np.sum(status == 200))
+    seconds = int(np.ceil(trace.intended[-1] + 1e-9)) if len(trace.intended) else 0
+    per_second = [trace.window(s, s + 1)["latency_ms"]["p99"] for s in range(max(seconds, 1))]
+    return OpenLoopResult(
+        url=url,
+        rate=rate,
+        duration_s=duration_s,
+        requests=len(status),
+        ok=ok,
+        client_errors=int(np.sum((status >= 400) & (status < 500))),
+        server_errors=int(np.sum(status >= 500)),
+        dropped=int(np.sum(status == DROPPED)),
+        achieved_rate=ok / elapsed if elapsed > 0 else 0.0,
+        latency_ms=hdr_percentiles(trace.latency),
+        send_lag_ms=hdr_percentiles(trace.lag),
+        connections=opened,
+        versions=dict(Counter(v for v in trace.version if v is not None)),
+        per_second_p99_ms=per_second,
+        actions=records,
+        trace=trace,
+    )
+
+
+def run_open_loop(
+    url: str,
+    rate: float,
+    duration_s: float,
+    content_type: str = JSON_TYPE,
+    connections: int = 64,
+    seed: int = 0,
+    timeout: float = 10.0,
+    actions: list[SideAction] | None = None,
+    progress: bool = False,
+    meta: dict[str, Any] | None = None,
+) -> OpenLoopResult:
+    """Send one valid observation per request to ``url``/act at ``rate`` requests/s for ``duration_s`` seconds,
+    whatever the answers, over at most ``connections`` keep-alive connections (loopback only). A request not
+    answered ``timeout`` seconds after its intended send time is dropped, so a run lasts at most
+    ``duration_s + timeout`` seconds.
+
+    ``actions`` run beside the load at their offsets (seconds), e.g. a model swap; their outcomes and times are
+    in the result. Raises LoadTestError for a non-loopback URL or a non-positive or too large rate or duration.
+    """
+    url = _check_open_loop(url, rate, duration_s, connections)
+    if content_type not in ENCODINGS:
+        raise LoadTestError(f"content type must be one of {list(ENCODINGS)}, got {content_type!r}")
+    meta = meta or server_metadata(url, timeout)
+    layout = ObsLayout.from_dict(meta["layout"])
+    bodies = [encode(obs, content_type) for obs in valid_observations(layout, 64, seed)]
+    count = max(1, int(round(rate * duration_s)))
+    with tqdm(total=count, desc=f"{rate:g} req/s", unit="req", disable=not progress, leave=False) as bar:
+        trace, elapsed, opened, records = _run_async(
+            _open_loop(url, bodies, content_type, rate, duration_s, connections, timeout, list(actions or []), bar)
+        )
+    return _open_loop_result(url, rate, duration_s, trace, elapsed, opened, records)
+
+
+def ramp_rates(start: float, stop: float, steps: int) -> list[float]:
+    """``steps`` rates from ``start`` to ``stop`` requests/s, evenly spaced on a log scale."""
+    if not 0 < start <= stop or steps < 1:
+        raise LoadTestError(f"a ramp needs 0 < start <= stop and steps >= 1, got {start:g}..{stop:g} in {steps}")
+    return [float(r) for r in np.unique(np.round(np.geomspace(start, stop, steps)))]
+
+
+@dataclass
+class RampReport:
+    """The open-loop ramp: one run per rate, up to the first that misses the bound."""
+
+    p99_ms: float
+    levels: list[OpenLoopResult]
+
+    @property
+    def best_rate(self) -> float | None:
+        """The highest rate whose run met the bound (0 failed, p99 <= ``p99_ms``), or None."""
+        met = [lv.rate for lv in self.levels if lv.meets(self.p99_ms)]
+        return max(met) if met else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"p99_ms": self.p99_ms, "best_rate": self.best_rate, "levels": [lv.to_dict() for lv in self.levels]}
+
+
+def ramp_open_loop(
+    url: str,
+    rates: list[float],
+    duration_s: float,
+    p99_ms: float,
+    content_type: str = JSON_TYPE,
+    connections: int = 64,
+    pause_s: float = 1.0,
+    progress: bool = False,
+    meta: dict[str, Any] | None = None,
+) -> RampReport:
+    """Open-loop runs at increasing ``rates`` (each ``duration_s`` long, ``pause_s`` apart so the server drains),
+    stopping after the first rate that misses p99 <= ``p99_ms`` or fails a request."""
+    if not rates:
+        raise LoadTestError("a ramp needs at least one rate")
+    if not 0 < p99_ms <= 60_000:
+        raise LoadTestError(f"the p99 bound must be within (0, 60000] ms, got {p99_ms:g}")
+    for rate in rates:
+        _check_open_loop(url, rate, duration_s, connections)
+    url = check_loopback(url)
+    meta = meta or server_metadata(url, 10.0)
+    levels: list[OpenLoopResult] = []
+    for rate in sorted(rates):
+        if levels:
+            time.sleep(pause_s)
+        levels.append(run_open_loop(url, rate, duration_s, content_type, connections, progress=progress, meta=meta))
+        if not levels[-1].meets(p99_ms):
+            break
+    return RampReport(p99_ms, levels)
 
 
 def plot_loadtest(report: LoadTestReport, path: Path) -> Path:

@@ -5,6 +5,7 @@ Example (every section optional; unknown keys and wrong types are errors naming 
     name: duel-release
     serving:
       format: onnx          # torch | onnx | torchscript: what will be served (and measured)
+      precision: fp32       # fp32 | int8 (onnx only: >= 99.9% fp32 actions, win rate in fp32's 95% interval)
       device: cpu           # cpu | cuda
       max_model_mb: 5       # size of the served model file, MB = 10^6 bytes
     latency:                # one model call in the serving format on the device, in-process
@@ -13,6 +14,10 @@ Example (every section optional; unknown keys and wrong types are errors naming 
     throughput:
       min_decisions_per_s: 5000
       batch: 256
+    qps:                    # open-loop HTTP traffic against a running server (check --url, loadtest --requirements)
+      rate: 1000            # requests/s of one observation, sent on schedule whatever the answers
+      p99_ms: 10            # latency from each request's intended send time; every request must get a 200
+      duration_s: 10
     win_rate:               # in simulated matches (Wilson 95% interval reported beside the rate)
       - {opponent: brawler, min: 0.6, matches: 200}
     offline:                # on --dataset (or offline.dataset, relative to this file), one split
@@ -71,8 +76,15 @@ class _Section(BaseModel):
 
 class ServingSpec(_Section):
     format: Literal["torch", "onnx", "torchscript"] = "torch"
+    precision: Literal["fp32", "int8"] = "fp32"  # int8: ONNX only, accepted by eval/service/quantize.py's checks
     device: Literal["cpu", "cuda"] = "cpu"
     max_model_mb: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _int8_is_onnx(self) -> ServingSpec:
+        if self.precision == "int8" and self.format != "onnx":
+            raise ValueError(f"precision int8 needs format onnx, got format {self.format}")
+        return self
 
 
 class LatencyBound(_Section):
@@ -90,6 +102,12 @@ class LatencyBound(_Section):
 class ThroughputBound(_Section):
     min_decisions_per_s: float = Field(gt=0)
     batch: int = Field(default=256, ge=1, le=65536)
+
+
+class QpsBound(_Section):
+    rate: float = Field(gt=0, le=20_000)
+    p99_ms: float = Field(default=10.0, gt=0, le=60_000)
+    duration_s: float = Field(default=10.0, gt=0, le=600)
 
 
 class WinRateBound(_Section):
@@ -138,6 +156,7 @@ class Requirements(_Section):
     serving: ServingSpec = Field(default_factory=ServingSpec)
     latency: list[LatencyBound] = Field(default_factory=list)
     throughput: ThroughputBound | None = None
+    qps: QpsBound | None = None
     win_rate: list[WinRateBound] = Field(default_factory=list)
     offline: OfflineBounds | None = None
 
@@ -250,6 +269,8 @@ def _served(
 ) -> tuple[ServedModel | None, dict[str, Any]]:
     """The model in the serving format on the serving device (None + the reason when impossible here)."""
     info: dict[str, Any] = {}
+    if spec.precision == "int8":
+        return _served_int8(agent, agent_path, spec, recording, tmp)
     if spec.format == "torch":
         try:
             return served_from_agent(agent, agent_path, "torch", spec.device), info
@@ -276,6 +297,43 @@ def _served(
         return None, info
 
 
+def _served_int8(
+    agent: Agent, agent_path: Path | None, spec: ServingSpec, recording: ParityInputs, tmp: Path
+) -> tuple[ServedModel | None, dict[str, Any]]:
+    """The int8 ONNX model, if it passes its agreement and paired win-rate checks (else None + the reason)."""
+    from bcarena.eval.service.quantize import export_int8
+
+    try:
+        report = export_int8(
+            agent,
+            tmp / "int8",
+            recording,
+            required=len(recording),
+            agent_source=str(agent_path) if agent_path else None,
+        )
+    except ExportError as exc:
+        return None, {"error": str(exc), "int8_error": str(exc)}
+    info = {
+        "model_bytes": report.model_bytes,
+        "int8": {"method": report.method, "agreement": report.agreement.to_dict(), "win_rates": report.win_rates},
+    }
+    return load_export(report.path, spec.device), info
+
+
+def _precision_rows(spec: ServingSpec, info: dict[str, Any]) -> list[CheckRow]:
+    """The int8 row: action agreement with fp32 (>= 99.9%) and the paired win rate inside fp32's interval."""
+    if spec.precision != "int8":
+        return []
+    bound = ">= 99.9% fp32 actions, win rate in fp32's 95% CI"
+    if "int8" not in info:
+        return [_not_measured("precision int8", bound, info.get("int8_error", "no int8 model"))]
+    agreement, wins = info["int8"]["agreement"], info["int8"]["win_rates"]
+    measured = (
+        f"{agreement['rate']:.3%} agreement, win rate {wins['int8']['win_rate']:.1%} vs {wins['fp32']['win_rate']:.1%}"
+    )
+    return [CheckRow("precision int8", bound, measured, True, agreement["rate"])]
+
+
 def _model_bytes(agent_path: Path | None, spec: ServingSpec, served: ServedModel | None, info: dict) -> int | None:
     if "model_bytes" in info:
         return int(info["model_bytes"])
@@ -292,8 +350,10 @@ def check_requirements(
     work_dir: Path | None = None,
     progress: bool = False,
     parity_observations: int = MIN_PARITY_OBSERVATIONS,
+    service_url: str | None = None,
 ) -> CheckReport:
-    """Measure ``agent`` against every requirement in ``req``.
+    """Measure ``agent`` against every requirement in ``req``; the ``qps`` bound against the server at
+    ``service_url`` (open loop, see ``qps_row``), not measured without one.
 
     Latency and throughput are measured in-process on the serving format and device with recorded
     observations (the dataset's when given, else from matches); a non-torch format is exported
@@ -341,6 +401,7 @@ def check_requirements(
             )
         elif "parity_error" in info:
             rows.append(_not_measured(parity_label, "0 mismatches", info["parity_error"]))
+        rows += _precision_rows(spec, info)
         size = _model_bytes(agent_path, spec, served, info)
         if spec.max_model_mb is not None:
             rows.append(
@@ -405,9 +466,29 @@ def check_requirements(
             )
         )
 
+    if req.qps is not None:
+        row, details["qps"] = qps_row(req.qps, service_url, progress)
+        rows.append(row)
     if req.offline is not None:
         rows += _offline_rows(agent, req.offline, dataset, details, progress)
     return CheckReport(agent.name, req.name, spec.model_dump(), rows, details)
+
+
+def qps_row(bound: QpsBound, url: str | None, progress: bool = False) -> tuple[CheckRow, dict[str, Any]]:
+    """The ``qps`` requirement measured open-loop against the server at ``url`` (loopback): ``bound.rate``
+    requests/s for ``bound.duration_s``, every one answered 200, p99 from the intended send time within the bound.
+    (row, the run as a dict with the served model's version and hash); not measured when ``url`` is None."""
+    label, text = f"open loop {bound.rate:g} req/s p99", f"<= {bound.p99_ms:g} ms, 0 failed"
+    if url is None:
+        return _not_measured(label, text, "needs a running server: give its --url (bcarena serve)"), {}
+    from bcarena.eval.service.loadtest import run_open_loop, server_metadata
+
+    meta = server_metadata(url)
+    result = run_open_loop(url, bound.rate, bound.duration_s, progress=progress, meta=meta)
+    p99 = result.latency_ms["p99"]
+    measured = f"{p99:.2f} ms, {result.failed} of {result.requests} failed"
+    served = {k: meta.get(k) for k in ("agent", "model_version", "model_hash")}
+    return CheckRow(label, text, measured, result.meets(bound.p99_ms), p99), {**result.to_dict(), "server": served}
 
 
 def _offline_rows(

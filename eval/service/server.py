@@ -1,9 +1,15 @@
 """An HTTP agent server: FastAPI + uvicorn around a ``ServedModel`` (optional extra ``bcarena[serve]``).
 
 Endpoints
-  POST /act       one observation or a batch -> {"actions": [...], "batch": B} (+ "action" for one)
-  GET  /health    liveness, counters
-  GET  /metadata  observation layout, action names, model hash, limits
+  POST /act           one observation or a batch -> {"actions": [...], "batch": B, "model_version", "model_hash"}
+                      (+ "action" and "name" for one observation)
+  GET  /health        status, counters, the served model
+  GET  /health/live   200 while the process runs
+  GET  /health/ready  200 when the model is loaded and the server is not draining, else 503
+  GET  /metadata      observation layout, action names, model version and hash, limits
+  GET  /metrics       Prometheus text format (``metrics.py``)
+  POST /admin/model   {"path": FOLDER or "models:/NAME@alias", "version": optional}: hot swap; loopback clients
+                      only (403 otherwise); 409 when the new model's game, layout or action names differ
 
 Request bodies (``Content-Type``):
   application/json    {"obs": <one observation or a batch, nested lists of numbers>}
@@ -11,6 +17,12 @@ Request bodies (``Content-Type``):
                       integers 0..255
   application/x-npy   a ``numpy.save`` array of exactly the wire dtype (float32 state, uint8 pixels),
                       same shapes; read with ``allow_pickle=False``
+Hot swap: the new model is loaded, hashed and warmed up off the event loop while the old one keeps answering,
+then one reference is switched; a request keeps the model it started with (the micro-batcher never merges
+requests of two versions), so no request fails or mixes versions. On SIGTERM (or Ctrl-C) the server reports not
+ready at once, keeps serving for ``drain_s`` (time for a load balancer to notice), then stops accepting and lets
+requests in flight finish, for at most ``shutdown_timeout_s``.
+
 The server is stateless. Frame-stacking agents: the client sends the stack (the k most recent
 observations, oldest first; see ``ObsLayout``), so one server plays any number of matches and a
 restart loses nothing. ``RemoteAgent`` builds the stacks exactly as the agent does.
@@ -36,6 +48,7 @@ Slow and huge requests cannot stall the server (``ServerSettings``):
 # No `from __future__ import annotations`: FastAPI reads the endpoint annotations (Request) at runtime.
 import asyncio
 import io
+import ipaddress
 import json
 import multiprocessing
 import socket
@@ -52,6 +65,7 @@ import numpy as np
 
 from bcarena.eval.errors import EvalError
 from bcarena.eval.service.layout import JSON_TYPE, NPY_TYPE, ExportError
+from bcarena.eval.service.models import ModelSlot, SwapError, incompatibility, load_slot
 
 if TYPE_CHECKING:
     # Only for annotations: the JSON worker processes import this module and must not load torch (nor the serve
@@ -88,15 +102,19 @@ class ServerSettings:
     batch_window_ms: float = 0.0  # micro-batching: wait up to this long to merge requests; 0 = off
     request_timeout_s: float = 30.0  # a whole request (headers and body) must arrive within this
     keep_alive_s: float = 5.0  # an idle keep-alive connection is closed after this
+    drain_s: float = 0.0  # on SIGTERM: not ready, still serving, for this long before it stops accepting
+    shutdown_timeout_s: float = 30.0  # then requests in flight get at most this long to finish
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:
             raise EvalError(f"max_batch must be >= 1, got {self.max_batch}")
         if not 0 <= self.batch_window_ms <= 1000:
             raise EvalError(f"batch_window_ms must be within [0, 1000], got {self.batch_window_ms}")
-        for name in ("request_timeout_s", "keep_alive_s"):
+        for name in ("request_timeout_s", "keep_alive_s", "shutdown_timeout_s"):
             if not 0 < getattr(self, name) <= 3600:
                 raise EvalError(f"{name} must be within (0, 3600] seconds, got {getattr(self, name)}")
+        if not 0 <= self.drain_s <= 3600:
+            raise EvalError(f"drain_s must be within [0, 3600] seconds, got {self.drain_s}")
 
 
 class RequestError(Exception):
@@ -264,13 +282,23 @@ class JsonWorkers:
 # ----------------------------------------------------------------------------- micro-batching
 class MicroBatcher:
     """Merges concurrent requests into one model call: waits up to ``window_s`` after the first
-    request, or until ``max_rows`` observations are queued, then answers each request its rows."""
+    request, or until ``max_rows`` observations are queued, then answers each request its rows.
 
-    def __init__(self, actions: Callable[[np.ndarray], Awaitable[np.ndarray]], window_s: float, max_rows: int) -> None:
+    Only requests for the same model slot are merged: a request queued after a hot swap starts the next call, so
+    every request is answered by the model it started with.
+    """
+
+    def __init__(
+        self,
+        actions: Callable[[ModelSlot, np.ndarray], Awaitable[np.ndarray]],
+        window_s: float,
+        max_rows: int,
+    ) -> None:
         self.model_actions, self.window_s, self.max_rows = actions, window_s, max_rows
-        self.queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future]] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[ModelSlot, np.ndarray, asyncio.Future]] = asyncio.Queue()
         self.calls = 0
         self._task: asyncio.Task | None = None
+        self._next: tuple[ModelSlot, np.ndarray, asyncio.Future] | None = None  # first item of the next call
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -280,37 +308,45 @@ class MicroBatcher:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
-    async def actions(self, inputs: np.ndarray) -> np.ndarray:
+    async def actions(self, slot: ModelSlot, inputs: np.ndarray) -> np.ndarray:
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put((inputs, future))
+        await self.queue.put((slot, inputs, future))
         return await future
 
-    async def _run(self) -> None:
+    async def _gather(self) -> list[tuple[ModelSlot, np.ndarray, asyncio.Future]]:
+        """The requests of the next model call: one slot, at most ``max_rows`` rows unless one request has more."""
         loop = asyncio.get_running_loop()
+        first, self._next = self._next or await self.queue.get(), None
+        pending, rows = [first], first[1].shape[0]
+        deadline = loop.time() + self.window_s
+        while rows < self.max_rows:
+            timeout = deadline - loop.time()
+            if timeout <= 0:
+                break
+            try:
+                item = await asyncio.wait_for(self.queue.get(), timeout)
+            except asyncio.TimeoutError:
+                break
+            if item[0] is not first[0]:
+                self._next = item
+                break
+            pending.append(item)
+            rows += item[1].shape[0]
+        return pending
+
+    async def _run(self) -> None:
         while True:
-            pending = [await self.queue.get()]
-            rows = pending[0][0].shape[0]
-            deadline = loop.time() + self.window_s
-            while rows < self.max_rows:
-                timeout = deadline - loop.time()
-                if timeout <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(self.queue.get(), timeout)
-                except asyncio.TimeoutError:
-                    break
-                pending.append(item)
-                rows += item[0].shape[0]
+            pending = await self._gather()
             self.calls += 1
             try:
-                actions = await self.model_actions(np.concatenate([p[0] for p in pending]))
+                actions = await self.model_actions(pending[0][0], np.concatenate([p[1] for p in pending]))
             except Exception as exc:  # noqa: BLE001 - delivered to every waiting request
-                for _, future in pending:
+                for _, _, future in pending:
                     if not future.done():
                         future.set_exception(exc)
                 continue
             start = 0
-            for inputs, future in pending:
+            for _, inputs, future in pending:
                 if not future.done():  # the client may have gone away
                     future.set_result(actions[start : start + inputs.shape[0]])
                 start += inputs.shape[0]
@@ -319,14 +355,30 @@ class MicroBatcher:
 # ----------------------------------------------------------------------------- app
 class AgentService:
     """What the routes of one server do: read and check a request body, call the model (through the micro-batcher
-    when batching is on), and count requests, decisions and client errors. ``start``/``stop`` run in the app's
-    lifespan."""
+    when batching is on), count requests, decisions and client errors, swap the model, and drain on shutdown.
+    ``start``/``stop`` run in the app's lifespan.
 
-    def __init__(self, served: "ServedModel", settings: ServerSettings) -> None:
-        self.served, self.settings = served, settings
-        self.parser = ObservationParser(served, settings)
+    ``slot`` is the served model version; a swap replaces the reference, never the slot, so a request holds the
+    slot it read first until it is answered. Every slot has the first one's layout (``incompatibility``), so the
+    one parser fits them all.
+    """
+
+    def __init__(
+        self, slot: ModelSlot, settings: ServerSettings, backend: str | None = None, tracking_uri: str | None = None
+    ) -> None:
+        from bcarena.eval.service.metrics import ServiceMetrics
+
+        self.slot, self.settings = slot, settings
+        self.backend, self.tracking_uri = backend, tracking_uri  # how swapped-in models are found and run
+        self.parser = ObservationParser(slot.served, settings)
         self.requests = self.decisions = self.client_errors = 0
+        self.swaps = 0
+        self.draining = False
         self.started = time.time()
+        self.metrics = ServiceMetrics()
+        self.metrics.set_model(slot)
+        self.metrics.ready.set(1)
+        self._swap_lock = asyncio.Lock()
         self._threads = ThreadPoolExecutor(PARSE_THREADS, thread_name_prefix="bcarena-parse")
         self._json_workers = JsonWorkers()
         self._batcher = (
@@ -334,8 +386,7 @@ class AgentService:
             if settings.batch_window_ms > 0
             else None
         )
-        self.metadata = {
-            **served.metadata(),
+        self.limits = {
             "max_batch": settings.max_batch,
             "batch_window_ms": settings.batch_window_ms,
             "max_body_bytes": dict(self.parser.max_bytes),
@@ -344,9 +395,27 @@ class AgentService:
             "frame_stack_sent_by_client": True,
         }
 
+    @property
+    def served(self) -> "ServedModel":
+        return self.slot.served
+
+    @property
+    def ready(self) -> bool:
+        return not self.draining
+
+    def metadata(self) -> dict[str, Any]:
+        """The answer to GET /metadata: the served model (layout, actions, version, hash) and the limits."""
+        slot = self.slot
+        return {**slot.served.metadata(), **slot.describe(), **self.limits}
+
     def start(self) -> None:
         if self._batcher is not None:
             self._batcher.start()
+
+    def drain(self) -> None:
+        """Report not ready from now on (shutdown has begun); requests are still answered."""
+        self.draining = True
+        self.metrics.ready.set(0)
 
     async def stop(self) -> None:
         if self._batcher is not None:
@@ -355,30 +424,78 @@ class AgentService:
         self._threads.shutdown(wait=False, cancel_futures=True)
 
     async def act(self, request: "Request") -> dict[str, Any]:
-        """The answer to POST /act: {"actions": [...], "batch": B}, plus "action" and "name" for one observation."""
+        """The answer to POST /act: {"actions": [...], "batch": B, "model_version", "model_hash"}, plus "action" and
+        "name" for one observation."""
+        slot = self.slot  # this request's model, whatever is swapped in meanwhile
         kind = self.parser.content_type(request.headers.get("content-type"))
         inputs, single = await self.parse(await self.read_body(request, kind), kind)
-        actions = await self._batcher.actions(inputs) if self._batcher is not None else await self.model_actions(inputs)
+        self.metrics.request_batch.observe(inputs.shape[0])
+        if self._batcher is not None:
+            actions = await self._batcher.actions(slot, inputs)
+        else:
+            actions = await self.model_actions(slot, inputs)
         self.requests += 1
         self.decisions += int(actions.shape[0])
-        body: dict[str, Any] = {"actions": actions.tolist(), "batch": int(actions.shape[0])}
+        body: dict[str, Any] = {
+            "actions": actions.tolist(),
+            "batch": int(actions.shape[0]),
+            "model_version": slot.version,
+            "model_hash": slot.model_hash,
+        }
         if single:
             body["action"] = int(actions[0])
-            body["name"] = self.served.action_names[int(actions[0])]
+            body["name"] = slot.served.action_names[int(actions[0])]
         return body
 
     def health(self) -> dict[str, Any]:
-        """The answer to GET /health: liveness and counters."""
+        """The answer to GET /health: status, counters and the served model."""
         return {
-            "status": "ok",
+            "status": "draining" if self.draining else "ok",
+            "ready": self.ready,
             "agent": self.served.agent_name,
             "runtime": self.served.runtime.name,
+            "model_version": self.slot.version,
+            "model_hash": self.slot.model_hash,
             "uptime_s": round(time.time() - self.started, 3),
             "requests": self.requests,
             "decisions": self.decisions,
             "client_errors": self.client_errors,
             "model_calls": self._batcher.calls if self._batcher is not None else self.requests,
+            "swaps": self.swaps,
         }
+
+    async def swap(self, source: str, version: str | None) -> dict[str, Any]:
+        """Load ``source`` off the event loop, check it fits the served model's clients, then switch to it.
+
+        Raises SwapError (the served model unchanged): 404/422 when ``source`` cannot be loaded, 409 when it plays
+        another game or takes other observations or actions. One swap at a time; others wait their turn.
+        """
+        async with self._swap_lock:
+            started = time.perf_counter()
+            try:
+                new = await asyncio.to_thread(
+                    load_slot, source, version, self.backend, self.served.runtime.device, self.tracking_uri
+                )
+            except SwapError:
+                self.metrics.swaps.labels("failed").inc()
+                raise
+            except Exception as exc:  # noqa: BLE001 - whatever a broken model raises, the old one keeps serving
+                self.metrics.swaps.labels("failed").inc()
+                raise SwapError(f"{source}: cannot be served ({type(exc).__name__}: {str(exc)[:200]})", 422) from None
+            reason = incompatibility(self.slot, new)
+            if reason is not None:
+                self.metrics.swaps.labels("refused").inc()
+                raise SwapError(f"swap to {source} refused: {reason}; still serving {self.slot.version!r}", 409)
+            previous, self.slot = self.slot, new
+            self.swaps += 1
+            self.metrics.set_model(new, previous)
+            self.metrics.swaps.labels("swapped").inc()
+            return {
+                "swapped": True,
+                "previous": previous.describe(),
+                "current": new.describe(),
+                "load_s": round(time.perf_counter() - started, 4),
+            }
 
     async def read_body(self, request: "Request", kind: str) -> bytes:
         """The body, refused with 413 as soon as its declared or streamed size exceeds the limit for ``kind``."""
@@ -415,24 +532,64 @@ class AgentService:
             return await self._off_loop(self.parser.check, decoded)
         return await self._off_loop(self.parser.parse, body, kind)
 
-    async def model_actions(self, inputs: np.ndarray) -> np.ndarray:
-        """Actions (B,) for inputs (B, *shape)."""
+    async def model_actions(self, slot: ModelSlot, inputs: np.ndarray) -> np.ndarray:
+        """Actions (B,) of ``slot``'s model for inputs (B, *shape)."""
+        self.metrics.model_batch.observe(inputs.shape[0])
         # Torch and ONNX Runtime release the GIL while computing: a large batch runs in a thread.
         if inputs.nbytes <= INLINE_PARSE_BYTES:
-            return self.served.runtime.actions(inputs)
-        return await self._off_loop(self.served.runtime.actions, inputs)
+            return slot.served.runtime.actions(inputs)
+        return await self._off_loop(slot.served.runtime.actions, inputs)
 
     async def _off_loop(self, function: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._threads, function, *args)
 
 
-def create_app(served: "ServedModel", settings: ServerSettings | None = None) -> "FastAPI":
-    """The FastAPI application serving ``served``."""
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` (a client or server address) is a loopback address."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
+async def _swap_request(request: "Request") -> tuple[str, str | None]:
+    """(source, version) of a POST /admin/model body {"path": ..., "version": ...}, or a 422 RequestError."""
+    try:
+        payload = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        payload = None
+    if (
+        not isinstance(payload, dict)
+        or not isinstance(payload.get("path"), str)
+        or not isinstance(payload.get("version", ""), (str, type(None)))
+        or set(payload) - {"path", "version"}
+    ):
+        raise RequestError(422, 'body must be {"path": "FOLDER or models:/NAME@alias", "version": "optional label"}')
+    return payload["path"], payload.get("version")
+
+
+def create_app(
+    model: "ServedModel | ModelSlot",
+    settings: ServerSettings | None = None,
+    backend: str | None = None,
+    tracking_uri: str | None = None,
+) -> "FastAPI":
+    """The FastAPI application serving ``model`` (a ModelSlot, or an in-memory ServedModel named by its agent).
+
+    Swapped-in models run with ``backend`` (None: torch for agent folders, an export's own format); ``models:/``
+    URIs are looked up in the MLflow registry at ``tracking_uri`` (None: the local default store).
+    """
     require_serving_extra()
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, Response
+    from starlette.routing import Route
 
-    service = AgentService(served, settings or ServerSettings())
+    from bcarena.eval.service.metrics import CONTENT_TYPE, MetricsMiddleware
+
+    slot = model if isinstance(model, ModelSlot) else ModelSlot.of(model)
+    service = AgentService(slot, settings or ServerSettings(), backend, tracking_uri)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -443,10 +600,11 @@ def create_app(served: "ServedModel", settings: ServerSettings | None = None) ->
             await service.stop()
 
     app = FastAPI(
-        title=f"bcarena agent server: {served.agent_name}",
+        title=f"bcarena agent server: {slot.served.agent_name}",
         lifespan=lifespan,
         description="Duel agent decisions over HTTP. See GET /metadata for the observation layout.",
     )
+    app.state.service = service
 
     @app.exception_handler(RequestError)
     async def _client_error(_request: Request, exc: RequestError) -> JSONResponse:
@@ -455,6 +613,10 @@ def create_app(served: "ServedModel", settings: ServerSettings | None = None) ->
         # request deadline), so the client gets this answer instead of a connection reset.
         return JSONResponse({"detail": exc.message}, status_code=exc.status)
 
+    @app.exception_handler(SwapError)
+    async def _swap_error(_request: Request, exc: SwapError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc), "model_version": service.slot.version}, status_code=exc.status)
+
     @app.post("/act")
     async def act(request: Request) -> JSONResponse:
         """Actions for one observation or a batch (see the module docstring for the body formats)."""
@@ -462,36 +624,96 @@ def create_app(served: "ServedModel", settings: ServerSettings | None = None) ->
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        """Liveness and counters."""
+        """Status, counters and the served model."""
         return service.health()
+
+    @app.get("/health/live")
+    async def live() -> dict[str, Any]:
+        """200 while the process is up."""
+        return {"live": True}
+
+    @app.get("/health/ready")
+    async def ready() -> JSONResponse:
+        """200 when the model is loaded and the server is not draining; 503 otherwise."""
+        body = {"ready": service.ready, "model_version": service.slot.version, "draining": service.draining}
+        return JSONResponse(body, status_code=200 if service.ready else 503)
 
     @app.get("/metadata")
     async def get_metadata() -> dict[str, Any]:
-        """Observation layout, action names, model hash and request limits."""
-        return service.metadata
+        """Observation layout, action names, model version and hash, and request limits."""
+        return service.metadata()
 
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        """Prometheus metrics (text exposition format)."""
+        return Response(service.metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.post("/admin/model")
+    async def swap_model(request: Request) -> JSONResponse:
+        """Hot-swap the served model (loopback clients only)."""
+        client = request.client.host if request.client is not None else None
+        if not is_loopback(client):
+            raise RequestError(403, f"the admin endpoint answers loopback clients only, not {client!r}")
+        source, version = await _swap_request(request)
+        return JSONResponse(await service.swap(source, version))
+
+    routes = [route.path for route in app.routes if isinstance(route, Route)]
+    app.add_middleware(MetricsMiddleware, metrics=service.metrics, routes=routes)
     return app
 
 
-def _uvicorn_config(
-    served: "ServedModel", settings: ServerSettings | None, host: str, port: int, log_level: str
-) -> "uvicorn.Config":
+def _uvicorn_server(
+    model: "ServedModel | ModelSlot",
+    settings: ServerSettings,
+    host: str,
+    port: int,
+    log_level: str,
+    backend: str | None = None,
+    tracking_uri: str | None = None,
+) -> tuple["uvicorn.Server", AgentService]:
+    """The uvicorn server of ``model`` (graceful, see ``_graceful_server``) and the service behind its routes."""
     import uvicorn
 
     from bcarena.eval.service.connections import deadline_protocol
 
-    settings = settings or ServerSettings()
-    return uvicorn.Config(
-        create_app(served, settings),
+    app = create_app(model, settings, backend, tracking_uri)
+    service: AgentService = app.state.service
+    config = uvicorn.Config(
+        app,
         host=host,
         port=port,
         log_level=log_level,
         access_log=False,
         lifespan="on",
         http=deadline_protocol(settings.request_timeout_s),
-        # uvicorn annotates an int but hands it to loop.call_later, which takes float seconds.
+        # uvicorn annotates ints but hands both to asyncio, which takes float seconds.
         timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,  # type: ignore[arg-type]
     )
+    return _graceful_server(config, service, settings.drain_s), service
+
+
+def _graceful_server(config: "uvicorn.Config", service: AgentService, drain_s: float) -> "uvicorn.Server":
+    """A uvicorn server whose first SIGTERM/SIGINT makes /health/ready answer 503 at once and starts uvicorn's
+    graceful shutdown (stop accepting, finish requests in flight within ``timeout_graceful_shutdown``) only
+    ``drain_s`` seconds later; a second signal skips the drain."""
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if service.draining or drain_s <= 0:
+                service.drain()
+                super().handle_exit(sig, frame)
+                return
+            service.drain()
+            self._captured_signals.append(sig)  # uvicorn re-raises it after the shutdown, as it does without a drain
+            # A timer thread, not the event loop: a signal handler must not touch the loop, and uvicorn polls
+            # should_exit every 0.1 s.
+            timer = threading.Timer(drain_s, setattr, (self, "should_exit", True))
+            timer.daemon = True  # never what keeps the process alive
+            timer.start()
+
+    return GracefulServer(config)
 
 
 # ----------------------------------------------------------------------------- running
@@ -503,16 +725,17 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def serve(
-    served: "ServedModel",
+    model: "ServedModel | ModelSlot",
     host: str = "127.0.0.1",
     port: int = 8000,
     settings: ServerSettings | None = None,
     log_level: str = "warning",
+    backend: str | None = None,
+    tracking_uri: str | None = None,
 ) -> None:
-    """Run the server in the foreground until interrupted (Ctrl-C)."""
-    import uvicorn
-
-    uvicorn.Server(_uvicorn_config(served, settings, host, port, log_level)).run()
+    """Run the server in the foreground until SIGTERM or Ctrl-C, then drain and shut down gracefully."""
+    settings = settings or ServerSettings()
+    _uvicorn_server(model, settings, host, port, log_level, backend, tracking_uri)[0].run()
 
 
 class BackgroundServer:
@@ -524,16 +747,17 @@ class BackgroundServer:
 
     def __init__(
         self,
-        served: "ServedModel",
+        model: "ServedModel | ModelSlot",
         settings: ServerSettings | None = None,
         host: str = "127.0.0.1",
         port: int | None = None,
+        backend: str | None = None,
     ) -> None:
         require_serving_extra()
-        import uvicorn
-
+        settings = settings or ServerSettings()
         self.host, self.port = host, port or free_port(host)
-        self.server = uvicorn.Server(_uvicorn_config(served, settings, host, self.port, "warning"))
+        # Signals reach only the main thread: ``server.handle_exit(signal.SIGTERM, None)`` stands in for one here.
+        self.server, self.service = _uvicorn_server(model, settings, host, self.port, "warning", backend)
         self._thread = threading.Thread(target=self.server.run, name=f"bcarena-server-{self.port}", daemon=True)
 
     @property
@@ -551,6 +775,7 @@ class BackgroundServer:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
+        self.service.drain()
         self.server.should_exit = True
         if self._thread.is_alive():
             self._thread.join(timeout)

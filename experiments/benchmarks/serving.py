@@ -83,28 +83,16 @@ def in_process(agent: Agent, export_dir: Path, calls: int, observations: int) ->
     return results
 
 
-def _start_server(target: Path, port: int, backend: str) -> subprocess.Popen:
+def start_server(target: Path, port: int, *options: str) -> subprocess.Popen:
+    """``bcarena serve TARGET --port PORT *options`` in its own process, returned once /health/ready answers 200."""
     import httpx
 
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bcarena.experiments.cli",
-            "serve",
-            str(target),
-            "--port",
-            str(port),
-            "--backend",
-            backend,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    command = [sys.executable, "-m", "bcarena.experiments.cli", "serve", str(target), "--port", str(port), *options]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 180
     while True:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200:
                 return server
         except httpx.HTTPError:
             pass
@@ -117,7 +105,7 @@ def _start_server(target: Path, port: int, backend: str) -> subprocess.Popen:
 def http(target: Path, backend: str, requests: int, levels: tuple[int, ...]) -> dict[str, Any]:
     """Load-test ``bcarena serve`` (own process): JSON batch-1 requests per concurrency level, then npy batches."""
     port = free_port()
-    server = _start_server(target, port, backend)
+    server = start_server(target, port, "--backend", backend)
     try:
         url = f"http://127.0.0.1:{port}"
         single = run_loadtest(url, levels, requests, batch=1, fuzz=0)

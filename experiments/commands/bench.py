@@ -16,9 +16,21 @@ BENCHMARKS: dict[str, tuple[str, str]] = {  # command -> (module in experiments/
     "env": ("env_throughput", "Vector env decisions/s at N = 1..4096 vs SyncVectorEnv; batched 84x84 rendering."),
     "dataset": ("dataset_build", "Dataset build throughput: frames/s and multiple of real time."),
     "train": ("train_throughput", "BC training samples/s (MLP, CNN; index batching vs DataLoader) and peak memory."),
+    "study": ("study_speed", "Agents trained per minute for a study: batched ensemble vs one at a time."),
     "matches": ("match_throughput", "Matches/s of MLP and CNN agents, batched vs one match at a time."),
     "serving": ("serving", "Latency per decision (torch vs ONNX Runtime), HTTP latency and throughput."),
     "ray": ("ray_scaling", "Local vs Ray executor (identical metrics, wall-time ratio); 1,000-agent tournament cost."),
+    "service-swap": (
+        "service_swap",
+        "Open-loop HTTP: client ceiling, highest rate with p99 <= 10 ms, a model swap under 1,000 requests/s.",
+    ),
+    "int8": ("int8", "int8 vs fp32 ONNX: size and latency ratios, action agreement, paired win-rate difference."),
+    "ab": ("ab_null", "A/B false positives: two copies of one agent never reach H1 over many seed ranges."),
+    "boxing": ("boxing_throughput", "ALE Boxing bouts/s in emulator worker processes vs one bout at a time."),
+    "pixel-agent": (
+        "pixel_agent_throughput",
+        "Pixel-agent decisions/s (CNN, compact CNN), MACs per frame, fraction of the measured GEMM limit.",
+    ),
 }
 
 

@@ -39,12 +39,35 @@ def build(
     seed: int = typer.Option(0, min=0, max=MAX_SEED, help="split seed"),
     pixels: bool = typer.Option(True, help="store 84x84 frames (pixels.npy)"),
     strict: bool = typer.Option(True, help="refuse entries that are not complete episodes (else warn, skip)"),
+    reaction_delay: str = typer.Option(
+        "0", metavar="K|auto", help="label each frame with the action K frames later; auto: chosen per player"
+    ),
+    max_reaction_delay: int = typer.Option(5, min=0, help="largest K that --reaction-delay auto tries"),
 ) -> None:
     """Convert recordings into an action dataset; prints the class table and lost presses per rule."""
     from bcarena.recordings.converter import build_dataset
+    from bcarena.recordings.reaction_delay import parse_delay
 
-    dataset = build_dataset(recordings, out, alignment, split, seed, pixels=pixels, strict=strict)
+    delay = parse_delay(reaction_delay)
+    dataset = build_dataset(
+        recordings,
+        out,
+        alignment,
+        split,
+        seed,
+        pixels=pixels,
+        strict=strict,
+        reaction_delay=delay,
+        max_reaction_delay=max_reaction_delay,
+    )
     _print_stats(dataset)
+    for overlay in dataset.manifest.get("overlays", []):
+        console.print(
+            f"label overlay {overlay['path']} applied: revision {overlay['revision']}, {overlay['edits']} edit(s), "
+            f"{dataset.manifest['event_counts'].get('marked', 0)} marked frame(s)"
+        )
+    if delay:
+        console.print(f"reaction delay (frames) per player: {dataset.manifest['reaction_delay']}")
     console.print(f"dataset -> {out}")
 
 

@@ -75,10 +75,66 @@ def offline(
         console.print(f"wrote {path}")
 
 
+@eval_app.command("moments")
+def moments(
+    agent: str = typer.Argument(..., help="agent folder (or bot name) to examine"),
+    dataset: Path = typer.Option(..., exists=True, file_okay=False, help="action dataset folder (the expert's)"),
+    split: SPLIT = typer.Option("test", help="dataset split"),
+    window: int = typer.Option(2, min=0, max=100, help="+-frames within which a late/early choice counts"),
+    top: int = typer.Option(50, min=0, max=10_000, help="worst moments summarized and drawn as filmstrips"),
+    event: list[str] = typer.Option([], help="only moments with this event (repeatable; default: every event)"),
+    num_matches: int = typer.Option(
+        0, "--matches", min=0, max=MAX_MATCHES, help="closed loop: matches per opponent (0: offline moments only)"
+    ),
+    opponent: list[str] = typer.Option(["brawler"], help="closed loop: opponent(s), repeatable: " + PLAYER_HELP),
+    seed: int = typer.Option(0, min=0, max=MAX_SEED, help="closed loop: first match seed"),
+    out: Path = typer.Option(
+        Path("runs/eval/moments"), parser=path_to("folder"), help="folder for moments.parquet/.json, filmstrips/"
+    ),
+) -> None:
+    """Key moments: the expert's skill presses, hits, KOs and action changes ranked by how badly the agent
+    misses them (missed / late / early / right within +-window frames), with filmstrips; with --matches,
+    also the closed-loop moments where the agent's choice differed from the pro's, ranked by lost exchanges."""
+    from bcarena.eval.matches import load_player
+    from bcarena.eval.moments import LABELS, closed_loop, counts, explore, top_summary, write_moments
+    from bcarena.recordings.dataset import ActionDataset
+
+    player = load_player(agent)
+    data = ActionDataset.load(dataset)
+    found = explore(player, data, split, window, event or None)
+    summary = top_summary(found, top)
+    table = Table("event (moments with it)", *LABELS, "total")
+    for name, row in counts(found).items():
+        table.add_row(name, *(str(row[label]) for label in LABELS), str(row["total"]))
+    console.print(f"{player.name} on {dataset} ({split}): {len(found)} key moments, +-{window} frames")
+    console.print(table)
+    opportune = summary.get("skill_presses_in_opportune_states")
+    console.print(
+        f"top {summary['top']}: {summary['missed']} missed, skill presses {_pct(summary['skill_presses'])}"
+        + ("" if opportune is None else f", skill presses in opportune states {_pct(opportune)}")
+    )
+    for path in write_moments(found, data, out, top).values():
+        console.print(f"wrote {path}")
+    if num_matches:
+        loop = closed_loop(player, opponent, num_matches, seed, progress=True)
+        types = Table("expert", "agent", "state", "moments", "lost", "lost rate")
+        for r in loop.types.head(10).itertuples():
+            types.add_row(r.expert_action, r.agent_action, r.bucket, str(r.moments), str(r.lost), _pct(r.lost_rate))
+        console.print(
+            f"closed loop: {len(loop.moments)} of {loop.decisions} decisions differ from the pro; "
+            f"HP lost within {loop.horizon} decisions after {_pct(loop.base_lost_rate)} of all decisions"
+        )
+        console.print(types)
+        for path in loop.write(out).values():
+            console.print(f"wrote {path}")
+
+
 @eval_app.command("matches")
 def matches(
     agent: str = typer.Option(..., help=PLAYER_HELP),
-    opponent: list[str] = typer.Option(["brawler"], help="opponent(s), repeatable: " + PLAYER_HELP),
+    opponent: list[str] = typer.Option(
+        [], help="opponent(s), repeatable (default: Duel brawler, another game its first): " + PLAYER_HELP
+    ),
     num_matches: int = typer.Option(1000, "--matches", min=1, max=MAX_MATCHES, help="matches per opponent (per side)"),
     seed: int = typer.Option(
         0, min=0, max=MAX_SEED, help="first match seed: seeds are seed, seed+1, ... for every agent"
@@ -88,16 +144,23 @@ def matches(
         None, min=1, max=MAX_MATCH_BATCH, help="matches stepped together (default: all)"
     ),
     out: Path | None = typer.Option(None, parser=path_to("file"), help="also write the reports as JSON here"),
+    game: str | None = typer.Option(None, help="the game (default: the agent's; bot names play Duel)"),
 ) -> None:
     """Vectorized matches of an agent against opponents: win/draw/loss with Wilson 95% intervals, HP
-    difference, damage, skill use, KO rate and match length, on a fixed seed list."""
+    difference, damage, skill use, KO rate and match length, on a fixed seed list. In games without HP
+    (Boxing) the HP columns hold the score."""
     from bcarena.envs.files import write_json
-    from bcarena.eval.matches import evaluate_matches, load_player
+    from bcarena.envs.games import get_game
+    from bcarena.eval.matches import evaluate_matches, game_of, game_player, load_player
 
-    for spec in (agent, *opponent):
-        load_player(spec)  # a bad spec fails before the first opponent's matches, not after them
+    played = get_game(game or game_of(agent))  # an unknown game: one line listing the known ones
+    opponent = opponent or (["brawler"] if played.name == "duel" else list(played.opponents)[:1])
+    for spec in (agent, *opponent):  # a bad spec fails before the first opponent's matches, not after them
+        load_player(spec) if played.name == "duel" else game_player(spec, played)
     reports = [
-        evaluate_matches(agent, o, num_matches, seed, both_sides, batch_size=batch_size, progress=True)
+        evaluate_matches(
+            agent, o, num_matches, seed, both_sides, batch_size=batch_size, progress=True, game=played.name
+        )
         for o in opponent
     ]
     table = Table(
@@ -155,7 +218,9 @@ def replay(
 def side_by_side(
     left: str = typer.Argument(..., help="left agent: " + PLAYER_HELP),
     right: str = typer.Argument(..., help="right agent: " + PLAYER_HELP),
-    opponent: str = typer.Option("brawler", help="the opponent both face: " + PLAYER_HELP),
+    opponent: str | None = typer.Option(
+        None, help="the opponent both face (default: Duel brawler, another game its first): " + PLAYER_HELP
+    ),
     seed: int = typer.Option(0, min=0, max=MAX_SEED, help="match seed, the same for both"),
     left_caption: str | None = typer.Option(None, help="caption of the left panel (default: its name)"),
     right_caption: str | None = typer.Option(None, help="caption of the right panel"),
@@ -165,13 +230,24 @@ def side_by_side(
         help="video file: .mp4, .mkv or .gif",
     ),
 ) -> None:
-    """Two agents against the same opponent on the same seed, side by side with captions."""
-    from bcarena.eval.matches import load_player
+    """Two agents against the same opponent on the same seed, side by side with captions (any game: the
+    left agent's)."""
+    from bcarena.envs.games import get_game
+    from bcarena.eval.game_replays import record_game_side_by_side
+    from bcarena.eval.matches import game_of, load_player
     from bcarena.eval.replays import record_side_by_side
 
     agents = [load_player(left), load_player(right)]
     captions = (left_caption or agents[0].name, right_caption or agents[1].name)
-    result = record_side_by_side(agents[0], agents[1], opponent, seed, out, captions)
+    game = get_game(game_of(agents[0]))
+    if game.name != "duel":
+        rival = opponent or list(game.opponents)[0]
+        shown = record_game_side_by_side(game, agents[0], agents[1], rival, seed, out, captions)
+        for side in ("left", "right"):
+            console.print(f"{side}: winner side {shown[side]['winner']}, score {shown[side]['score']}")
+        console.print(f"wrote {out}")
+        return
+    result = record_side_by_side(agents[0], agents[1], opponent or "brawler", seed, out, captions)
     for side in ("left", "right"):
         r = result[side]
         outcome = "draw" if r["winner"] < 0 else ("won" if r["winner"] == 0 else "lost")

@@ -1,0 +1,152 @@
+"""Versions of a served model: what a server holds (``ModelSlot``), how a new version is loaded off to the side
+(``load_slot``) and when a hot swap is refused (``incompatibility``).
+
+A slot is immutable: a swap builds a new slot completely (loaded, hashed, one warm-up call) and then the server
+switches one reference, so a request that started on the old slot finishes on it. Importing this module loads
+neither torch nor the serve extra (the server's JSON worker processes import the server module, which imports this).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from bcarena.envs.files import sha256_file
+from bcarena.eval.errors import EvalError
+from bcarena.eval.service.layout import AGENT_FILE, EXPORT_FILE
+
+if TYPE_CHECKING:
+    from bcarena.eval.service.export import ServedModel
+
+REGISTRY_SCHEME = "models:/"
+
+
+class SwapError(EvalError):
+    """A model that cannot be served or swapped in; ``status`` is the HTTP status the admin endpoint answers
+    (404 no such model, 409 incompatible with the served one, 422 not a loadable model)."""
+
+    def __init__(self, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class ModelSlot:
+    """One served model version: the runnable model and what every answer says about it."""
+
+    served: ServedModel
+    version: str
+    model_hash: str  # sha256 over the files of the model's folder (the weights' digest for an in-memory model)
+    game: str
+    source: str | None = None  # the folder or models:/ URI it was loaded from
+
+    @classmethod
+    def of(cls, served: ServedModel, version: str | None = None, game: str = "duel") -> ModelSlot:
+        """A slot for an in-memory model (no folder): its hash is the weights' digest."""
+        return cls(served, version or served.agent_name, served.sha256, game)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model_version": self.version,
+            "model_hash": self.model_hash,
+            "agent": self.served.agent_name,
+            "game": self.game,
+            "source": self.source,
+        }
+
+
+def folder_sha256(path: Path) -> str:
+    """Hex SHA-256 of a folder: every file's relative path and SHA-256, in sorted order (sub-folders included)."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+        digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        digest.update(bytes.fromhex(sha256_file(file)))
+    return digest.hexdigest()
+
+
+def resolve_source(source: str | Path, tracking_uri: str | None = None) -> tuple[Path, str]:
+    """(model folder, default version label) of ``source``: a folder path (labelled by its name), or a
+    ``models:/NAME@alias`` / ``models:/NAME/N`` registry URI (labelled ``NAME/N``), resolved once to a fixed
+    version by ``bcarena.eval.service.registry`` so an alias moved meanwhile cannot mix two versions."""
+    text = str(source)
+    if text.startswith(REGISTRY_SCHEME):
+        from bcarena.envs.errors import BcarenaError
+
+        try:
+            from bcarena.eval.service.registry import model_version, resolve_model
+        except ImportError:
+            raise SwapError(
+                f"{text}: registry URIs need the registry module (bcarena[tracking]); give a folder", 404
+            ) from None
+        try:
+            name, number = model_version(text, tracking_uri)
+            return Path(resolve_model(f"{REGISTRY_SCHEME}{name}/{number}", tracking_uri)), f"{name}/{number}"
+        except BcarenaError as exc:
+            raise SwapError(f"{text}: {exc}", 404) from None
+    path = Path(text)
+    if not path.is_dir():
+        raise SwapError(
+            f"{text}: no such model folder (expected an agent or export folder, or {REGISTRY_SCHEME}NAME@alias)", 404
+        )
+    return path, path.resolve().name
+
+
+def _game(path: Path, served: ServedModel) -> str:
+    """The game an agent folder declares; an export folder (Duel-only today) plays the game of its action names."""
+    if (path / AGENT_FILE).is_file():
+        from bcarena.agents.base import read_agent_spec
+
+        return str(read_agent_spec(path)["game"])
+    from bcarena.envs.duel import ACTION_NAMES
+
+    return "duel" if tuple(served.action_names) == tuple(ACTION_NAMES) else "unknown"
+
+
+def load_slot(
+    source: str | Path,
+    version: str | None = None,
+    backend: str | None = None,
+    device: str = "cpu",
+    tracking_uri: str | None = None,
+) -> ModelSlot:
+    """Load, hash and warm up the model at ``source`` (a folder or ``models:/`` URI), off to the side of any server.
+
+    ``version`` defaults to the folder's name (``NAME/N`` for a registry URI). Raises SwapError: 404 when
+    ``source`` names nothing, 422 when it is not a loadable agent or export folder.
+    """
+    from bcarena.envs.errors import BcarenaError
+    from bcarena.eval.service.export import load_served
+
+    path, default_version = resolve_source(source, tracking_uri)
+    if not (path / AGENT_FILE).is_file() and not (path / EXPORT_FILE).is_file():
+        raise SwapError(f"{source}: neither an agent folder ({AGENT_FILE}) nor an export folder ({EXPORT_FILE})", 404)
+    try:
+        served = load_served(path, backend, device)
+        game = _game(path, served)
+    except BcarenaError as exc:
+        raise SwapError(f"{source}: cannot be served: {exc}", 422) from None
+    served.runtime.actions(np.zeros((1, *served.layout.shape), dtype=np.float32))  # the first call pays set-up costs
+    return ModelSlot(served, version or default_version, folder_sha256(path), game, str(source))
+
+
+def incompatibility(current: ModelSlot, new: ModelSlot) -> str | None:
+    """Why ``new`` cannot replace ``current`` for the same clients (another game, observation layout or action
+    names), or None when it can."""
+    if new.game != current.game:
+        return f"the new model plays {new.game!r}, the served one {current.game!r}"
+    old_layout, new_layout = current.served.layout, new.served.layout
+    if new_layout != old_layout:
+        return (
+            f"the new model takes {new_layout.obs_type} observations of shape {list(new_layout.shape)} "
+            f"({new_layout.wire_dtype}, stack {new_layout.frame_stack}); the served one takes {old_layout.obs_type} "
+            f"{list(old_layout.shape)} ({old_layout.wire_dtype}, stack {old_layout.frame_stack})"
+        )
+    if tuple(new.served.action_names) != tuple(current.served.action_names):
+        return (
+            f"the new model's actions {list(new.served.action_names)} differ from {list(current.served.action_names)}"
+        )
+    return None
