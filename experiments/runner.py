@@ -268,12 +268,28 @@ def run_task(task: StageTask) -> TaskOutcome:
 
 
 class LocalExecutor:
-    """Runs tasks one after another in this process (the default)."""
+    """Runs tasks on this machine: one after another in this process (``jobs=1``, the default), or in
+    ``jobs`` worker processes.
+
+    Every task is seeded and trains on one torch thread, so the results do not depend on ``jobs`` (on
+    the same machine, bit for bit); workers are spawned, not forked, so no torch or BLAS state is shared.
+    """
 
     name = "local"
 
+    def __init__(self, jobs: int = 1) -> None:
+        if jobs < 1:
+            raise ValueError(f"jobs must be >= 1, got {jobs}")
+        self.jobs = jobs
+
     def map(self, fn: Callable[[StageTask], TaskOutcome], tasks: list[StageTask]) -> list[TaskOutcome]:
-        return [fn(task) for task in tasks]
+        if self.jobs == 1 or len(tasks) < 2:
+            return [fn(task) for task in tasks]
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        with ProcessPoolExecutor(min(self.jobs, len(tasks)), mp_context=get_context("spawn")) as pool:
+            return list(pool.map(fn, tasks))
 
 
 # ------------------------------------------------------------------------------------- the run
@@ -455,7 +471,7 @@ class ExperimentRunner:
             key=key,
             experiment=self.exp,
             dataset_dir=str(dataset.path) if dataset is not None else None,
-            progress=self.progress and isinstance(self.executor, LocalExecutor),
+            progress=self.progress and isinstance(self.executor, LocalExecutor) and self.executor.jobs == 1,
             **fields,
         )
 

@@ -396,3 +396,25 @@ def test_the_report_table_keeps_brackets_in_errors_and_names():
     text.print(table)
     assert "needs .[ray] and [bold]x[/bold]" in text.export_text()
     assert "| x-s0 | failed | EvalError: needs .[ray] and [bold]x[/bold] |" in markdown_table(table)
+
+
+def test_local_executor_runs_tasks_in_worker_processes_in_task_order():
+    """``--jobs N`` maps tasks over N spawned processes; outcomes come back in task order."""
+    from bcarena.experiments.runner import LocalExecutor
+
+    assert LocalExecutor(2).map(abs, [-3, 1, -2, 5, -4]) == [3, 1, 2, 5, 4]
+    assert LocalExecutor(1).map(abs, [-1]) == [1]
+    with pytest.raises(ValueError, match="jobs must be >= 1"):
+        LocalExecutor(0)
+
+
+def test_jobs_is_for_the_local_executor(tmp_path):
+    from typer.testing import CliRunner
+
+    from bcarena.experiments.cli import app
+
+    exp = tmp_path / "e.yaml"
+    exp.write_text("name: x\n")
+    result = CliRunner().invoke(app, ["run", str(exp), "--executor", "ray", "--jobs", "2"])
+    assert result.exit_code == 2
+    assert "--jobs is for the local executor" in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,13 +46,14 @@ def run(
         None, help="Ray cluster to join (auto, ray://head:10001); default: start a local Ray instance"
     ),
     gpus_per_task: float = typer.Option(0.0, min=0, max=64, help="GPUs each training task reserves on Ray"),
+    jobs: int = typer.Option(1, min=1, max=64, help="local executor: tasks run in this many worker processes"),
 ) -> None:
     """Run an experiment end to end (record -> dataset -> train -> evaluate -> report).
 
     Every stage is cached under RUNS, so a rerun only does what changed. The file is checked before
     any work (exit 2); the exit code is 1 when a variant's training or evaluation failed.
     """
-    from bcarena.experiments.runner import run_experiment
+    from bcarena.experiments.runner import LocalExecutor, run_experiment
 
     if executor == "local" and (address or gpus_per_task):
         raise typer.BadParameter("--address and --gpus-per-task need --executor ray")
@@ -59,7 +61,9 @@ def run(
         raise typer.BadParameter(
             f"with --address, --runs must be an absolute path on storage every node mounts, got {str(runs)!r}"
         )
-    chosen = None
+    if executor == "ray" and jobs != 1:
+        raise typer.BadParameter("--jobs is for the local executor; Ray schedules its own workers")
+    chosen = LocalExecutor(jobs)
     if executor == "ray":
         from bcarena.experiments.ray_executor import RayExecutor
 
@@ -72,15 +76,19 @@ def demo(
     runs: Path = typer.Option(
         Path("runs"), parser=path_to("folder"), help="root folder of run folders (and the stage cache)"
     ),
-    progress: bool = typer.Option(False, help="show per-stage progress bars"),
+    progress: bool = typer.Option(False, help="show per-stage progress bars (with --jobs 1)"),
+    jobs: int = typer.Option(
+        min(2, os.cpu_count() or 1), min=1, max=64, help="trainings and evaluations run in this many processes"
+    ),
 ) -> None:
     """The main job: reproduce the seed story (~96% frame accuracy, 0% wins) and its fixes.
 
-    Ends with a side-by-side replay of the naive clone and the fixed one.
+    Ends with a side-by-side replay of the naive clone and the fixed one. The table does not depend on
+    --jobs.
     """
-    from bcarena.experiments.runner import run_experiment
+    from bcarena.experiments.runner import LocalExecutor, run_experiment
 
-    _exit_if_any_failed(run_experiment(SEED_STORY, runs, progress, styled_console))
+    _exit_if_any_failed(run_experiment(SEED_STORY, runs, progress, styled_console, LocalExecutor(jobs)))
 
 
 @app.command("match")
