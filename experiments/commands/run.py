@@ -13,6 +13,10 @@ from bcarena.envs.limits import MAX_MATCHES, MAX_SEED
 from bcarena.experiments.commands import command_app, console, styled_console
 from bcarena.experiments.commands.options import EXECUTOR, choice, path_to
 
+if TYPE_CHECKING:
+    from bcarena.experiments.ray_executor import RayExecutor
+    from bcarena.experiments.runner import LocalExecutor
+
 app = command_app()
 bots_app = command_app("Scripted Duel bots: list them, measure them.")
 app.add_typer(bots_app, name="bots")
@@ -63,7 +67,7 @@ def run(
         )
     if executor == "ray" and jobs != 1:
         raise typer.BadParameter("--jobs is for the local executor; Ray schedules its own workers")
-    chosen = LocalExecutor(jobs)
+    chosen: LocalExecutor | RayExecutor = LocalExecutor(jobs)
     if executor == "ray":
         from bcarena.experiments.ray_executor import RayExecutor
 
