@@ -17,7 +17,7 @@ import platform
 import subprocess
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -282,14 +282,16 @@ class LocalExecutor:
             raise ValueError(f"jobs must be >= 1, got {jobs}")
         self.jobs = jobs
 
-    def map(self, fn: Callable[[StageTask], TaskOutcome], tasks: list[StageTask]) -> list[TaskOutcome]:
+    def map(self, fn: Callable[[StageTask], TaskOutcome], tasks: list[StageTask]) -> Iterator[TaskOutcome]:
+        """Outcomes in task order, each as soon as it and those before it are done (so progress shows)."""
         if self.jobs == 1 or len(tasks) < 2:
-            return [fn(task) for task in tasks]
+            yield from (fn(task) for task in tasks)
+            return
         from concurrent.futures import ProcessPoolExecutor
         from multiprocessing import get_context
 
         with ProcessPoolExecutor(min(self.jobs, len(tasks)), mp_context=get_context("spawn")) as pool:
-            return list(pool.map(fn, tasks))
+            yield from pool.map(fn, tasks)
 
 
 # ------------------------------------------------------------------------------------- the run
@@ -359,9 +361,10 @@ class ExperimentRunner:
             )
 
     def _run_tasks(self, tasks: list[StageTask]) -> list[TaskOutcome]:
-        outcomes = self.executor.map(run_task, tasks)
-        for outcome in outcomes:
+        outcomes = []
+        for outcome in self.executor.map(run_task, tasks):
             self._say(outcome)
+            outcomes.append(outcome)
         return outcomes
 
     def run(self) -> Path:

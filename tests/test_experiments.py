@@ -402,8 +402,8 @@ def test_local_executor_runs_tasks_in_worker_processes_in_task_order():
     """``--jobs N`` maps tasks over N spawned processes; outcomes come back in task order."""
     from bcarena.experiments.runner import LocalExecutor
 
-    assert LocalExecutor(2).map(abs, [-3, 1, -2, 5, -4]) == [3, 1, 2, 5, 4]
-    assert LocalExecutor(1).map(abs, [-1]) == [1]
+    assert list(LocalExecutor(2).map(abs, [-3, 1, -2, 5, -4])) == [3, 1, 2, 5, 4]
+    assert list(LocalExecutor(1).map(abs, [-1])) == [1]
     with pytest.raises(ValueError, match="jobs must be >= 1"):
         LocalExecutor(0)
 
