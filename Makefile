@@ -43,4 +43,4 @@ test-slow: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
 bench: $(TEST_STAMP)
-	for b in env dataset train matches serving ray; do $(BIN)/bcarena bench $$b --out runs/benchmarks/$$b.json || exit 1; done
+	for b in env dataset train study matches serving ray service-swap int8 ab boxing pixel-agent dashboard; do $(BIN)/bcarena bench $$b --out runs/benchmarks/$$b.json || exit 1; done

@@ -10,11 +10,19 @@
      relabelled with the expert's answer there: its action probabilities (soft labels, where the
      expert gives them and ``soft_labels`` is on) or its action (one-hot);
   2. the relabelled states join the aggregate (dataset train rows, one-hot, plus every rollout so
-     far) and the same network trains on it for ``epochs`` more epochs (warm start; cross-entropy
-     against the targets, the BC config's lr, weight decay and batch size; its loss/sampler options
-     shape only the BC start);
+     far) and the same network trains on it for ``epochs`` more epochs (warm start, the BC config's
+     lr, weight decay and batch size) with the variant's recipe (``fit_recipe``): its loss and class
+     weights (counted on the aggregate), its sampler and its event/keyframe weighting. A plain
+     recipe (cross-entropy, uniform frames) is the exact soft-label update ``fit_targets``; any other
+     draws (row, action) pairs with weight ``q_a`` (one pair per row for one-hot targets). Rollout
+     rows take their events from the match (``skill_used`` and ``action_change`` of the expert's
+     labels, ``hit_landed``/``hit_taken`` from the step; ``ko`` and ``marked`` are never set there);
   3. offline metrics on the val split and on the states just visited, and (given ``evaluate``) win
      rates, after every iteration.
+
+The clone that plays the rollouts (and the per-round matches) decodes as ``decode(agent)`` says (the
+experiments layer passes the variant's first decoding: a sampled clone explores like the agent
+that will be evaluated); without it, as the trained agent's own selection.
 
 An expert can be queried when it implements :class:`ProbabilisticExpert` (``expert_probabilities(obs)
 -> (B, A)``, e.g. Duel's pro, whose chances are explicit) or :class:`ActionExpert`
@@ -30,37 +38,43 @@ model inputs as they are).
 
 from __future__ import annotations
 
-import io
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tqdm.auto import tqdm
 
 from bcarena.agents.config import TrainConfig
 from bcarena.agents.data import split_data
+from bcarena.agents.keyframes import combine, keyframe_weights
 from bcarena.agents.policies import ScoreModel
+from bcarena.agents.samplers import EpochSampler, event_weights, smote_rows
 from bcarena.agents.threads import torch_threads
 from bcarena.agents.torch_agent import TorchAgent
-from bcarena.agents.train import Target, TrainResult, evaluate, train_bc
+from bcarena.agents.train import Target, TrainResult, evaluate, make_loss, train_bc
 from bcarena.agents.validation import SUMMARY_METRICS
 from bcarena.envs import rng
 from bcarena.envs.errors import BcarenaError
-from bcarena.envs.files import write_bytes, write_json
+from bcarena.envs.figures import pyplot, save_figure
+from bcarena.envs.files import write_json
 from bcarena.envs.games import Game, MatchOptions, get_game
 from bcarena.envs.limits import MAX_MATCHES, MAX_SEED
 from bcarena.envs.play import Hook, MatchwisePolicy, NoisyPolicy, Policy, Step, play
 from bcarena.recordings.dataset import ActionDataset
 
 DAGGER_FILE, PLOT_FILE = "dagger.json", "dagger.png"
+HIT_EVENTS = ("hit_landed", "hit_taken")  # the events a rollout takes from the match's steps
 # Per-iteration online results: opponent -> {"win_rate", "win_rate_low", "win_rate_high", "matches", ...}.
 Evaluator = Callable[[TorchAgent], dict[str, dict[str, Any]]]
+# The clone as it plays rollouts: the trained agent with the variant's decoding (same weights).
+Decoder = Callable[[TorchAgent], TorchAgent]
 
 
 class DaggerError(BcarenaError, ValueError):
@@ -240,6 +254,9 @@ class _Rollout(Hook):
         self.states: list[np.ndarray] = []
         self.targets: list[np.ndarray] = []
         self.clone_actions: list[np.ndarray] = []
+        self.expert_actions: list[np.ndarray] = []
+        self.match_ids: list[np.ndarray] = []
+        self.hits: dict[str, list[np.ndarray]] = {name: [] for name in HIT_EVENTS}
         self.expert_played = 0
         self.decisions = 0
 
@@ -267,7 +284,7 @@ class _Rollout(Hook):
             theirs = np.asarray(self.expert.expert_actions(obs), dtype=np.int64)
             target = np.eye(self.num_actions)[theirs]
         expert_turn = _uniform(seeds, self._decision, self.stream) < self.beta
-        self._pending = (np.array(obs, dtype=np.float32), target.astype(np.float32), mine, expert_turn)
+        self._pending = (np.array(obs, dtype=np.float32), target.astype(np.float32), mine, theirs, expert_turn)
         self._decision += 1
         return np.where(expert_turn, theirs, mine)
 
@@ -275,11 +292,15 @@ class _Rollout(Hook):
         return self._choose(obs)
 
     def on_step(self, step: Step) -> None:
-        obs, target, mine, expert_turn = self._pending
+        obs, target, mine, theirs, expert_turn = self._pending
         live = step.live
         self.states.append(obs[live])
         self.targets.append(target[live])
         self.clone_actions.append(mine[live])
+        self.expert_actions.append(theirs[live])
+        self.match_ids.append(np.flatnonzero(live))
+        for name, flags in _hits(step.events).items():
+            self.hits[name].append(flags[live])
         self.expert_played += int(expert_turn[live].sum())
         self.decisions += int(live.sum())
 
@@ -298,15 +319,34 @@ class _NoisyRollout(_Rollout):
         return self._choose(obs, noise)
 
 
+def _hits(events: Any) -> dict[str, np.ndarray]:
+    """The clone's (player 0's) hit flags (N,) bool in one step: Duel's StepEvents or another game's mapping."""
+    if isinstance(events, Mapping):
+        landed = np.asarray(events["hit_landed"])
+        return {"hit_landed": landed[:, 0], "hit_taken": landed[:, 1]}
+    return {
+        "hit_landed": np.asarray(events.hits_landed)[:, 0] > 0,
+        "hit_taken": np.asarray(events.hits_taken)[:, 0] > 0,
+    }
+
+
 @dataclass
 class RolloutData:
-    """What one round of rollouts collected: states (n, D) float32 and expert targets (n, A) float32."""
+    """What one round of rollouts collected: one row per live match and decision, in play order (n rows).
+
+    ``states`` (n, D) float32, expert ``targets`` (n, A) float32 (its chances, or one-hot), its
+    ``expert_actions`` (n,) (the sampled or given action), ``match_ids`` (n,) and the step's ``hits``
+    ({"hit_landed", "hit_taken"}: (n,) bool) for event weighting.
+    """
 
     states: np.ndarray
     targets: np.ndarray
     clone_actions: np.ndarray  # (n,) what the clone chose (before the beta coin)
     expert_fraction: float  # decisions in which the expert's action was played
     matches: int
+    expert_actions: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    match_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    hits: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def rollout_seeds(seed: int, iteration: int, count: int) -> np.ndarray:
@@ -348,6 +388,9 @@ def collect_rollouts(
         np.concatenate(slot.clone_actions),
         slot.expert_played / max(1, slot.decisions),
         int(seeds.size),
+        np.concatenate(slot.expert_actions),
+        np.concatenate(slot.match_ids),
+        {name: np.concatenate(flags) for name, flags in slot.hits.items()},
     )
 
 
@@ -385,6 +428,116 @@ def fit_targets(model: ScoreModel, x: torch.Tensor, q: torch.Tensor, cfg: TrainC
             optimizer.step()
             total += float(loss.detach()) * idx.numel()
         mean = total / x.shape[0]
+    model.eval()
+    if not math.isfinite(mean):
+        raise DaggerError(f"DAgger retraining diverged (loss {mean}); lower lr (now {cfg.lr:g})")
+    return mean
+
+
+def is_plain(cfg: TrainConfig) -> bool:
+    """Cross-entropy on uniformly drawn frames, nothing reweighted: the recipe ``fit_targets`` optimizes exactly."""
+    return (
+        cfg.loss == "ce"
+        and cfg.effective_class_weights == "none"
+        and cfg.label_smoothing == 0
+        and cfg.sampler == "uniform"
+        and not cfg.event_weighting.events
+        and cfg.keyframe_weighting is None
+    )
+
+
+@dataclass
+class Aggregate:
+    """Every row a DAgger round retrains on (n rows): inputs ``x`` (n, D), targets ``q`` (n, A) (one-hot, or
+    the expert's chances), and ``weights`` (n,) from the recipe's event and keyframe weighting (1 without)."""
+
+    x: torch.Tensor
+    q: torch.Tensor
+    weights: np.ndarray
+
+    def add(self, x: np.ndarray, q: np.ndarray, weights: np.ndarray) -> None:
+        self.x = torch.cat([self.x, torch.as_tensor(x)])
+        self.q = torch.cat([self.q, torch.as_tensor(q)])
+        self.weights = np.concatenate([self.weights, weights])
+
+
+class _Frames:
+    """Rollout rows as the part of an ActionDataset that event and keyframe weighting read: a table with
+    ``episode`` (one per match) and ``action`` (the expert's), and ``events(name)`` flags (n,) bool.
+    Its rows are ``data``'s grouped by match (``order``), in decision order, as a dataset's episodes are."""
+
+    def __init__(self, data: RolloutData, skill_actions: Sequence[int], num_actions: int) -> None:
+        self.order = np.argsort(data.match_ids, kind="stable")
+        labels, ids = data.expert_actions[self.order], data.match_ids[self.order]
+        first = np.r_[True, ids[1:] != ids[:-1]] if ids.size else np.zeros(0, dtype=bool)
+        self.num_actions = num_actions
+        self.table = pd.DataFrame({"episode": ids, "action": labels})
+        self.flags = {
+            "skill_used": np.isin(labels, list(skill_actions)),
+            "action_change": ~first & (labels != np.r_[-1, labels[:-1]]),
+            **{name: flags[self.order] for name, flags in data.hits.items()},
+        }
+
+    def events(self, name: str) -> np.ndarray:
+        return self.flags.get(name, np.zeros(len(self.table), dtype=bool))  # ko, marked: not seen in rollouts
+
+    def actions(self) -> np.ndarray:
+        return self.table["action"].to_numpy(dtype=np.int64)
+
+
+def row_weights(frames: Any, cfg: TrainConfig, seed: int) -> np.ndarray:
+    """Per-row weights (n,) of the recipe's event and keyframe weighting (ones when it has neither)."""
+    weights = combine(
+        event_weights(frames, cfg.event_weighting), keyframe_weights(frames, cfg.keyframe_weighting, seed)
+    )
+    return np.ones(len(frames.table)) if weights is None else np.asarray(weights, dtype=np.float64)
+
+
+def rollout_weights(
+    data: RolloutData, cfg: TrainConfig, skill_actions: Sequence[int], num_actions: int, seed: int
+) -> np.ndarray:
+    """``row_weights`` of one round's rollout rows (n,), in ``data``'s row order."""
+    frames = _Frames(data, skill_actions, num_actions)
+    weights = np.empty(len(frames.order))
+    weights[frames.order] = row_weights(frames, cfg, seed)
+    return weights
+
+
+def fit_recipe(
+    model: ScoreModel, agg: Aggregate, cfg: TrainConfig, class_names: list[str], epochs: int, round_index: int
+) -> float:
+    """Train ``model`` in place on ``agg`` with the BC recipe: its loss (class weights counted on the aggregate,
+    soft targets as fractional counts), its sampler and frame weights. Returns the last epoch's mean objective.
+
+    A soft target row becomes one (row, action) pair per action with ``q_a`` > 0, weighted ``q_a``: the
+    weighted draw of pairs is the soft loss in expectation (one-hot rows: one pair, weight 1). The epoch
+    draws are ``EpochSampler``'s of epochs ``1000 * round_index + e``: distinct per round, reproducible.
+    """
+    q = agg.q.numpy()
+    rows, labels = np.nonzero(q > 0)
+    mass = q[rows, labels].astype(np.float64)
+    x, weights = agg.x[rows], mass * agg.weights[rows]
+    if cfg.sampler == "smote":
+        x_new, y_new = smote_rows(x.numpy(), labels, cfg, class_names)
+        x, labels = torch.cat([x, torch.as_tensor(x_new)]), np.concatenate([labels, y_new])
+        weights, mass = np.concatenate([weights, np.ones(len(y_new))]), np.concatenate([mass, np.ones(len(y_new))])
+    loss_fn = make_loss(cfg, np.bincount(labels, weights=mass, minlength=len(class_names)))
+    sampler = EpochSampler(labels, cfg, class_names, None if np.all(weights == 1) else weights)
+    y = torch.as_tensor(labels)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model.train()
+    mean = math.nan
+    for epoch in range(epochs):
+        order = sampler.epoch(1000 * round_index + epoch)
+        total = 0.0
+        for begin in range(0, len(order), cfg.batch_size):
+            idx = order[begin : begin + cfg.batch_size]
+            metrics = loss_fn(model.logits(x[idx]), y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            metrics.loss.backward()
+            optimizer.step()
+            total += metrics.objective * idx.numel()
+        mean = total / max(1, len(order))
     model.eval()
     if not math.isfinite(mean):
         raise DaggerError(f"DAgger retraining diverged (loss {mean}); lower lr (now {cfg.lr:g})")
@@ -433,11 +586,13 @@ def train_dagger(
     evaluate_online: Evaluator | None = None,
     progress: bool = True,
     name: str = "dagger",
+    decode: Decoder | None = None,
 ) -> DaggerResult:
     """BC, then ``dagger_config.iterations`` rounds of rollouts, relabelling and retraining (module docstring).
 
     ``expert`` (any object; default: the game's built-in ``dagger_config.expert``) must be queryable.
     ``evaluate_online(agent)`` gives each round's win rates (the experiments layer plays the matches).
+    ``decode(agent)`` is the clone that plays rollouts and those matches (default: the agent itself).
     """
     _check_inputs(train_config)
     ds = dataset if isinstance(dataset, ActionDataset) else ActionDataset.load(dataset, pixels=False)
@@ -449,44 +604,61 @@ def train_dagger(
     with torch_threads(train_config.num_threads):
         bc = train_bc(ds, train_config, out / "bc" if out else None, progress=progress, name=name)
         agent = bc.agent
-        rows = _rounds(ds, game, oracle, agent, train_config, dc, game_config, evaluate_online, progress)
-    result = DaggerResult(agent, bc, rows, out, {"expert": oracle.name, "game": game.name})
+        loop = _Loop(ds, game, oracle, train_config, dc, game_config, evaluate_online, decode or (lambda a: a))
+        rows = _rounds(loop, agent, progress)
+    extra = {
+        "expert": oracle.name,
+        "game": game.name,
+        "round_training": "fit_targets (soft cross-entropy)" if is_plain(train_config) else "fit_recipe",
+        "rollout_selection": loop.decode(agent).selection.to_dict(),
+    }
+    result = DaggerResult(agent, bc, rows, out, extra)
     if out is not None:
         _write_outputs(out, result, train_config, dc)
     return result
 
 
-def _rounds(
-    ds: ActionDataset,
-    game: Game,
-    oracle: ProbabilisticExpert | ActionExpert,
-    agent: TorchAgent,
-    cfg: TrainConfig,
-    dc: DaggerConfig,
-    game_config: Any,
-    evaluate_online: Evaluator | None,
-    progress: bool,
-) -> list[dict[str, Any]]:
+@dataclass
+class _Loop:
+    """What every round reads: the data, the game and expert, the configs, and how the clone plays."""
+
+    ds: ActionDataset
+    game: Game
+    oracle: ProbabilisticExpert | ActionExpert
+    cfg: TrainConfig
+    dc: DaggerConfig
+    game_config: Any
+    evaluate_online: Evaluator | None
+    decode: Decoder
+
+
+def _rounds(loop: _Loop, agent: TorchAgent, progress: bool) -> list[dict[str, Any]]:
     """Iteration 0 (the BC clone) and every DAgger round: one result row each."""
+    ds, cfg, dc = loop.ds, loop.cfg, loop.dc
     train = split_data(ds, "train", "state", 1)
     val = split_data(ds, "val", "state", 1)
     target = Target.actions(ds)
-    x = train.inputs
-    q = torch.nn.functional.one_hot(train.labels, ds.num_actions).float()
+    plain = is_plain(cfg)
+    one_hot = torch.nn.functional.one_hot(train.labels, ds.num_actions).float()
+    agg = Aggregate(train.inputs, one_hot, np.ones(len(train)) if plain else row_weights(train.dataset, cfg, 0))
     model = agent.model
-    rows = [_row(0, 1.0, model, val, target, agent, evaluate_online, {"aggregate_rows": int(x.shape[0])})]
+    rows = [_row(0, 1.0, model, val, target, loop, agent, {"aggregate_rows": len(train)})]
     for i in tqdm(range(1, dc.iterations + 1), desc=f"dagger {agent.name}", unit="round", disable=not progress):
         beta = dc.beta**i
         seeds = rollout_seeds(dc.seed, i, dc.rollouts_per_iteration)
+        clone, game = loop.decode(agent), loop.game
         data = collect_rollouts(
-            agent, oracle, game, dc.opponents, seeds, beta, dc.soft_labels, game_config, dc.seed, dc.max_steps
+            clone, loop.oracle, game, dc.opponents, seeds, beta, dc.soft_labels, loop.game_config, dc.seed, dc.max_steps
         )
         visited = _visited_metrics(model, data)
-        x = torch.cat([x, torch.as_tensor(data.states)])
-        q = torch.cat([q, torch.as_tensor(data.targets)])
-        loss = fit_targets(model, x, q, cfg, dc.epochs, rng.derive_seed(dc.seed, 1000 + i) % 2**62)
-        extra = {**visited, "aggregate_rows": int(x.shape[0]), "train_loss": loss}
-        rows.append(_row(i, beta, model, val, target, agent, evaluate_online, extra))
+        if plain:
+            agg.add(data.states, data.targets, np.ones(len(data.states)))
+            loss = fit_targets(model, agg.x, agg.q, cfg, dc.epochs, rng.derive_seed(dc.seed, 1000 + i) % 2**62)
+        else:
+            agg.add(data.states, data.targets, rollout_weights(data, cfg, ds.skill_actions, ds.num_actions, i))
+            loss = fit_recipe(model, agg, cfg, ds.action_names, dc.epochs, i)
+        extra = {**visited, "aggregate_rows": int(agg.x.shape[0]), "train_loss": loss}
+        rows.append(_row(i, beta, model, val, target, loop, agent, extra))
     return rows
 
 
@@ -496,12 +668,12 @@ def _row(
     model: ScoreModel,
     val: Any,
     target: Target,
+    loop: _Loop,
     agent: TorchAgent,
-    evaluate_online: Evaluator | None,
     extra: dict[str, Any],
 ) -> dict[str, Any]:
     metrics, nll = evaluate(model, val, target.label_map[val.labels.numpy()], target)
-    online = evaluate_online(agent) if evaluate_online is not None else {}
+    online = loop.evaluate_online(loop.decode(agent)) if loop.evaluate_online is not None else {}
     return {
         "iteration": iteration,
         "beta": beta,
@@ -529,11 +701,7 @@ def _flat_online(online: dict[str, dict[str, Any]]) -> dict[str, float]:
 
 def plot_dagger(rows: list[dict[str, Any]], path: Path) -> None:
     """Win rate per opponent (with its 95% interval) and val metrics per iteration (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     its = [row["iteration"] for row in rows]
     fig, (ax_win, ax_val) = plt.subplots(1, 2, figsize=(10, 4))
     for opp in dict.fromkeys(opp for row in rows for opp in row["online"]):  # rows may skip online results
@@ -551,8 +719,4 @@ def plot_dagger(rows: list[dict[str, Any]], path: Path) -> None:
     ax_val.set_xlabel("DAgger iteration (0 = BC)")
     ax_val.set_ylim(0, 1)
     ax_val.legend()
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    write_bytes(path, buffer.getvalue())
+    save_figure(fig, path, dpi=100)

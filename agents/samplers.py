@@ -17,8 +17,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from imblearn.over_sampling import SMOTE, RandomOverSampler
-from imblearn.under_sampling import RandomUnderSampler
 
 from bcarena.agents.config import EventWeighting, TrainConfig, TrainConfigError
 from bcarena.agents.losses import class_weights
@@ -69,9 +67,16 @@ def _strategy(cfg: TrainConfig, action_names: list[str]) -> str | dict[int, int]
 
 
 def _imblearn(
-    sampler_cls, labels: np.ndarray, pool: np.ndarray, cfg: TrainConfig, names: list[str], seed: int
+    oversample: bool, labels: np.ndarray, pool: np.ndarray, cfg: TrainConfig, names: list[str], seed: int
 ) -> np.ndarray:
-    sampler = sampler_cls(sampling_strategy=_strategy(cfg, names), random_state=seed)
+    # imbalanced-learn (and scikit-learn under it) is imported when a run asks for it: it is a third of the
+    # import time of every training process otherwise
+    from imblearn.over_sampling import RandomOverSampler
+    from imblearn.under_sampling import RandomUnderSampler
+
+    sampler = (RandomOverSampler if oversample else RandomUnderSampler)(
+        sampling_strategy=_strategy(cfg, names), random_state=seed
+    )
     try:
         rows, _ = sampler.fit_resample(pool.reshape(-1, 1), labels[pool])
     except ValueError as exc:
@@ -95,11 +100,11 @@ def _weighted(labels, pool, cfg, names, seed):
 
 
 def _oversample(labels, pool, cfg, names, seed):
-    return _imblearn(RandomOverSampler, labels, pool, cfg, names, seed), None
+    return _imblearn(True, labels, pool, cfg, names, seed), None
 
 
 def _undersample(labels, pool, cfg, names, seed):
-    return _imblearn(RandomUnderSampler, labels, pool, cfg, names, seed), None
+    return _imblearn(False, labels, pool, cfg, names, seed), None
 
 
 SAMPLERS: dict[str, PoolFn] = {
@@ -125,6 +130,8 @@ def smote_rows(
             f"sampler 'smote' needs >= 2 training frames of every class it oversamples; "
             f"{rare} have 1 (use a resample_strategy dict or sampler 'oversample')"
         )
+    from imblearn.over_sampling import SMOTE
+
     smote = SMOTE(
         sampling_strategy=_strategy(cfg, names),
         k_neighbors=min(cfg.smote_k, int(present.min()) - 1),

@@ -48,6 +48,7 @@ from bcarena.agents.threads import torch_threads
 from bcarena.agents.torch_agent import TorchAgent
 from bcarena.agents.validation import SUMMARY_METRICS, ClassificationMetrics, classification_metrics
 from bcarena.envs.errors import BcarenaError
+from bcarena.envs.figures import pyplot, save_figure
 from bcarena.envs.files import remove_partials, write_bytes, write_json
 from bcarena.recordings.dataset import ActionDataset, DatasetError
 
@@ -643,11 +644,7 @@ def _write_outputs(out: Path, result: TrainResult, cfg: TrainConfig) -> None:
 
 def plot_history(history: list[dict[str, Any]], path: Path, monitor: str) -> None:
     """Training loss and validation metrics per epoch (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     epochs = [row["epoch"] for row in history]
     fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot(epochs, [r["train_objective"] for r in history], label="train objective")
@@ -661,8 +658,4 @@ def plot_history(history: list[dict[str, Any]], path: Path, monitor: str) -> Non
     ax_val.set_ylim(0, 1)
     ax_val.set_title(f"validation (early stop on {monitor})")
     ax_val.legend()
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    write_bytes(path, buffer.getvalue())
+    save_figure(fig, path, dpi=100)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
 # The headline numbers of a validation pass: the training history, the agent's info and the curves plot.
 SUMMARY_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "macro_f1", "skill_frame_recall")
@@ -61,6 +60,9 @@ def classification_metrics(
         raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} must have the same length")
     if y_true.size == 0:
         raise ValueError("classification_metrics needs at least one frame")
+    # scikit-learn loads here, not at import: it is a third of the import time of a process that never validates
+    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+
     num = len(action_names)
     labels = np.arange(num)
     present = np.unique(y_true)

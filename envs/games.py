@@ -364,5 +364,13 @@ def duel_game() -> Game:
         config_dict=lambda config: config.to_dict(),
         timing=lambda config: (config.decision_hz, config.action_repeat, config.tick_rate_hz),
         events=("skill_used", "hit_landed", "hit_taken", "ko", "action_change"),
+        screen=_duel_screen,
         description="the house 1v1 side-view fighter (batched numpy core)",
     )
+
+
+def _duel_screen(match: Any, row: int) -> np.ndarray:
+    """Duel as people see it: the 640x360 RGB arena with HP and cooldown bars and the timer (players P1, P2)."""
+    from bcarena.envs.duel.render import bgr_frame
+
+    return np.ascontiguousarray(bgr_frame(match.core, row)[..., ::-1])

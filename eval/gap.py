@@ -6,7 +6,10 @@ agent). For every offline metric: Spearman's and Kendall's rank correlations wit
 the agents, each with a bootstrap 95% interval over agents, and which metric predicts best.
 Output: a JSON table, a Markdown table and scatter plots (accuracy vs win rate, event-F1 vs win rate).
 
-Without trained agents, perturbed experts (``pro[skill_drop=0.9]``, ``pro[random=0.3]``, see
+The game is the dataset's (any registered game): agents must be that game's (agent folders, Agents or
+server URLs; Duel also takes bots), opponents are its built-in opponents or agents (Boxing: ``cpu``).
+
+Without trained agents on Duel, perturbed experts (``pro[skill_drop=0.9]``, ``pro[random=0.3]``, see
 ``bcarena.eval.perturbed``) make a graded set of clones.
 
 The agents must be distinct: the same agent twice (the same bot, folder, server or identical
@@ -28,10 +31,10 @@ from tqdm.auto import tqdm
 
 from bcarena.agents.base import Agent, BotAgent
 from bcarena.agents.specs import AGENT_FILE
-from bcarena.envs.duel import DuelConfig
 from bcarena.envs.files import sha256_file, write_json, write_text
+from bcarena.envs.games import get_game
 from bcarena.eval.errors import EvalError
-from bcarena.eval.matches import MatchReport, display_names, evaluate_matches, load_player
+from bcarena.eval.matches import MatchReport, display_names, evaluate_matches, player_for_game
 from bcarena.eval.offline import ANY_SKILL, OfflineReport, evaluate_offline
 from bcarena.eval.plots import figure, save_figure
 from bcarena.eval.stats import RankCorrelation, kendall_bootstrap, spearman_bootstrap, wilson_interval
@@ -77,11 +80,13 @@ class GapReport:
     # summary metrics the best predictor is chosen from (empty: all); per-class ones are listed, not chosen from,
     # as the largest of dozens of correlations would flatter itself
     headline: list[str] = field(default_factory=list)
+    game: str = "duel"
     offline_reports: list[OfflineReport] = field(default_factory=list, repr=False, compare=False)
     match_reports: list[list[MatchReport]] = field(default_factory=list, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "game": self.game,
             "dataset": self.dataset,
             "split": self.split,
             "tolerance": self.tolerance,
@@ -269,21 +274,30 @@ def gap_report(
     split: str = "test",
     tolerance: int = 2,
     both_sides: bool = False,
-    config: DuelConfig | None = None,
+    config: Any = None,
     n_boot: int = 2000,
     progress: bool = False,
     metrics: tuple[str, ...] | None = None,
 ) -> GapReport:
-    """Offline metrics and win rates of ``agents``, and each metric's rank correlation with win rate."""
+    """Offline metrics and win rates of ``agents``, and each metric's rank correlation with win rate.
+
+    The game is the dataset's; ``config`` is its config (default: the game's defaults)."""
     if len(agents) < 3:
         raise EvalError(f"a gap report ranks agents: it needs at least 3 distinct agents, got {len(agents)}")
     if not opponents:
         raise EvalError("a gap report needs at least one opponent")
     if matches < 1:
         raise EvalError(f"matches must be >= 1, got {matches}")
-    players = [load_player(a, config) for a in agents]
+    game = get_game(str(dataset.manifest["game"]), str(dataset.path or "dataset"))
+    players = [player_for_game(a, game, config) for a in agents]
+    scripted = [p.name for p in players if not isinstance(p, Agent)]
+    if scripted:
+        raise EvalError(
+            f"{scripted}: built-in {game.name} players have no offline predictions; gap agents are agent folders, "
+            "Agents or server URLs"
+        )
     check_distinct(agents, players)
-    rivals = [load_player(o, config) for o in opponents]
+    rivals = [player_for_game(o, game, config) for o in opponents]
     names = display_names(agents, players)
     offline_reports = [evaluate_offline(agent, dataset, split, tolerance) for agent in players]
     wanted = list(metrics or offline_reports[0].scalars())
@@ -295,7 +309,7 @@ def gap_report(
     for name, agent, offline in tqdm(
         list(zip(names, players, offline_reports)), desc="gap report: matches", unit="agent", disable=not progress
     ):
-        online = [evaluate_matches(agent, rival, matches, seed, both_sides, config) for rival in rivals]
+        online = [evaluate_matches(agent, rival, matches, seed, both_sides, config, game=game.name) for rival in rivals]
         wins, total = sum(r.wins for r in online), sum(r.matches for r in online)
         rows.append(
             AgentGapRow(
@@ -319,6 +333,7 @@ def gap_report(
         correlations=correlations,
         kendall=kendall,
         headline=[m for m in HEADLINE_METRICS if m in ordered],
+        game=game.name,
         offline_reports=offline_reports,
         match_reports=match_reports,
     )

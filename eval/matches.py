@@ -117,13 +117,50 @@ def load_player(spec: str | Path | Agent, config: DuelConfig | None = None, seed
     )
 
 
-def game_of(spec: str | Path | Policy) -> str:
-    """The game a player plays: an Agent's or agent folder's declared game; anything else is taken for Duel."""
+def declared_game(spec: str | Path | Policy) -> str | None:
+    """The game an Agent or agent folder declares; None for anything else (names, URLs, plain policies)."""
     if isinstance(spec, Agent):
         return spec.game
     if isinstance(spec, (str, Path)) and (Path(spec) / AGENT_FILE).is_file():
         return str(read_agent_spec(spec).get("game", "duel"))
-    return "duel"
+    return None
+
+
+def game_of(spec: str | Path | Policy) -> str:
+    """The game a player plays: an Agent's or agent folder's declared game; anything else is taken for Duel."""
+    return declared_game(spec) or "duel"
+
+
+def game_of_players(specs: Sequence[str | Path | Policy], game: str | None = None) -> Game:
+    """The one game ``specs`` play together: ``game`` if given (its players are checked when loaded), else the
+    game their agents declare, Duel when none does. Agents of two games are an EvalError naming both."""
+    if game is not None:
+        return get_game(game)
+    declared: dict[str, str] = {}
+    for spec in specs:
+        name = declared_game(spec)
+        if name is not None:
+            declared.setdefault(name, spec.name if isinstance(spec, Agent) else str(spec))
+    if len(declared) > 1:
+        (a, first), (b, second) = list(declared.items())[:2]
+        raise EvalError(f"players of two games: {first!r} plays {a!r}, {second!r} plays {b!r}; use one game's players")
+    return get_game(next(iter(declared), "duel"))
+
+
+def player_for_game(
+    spec: str | Path | Policy, game: Game, config: Any = None, seed: int = 0
+) -> Policy | BuiltInOpponent:
+    """A player of ``game``, loaded and checked: Duel's as :func:`load_player` loads them (bots, perturbed bots,
+    folders, URLs) and :func:`check_agent` checks them; another game's by :func:`game_player` and :func:`fits_game`.
+    """
+    if game.name == "duel" and isinstance(spec, (str, Path, Agent)):
+        agent = load_player(spec, config, seed)
+        check_agent(agent, config)
+        return agent
+    player = game_player(spec, game, config, seed)
+    if not isinstance(player, BuiltInOpponent):
+        fits_game(player, game)
+    return player
 
 
 def display_names(specs: Sequence[str | Path | Agent], agents: Sequence[Agent]) -> list[str]:
@@ -402,6 +439,11 @@ def game_player(spec: str | Path | Policy, game: Game, config: Any = None, seed:
     if isinstance(spec, (str, Path)) and str(spec) in BOTS:
         raise EvalError(f"{spec!r} is a Duel bot; game {game.name!r} has players {game.players} (or agent folders)")
     return load_player(spec, None, seed) if isinstance(spec, (str, Path)) else spec
+
+
+def default_opponent(game: Game) -> str:
+    """The opponent played when none is named: Duel's brawler, another game's first opponent."""
+    return "brawler" if game.name == "duel" else next(iter(game.opponents))
 
 
 class _GameTally(Hook):

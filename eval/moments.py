@@ -12,52 +12,55 @@ scores, e.g. bots), the state features, and a timing label within a +-``window``
 * ``missed`` not within the window.
 
 Moments are ranked missed first, then late/early, then right, and within a label by the agent's
-probability of the expert's action (lowest first). For Duel each moment also carries the pro's
-own reading of the state (``opportune``: a ready skill reaches an open opponent; ``punish``).
+probability of the expert's action (lowest first). Where a game's expert reads states (``READINGS``)
+each moment also carries that reading: ``opportune`` (Duel: a ready skill reaches an open opponent,
+plus ``punish``; Boxing: the opponent is in punch range).
 
-**Closed loop** (:func:`closed_loop`): the agent plays matches (through the one match loop, with
-a hook); at each of its decisions the pro is asked what it would do in that state without its
-hesitation (in an opportune state it presses the skill). A moment is a decision where the agent
-chose otherwise. Moment *types* (expert action, agent action, state bucket) are ranked by how
-often they preceded a lost exchange: the agent's HP fell within the next ``horizon`` decisions
-(10 = one second at 10 FPS), next to the base rate over all decisions.
+**Closed loop** (:func:`closed_loop`): the agent plays matches of its game (through the one match
+loop, with a hook); at each of its decisions the game's expert (:class:`~bcarena.envs.games.Game`
+``experts``: Duel's pro, Boxing's RAM boxer, a plugin's) is asked what it would do in that state,
+with its noise at 0 (the pro without its hesitation: in an opportune state it presses the skill).
+A moment is a decision where the agent chose otherwise. Moment *types* (expert action, agent
+action, state bucket) are ranked by how often they preceded a lost exchange: the agent was hit
+within the next second (``horizon`` decisions, from the game's timing) -- its own score fell (Duel:
+HP) or its opponent's rose (Boxing: points) -- next to the base rate over all decisions.
+
+Only what a page needs to show saved moments is imported with this module; agents, training data
+and matches (torch, the eval layer) are imported by the functions that compute moments.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from bcarena.agents.base import Agent
-from bcarena.agents.capabilities import FrameStacked
-from bcarena.agents.data import split_data
-from bcarena.agents.threads import torch_threads
-from bcarena.envs.duel import DuelConfig
 from bcarena.envs.duel.bots import ProBot
 from bcarena.envs.duel.observation import FEATURE_INDEX
 from bcarena.envs.files import atomic_file, write_bytes, write_json
-from bcarena.envs.play import DuelBatch, Hook, Match, Step, play
+from bcarena.envs.games import Game, MatchOptions, closing, get_game
+from bcarena.envs.play import Hook, Match, NoisyPolicy, Policy, Step, play
 from bcarena.envs.video import read_video
 from bcarena.eval.errors import EvalError
-from bcarena.eval.matches import check_agent, load_player, match_seeds
-from bcarena.eval.offline import predict_dataset
 from bcarena.recordings.dataset import ActionDataset
 from bcarena.recordings.episode import AGENT_VIEW_FILE
+
+if TYPE_CHECKING:  # at run time the agents layer (torch) loads only when moments are computed
+    from bcarena.agents.base import Agent
 
 LABELS: tuple[str, ...] = ("missed", "late", "early", "right")  # worst first
 # The event a moment is listed under when a frame has several (the rarer, more telling one first).
 EVENT_PRIORITY: tuple[str, ...] = ("marked", "ko", "skill_used", "hit_landed", "hit_taken", "action_change")
-LOST_HORIZON = 10  # decisions (1 s at 10 FPS)
 BAND = ProBot.band  # m, the pro's preferred spacing
+CLOSED_LOOP_BATCH = 64  # matches played at once (Boxing: one emulator each)
 
 
 # ------------------------------------------------------------------------------------- offline
@@ -67,6 +70,11 @@ def agent_choices(agent: Agent, part: ActionDataset) -> tuple[np.ndarray, np.nda
     ``part``'s rows must be in (episode, frame) order. Frame-stacked agents are scored on the stacked
     dataset rows (as offline training validation does); other agents replay the episodes through ``act``.
     """
+    from bcarena.agents.capabilities import FrameStacked
+    from bcarena.agents.data import split_data
+    from bcarena.agents.threads import torch_threads
+    from bcarena.eval.offline import predict_dataset
+
     if agent.game != part.manifest["game"]:
         raise EvalError(
             f"{part._where()}: dataset of game {part.manifest['game']!r}, agent {agent.name!r} plays {agent.game!r}"
@@ -118,6 +126,22 @@ def duel_reading(states: np.ndarray) -> pd.DataFrame:
     )
 
 
+def boxing_reading(states: np.ndarray) -> pd.DataFrame:
+    """The RAM expert's reading of Boxing states (n, 9): ``opportune`` (a punch can land: the fists reach the
+    face), and the gaps to the opponent ``dx_px`` / ``dy_px`` (console pixels, absolute)."""
+    from bcarena.envs import boxing  # ale-py loads only for Boxing
+
+    dx = np.abs(np.rint(states[:, boxing.STATE_FEATURES.index("dx")] * boxing._X_SCALE))
+    dy = np.abs(np.rint(states[:, boxing.STATE_FEATURES.index("dy")] * boxing._Y_SCALE))
+    (x0, x1), (y0, y1) = boxing.BoxingExpert.punch_dx, boxing.BoxingExpert.punch_dy
+    return pd.DataFrame({"opportune": (dx >= x0) & (dx <= x1) & (dy >= y0) & (dy <= y1), "dx_px": dx, "dy_px": dy})
+
+
+# The expert's reading of a game's states (n, len(state_features)), where a game has one: always an
+# ``opportune`` column (the expert's skill would pay off now) and the distances the buckets use.
+READINGS: dict[str, Callable[[np.ndarray], pd.DataFrame]] = {"duel": duel_reading, "boxing": boxing_reading}
+
+
 def explore(
     agent: Agent, data: ActionDataset, split: str = "test", window: int = 2, events: Sequence[str] | None = None
 ) -> pd.DataFrame:
@@ -126,7 +150,8 @@ def explore(
     One row per frame that has at least one of ``events`` (default: every event column of the dataset):
     rank, episode, frame, row (the dataset row, for pixels), opponent, event (by ``EVENT_PRIORITY``),
     events (all of them), expert_action, agent_action, p_expert, p_agent, label, offset, skill (the expert
-    pressed a skill), Duel's opportune/punish/pro_skill/distance_m, and the state features ``s_*``.
+    pressed a skill), the expert's reading where the game has one (``READINGS``: Duel's opportune/punish/
+    pro_skill/distance_m, Boxing's opportune/dx_px/dy_px), and the state features ``s_*``.
     """
     part = data.split(split)
     table = part.table.sort_values(["episode", "frame"], kind="stable")
@@ -161,8 +186,9 @@ def explore(
             "skill": np.isin(expert, part.skill_actions),
         }
     )
-    if part.manifest["game"] == "duel" and part.state_columns:
-        out = pd.concat([out, duel_reading(part.states())], axis=1)
+    reading = READINGS.get(part.manifest["game"])
+    if reading is not None and part.state_columns:
+        out = pd.concat([out, reading(part.states())], axis=1)
     out = pd.concat([out, table[part.state_columns].reset_index(drop=True)], axis=1)[keep]
     out = out.assign(_severity=label[keep]).sort_values(["_severity", "p_expert"], kind="stable", na_position="last")
     out = out.drop(columns="_severity").reset_index(drop=True)
@@ -317,7 +343,7 @@ def write_moments(moments: pd.DataFrame, data: ActionDataset, out: str | os.Path
 
 
 # ------------------------------------------------------------------------------------ closed loop
-def bucket(states: np.ndarray) -> np.ndarray:
+def duel_bucket(states: np.ndarray) -> np.ndarray:
     """A Duel state's bucket (n,) str: the pro's reading (punish / opportune / not opportune) and the
     distance to the opponent against the pro's spacing band."""
     reading = duel_reading(states)
@@ -328,38 +354,79 @@ def bucket(states: np.ndarray) -> np.ndarray:
     return np.char.add(np.char.add(kind.astype(str), ", "), where.astype(str))
 
 
-class _ExpertWatch(Hook):
-    """At each decision of player 0: what the pro would have done (no hesitation), and player 0's HP."""
+def boxing_bucket(states: np.ndarray) -> np.ndarray:
+    """A Boxing state's bucket (n,) str: the horizontal and vertical gaps against the expert's punch range."""
+    from bcarena.envs.boxing import BoxingExpert
 
-    def __init__(self) -> None:
-        self.pro = ProBot()
+    reading = boxing_reading(states)
+    (x0, x1), (y0, y1) = BoxingExpert.punch_dx, BoxingExpert.punch_dy
+    dx, dy = reading["dx_px"].to_numpy(), reading["dy_px"].to_numpy()
+    across = np.where(dx < x0, f"close |dx|<{x0}", np.where(dx > x1, f"far |dx|>{x1}", f"in reach |dx| {x0}-{x1}"))
+    level = np.where(dy < y0, f"level |dy|<{y0}", np.where(dy > y1, f"apart |dy|>{y1}", f"off-centre |dy| {y0}-{y1}"))
+    kind = np.where(reading["opportune"], "punch range", "out of range")
+    return np.char.add(np.char.add(np.char.add(kind.astype(str), ", "), across.astype(str)), ", " + level.astype(str))
+
+
+BUCKETS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"duel": duel_bucket, "boxing": boxing_bucket}
+
+
+def bucket(game: str, states: np.ndarray) -> np.ndarray:
+    """The closed-loop state bucket (n,) str of ``game``'s states (n, len(state_features)); a game without
+    a reading (``BUCKETS``) has one bucket, ``any state``."""
+    named = BUCKETS.get(game)
+    return named(states) if named is not None else np.full(states.shape[0], "any state")
+
+
+def expert_choice(expert: Policy | NoisyPolicy, states: np.ndarray) -> np.ndarray:
+    """What the expert would do (n,) int64 in ``states`` (n, F), its noise at 0 (no hesitation, no sampling)."""
+    if isinstance(expert, NoisyPolicy):
+        return np.asarray(expert.act_with_noise(states, np.zeros((states.shape[0], expert.noise_dims))), np.int64)
+    return np.asarray(expert.act(states), np.int64)
+
+
+class _ExpertWatch(Hook):
+    """At each decision of player 0: what the game's expert would have done (``expert_choice``) and both
+    sides' scores (``Game.result``), for one batch of matches whose ids start at ``first``."""
+
+    def __init__(self, game: Game, expert: Policy | NoisyPolicy, first: int) -> None:
+        self.game, self.expert, self.first = game, expert, first
         self.rows: list[tuple[np.ndarray, int, np.ndarray, np.ndarray, np.ndarray]] = []
         self.live: list[np.ndarray] = []
 
     def on_reset(self, match: Match) -> None:
-        self._obs = match.observe(0, "state").copy()
-        self.hp = [np.asarray(match.core.hp[:, 0], dtype=np.float64).copy()]  # type: ignore[attr-defined]
+        self.expert.reset(match.num_matches)  # a stateful expert (Boxing's punch pauses) starts afresh
+        self._obs = np.asarray(match.observe(0, "state")).copy()
+        self.scores = [np.asarray(self.game.result(match).score, dtype=np.float64).copy()]
 
     def on_step(self, step: Step) -> None:
         agent = step.actions[:, 0]
-        expert = self.pro.act(self._obs, np.zeros((agent.size, 1)))  # noise 0: every opportune state is a press
+        expert = expert_choice(self.expert, self._obs)
         differ = np.flatnonzero(step.live & (agent != expert))
         self.rows.append((differ, step.index, expert[differ], agent[differ], self._obs[differ]))
         self.live.append(step.live.copy())
-        self.hp.append(np.asarray(step.match.core.hp[:, 0], dtype=np.float64).copy())  # type: ignore[attr-defined]
-        self._obs = step.match.observe(0, "state").copy()
+        self.scores.append(np.asarray(self.game.result(step.match).score, dtype=np.float64).copy())
+        self._obs = np.asarray(step.match.observe(0, "state")).copy()
 
-    def moments(self) -> pd.DataFrame:
-        """One row per differing decision: match, decision, expert, agent (action ids), bucket."""
+    def lost(self, horizon: int) -> np.ndarray:
+        """(T, N) bool: within ``horizon`` decisions after decision t, side 0 was hit (its score fell, or
+        the opponent's rose)."""
+        scores = np.stack(self.scores)  # (T + 1, N, 2) before each decision, and at the end
+        ahead = scores[np.minimum(np.arange(len(self.live)) + horizon, scores.shape[0] - 1)]
+        now = scores[:-1]
+        return (ahead[..., 0] < now[..., 0]) | (ahead[..., 1] > now[..., 1])
+
+    def moments(self, horizon: int) -> pd.DataFrame:
+        """One row per differing decision: match, decision, expert, agent (action ids), bucket, lost."""
         match, decision, expert, agent, states = zip(*self.rows, strict=True)
-        sizes = [m.size for m in match]
+        rows, decisions = np.concatenate(match), np.repeat(decision, [m.size for m in match])
         return pd.DataFrame(
             {
-                "match": np.concatenate(match),
-                "decision": np.repeat(decision, sizes),
+                "match": self.first + rows,
+                "decision": decisions,
                 "expert": np.concatenate(expert),
                 "agent": np.concatenate(agent),
-                "bucket": bucket(np.concatenate(states)),
+                "bucket": bucket(self.game.name, np.concatenate(states)),
+                "lost": self.lost(horizon)[decisions, rows],
             }
         )
 
@@ -369,17 +436,21 @@ class ClosedLoop:
     """Closed-loop moments of one agent: every differing decision, the ranked types, and the base rate."""
 
     agent: str
+    game: str
+    expert: str
     opponents: list[str]
     matches: int
     horizon: int
     decisions: int  # decisions the agent played
-    base_lost_rate: float  # share of all its decisions followed by an HP loss within ``horizon``
+    base_lost_rate: float  # share of all its decisions followed by a hit taken within ``horizon``
     moments: pd.DataFrame  # opponent, match, decision, expert_action, agent_action, bucket, lost
     types: pd.DataFrame  # expert_action, agent_action, bucket, moments, lost, lost_rate (ranked)
 
     def summary(self) -> dict[str, Any]:
         return {
             "agent": self.agent,
+            "game": self.game,
+            "expert": self.expert,
             "opponents": self.opponents,
             "matches_per_opponent": self.matches,
             "horizon_decisions": self.horizon,
@@ -405,42 +476,82 @@ class ClosedLoop:
         return paths
 
 
+def default_opponent(game: Game) -> str:
+    """The opponent closed-loop moments are played against by default: Duel's brawler, else the game's first."""
+    return "brawler" if game.name == "duel" else next(iter(game.opponents))
+
+
+def closed_loop_players(
+    agent: Any, opponents: Sequence[str] | None, game: Game, config: Any, seed: int = 0
+) -> tuple[Any, list]:
+    """The agent and its opponents as players of ``game``, checked to fit it (EvalError naming them):
+    callers check them before long work, :func:`closed_loop` plays them."""
+    from bcarena.eval.matches import check_agent, fits_game, game_player, load_player
+
+    if not game.experts:
+        raise EvalError(f"game {game.name!r} has no expert to ask what it would do; closed-loop moments need one")
+    names = list(opponents) if opponents else [default_opponent(game)]
+    if game.name == "duel":  # Duel's bots take the config; check_agent acts once on a real observation
+        me = load_player(agent, config, seed)
+        check_agent(me, config)
+        return me, [load_player(name, config, seed + 1) for name in names]
+    me = game_player(agent, game, config, seed)
+    rivals = [game_player(name, game, config, seed + 1) for name in names]
+    for player in (me, *rivals):
+        if isinstance(player, Policy):
+            fits_game(player, game)
+    return me, rivals
+
+
 def closed_loop(
     agent: Agent | str,
-    opponents: Sequence[str] = ("brawler",),
+    opponents: Sequence[str] | None = None,
     matches: int = 100,
     seed: int = 0,
-    horizon: int = LOST_HORIZON,
-    config: DuelConfig | None = None,
+    horizon: int | None = None,
+    config: Any = None,
     progress: bool = False,
+    game: str | None = None,
 ) -> ClosedLoop:
-    """Play ``matches`` Duel matches per opponent (agent as player 0) and collect the closed-loop moments."""
-    player = load_player(agent, config)
-    check_agent(player, config)
+    """Play ``matches`` matches of the agent's game per opponent (agent as side 0, default opponent
+    :func:`default_opponent`) and collect the closed-loop moments against the game's first expert.
+
+    ``horizon``: decisions after a moment within which a hit taken counts as a lost exchange (default:
+    one second, from the game's timing); ``game`` defaults to the agent's (a folder's ``agent.json``).
+    """
+    from bcarena.agents.threads import torch_threads
+    from bcarena.eval.matches import BuiltInOpponent, game_of, match_seeds
+
+    played = get_game(game or game_of(agent))
+    config = played.make_config({}) if config is None else config
+    horizon = round(played.timing(config)[0]) if horizon is None else horizon
     if horizon < 1:
         raise EvalError(f"the lost-exchange horizon must be >= 1 decision, got {horizon}")
+    player, rivals = closed_loop_players(agent, opponents, played, config, seed)
+    expert_name = next(iter(played.experts))
     seeds = match_seeds(seed, matches)
     parts, decisions, lost_decisions = [], 0, 0
-    for name in tqdm(list(opponents), desc=f"{player.name} closed loop", disable=not progress, leave=False):
-        watch = _ExpertWatch()
-        with torch_threads(1):  # one small batch per decision: threads only wait for each other
-            play(DuelBatch(seeds.size, config), (player, load_player(name, config)), seeds, hooks=[watch])
-        hp = np.stack(watch.hp)  # (T + 1, N) HP before each decision, and at the end
-        live = np.stack(watch.live)  # (T, N)
-        ahead = hp[np.minimum(np.arange(live.shape[0]) + horizon, hp.shape[0] - 1)]  # (T, N)
-        lost = ahead < hp[:-1]
-        decisions += int(live.sum())
-        lost_decisions += int((lost & live).sum())
-        moments = watch.moments()
-        moments["lost"] = lost[moments["decision"].to_numpy(), moments["match"].to_numpy()]
-        parts.append(moments.assign(opponent=name))
+    for rival in tqdm(rivals, desc=f"{player.name} closed loop", disable=not progress, leave=False):
+        policies = [player] if isinstance(rival, BuiltInOpponent) else [player, rival]
+        kinds = frozenset({"state", *(p.obs_type for p in policies)})
+        for start in range(0, seeds.size, CLOSED_LOOP_BATCH):
+            wave = seeds[start : start + CLOSED_LOOP_BATCH]
+            watch = _ExpertWatch(played, played.player(expert_name, config, seed), start)
+            with closing(played.match(wave.size, config, MatchOptions(kinds))) as match, torch_threads(1):
+                play(match, policies, wave, hooks=[watch])  # one small batch per decision: threads only wait
+            live = np.stack(watch.live)
+            decisions += int(live.sum())
+            lost_decisions += int((watch.lost(horizon) & live).sum())
+            parts.append(watch.moments(horizon).assign(opponent=rival.name))
     moments = pd.concat(parts, ignore_index=True)
-    names = np.asarray(player.action_names)
+    names = np.asarray(played.action_names)
     moments["expert_action"] = names[moments.pop("expert").to_numpy()]
     moments["agent_action"] = names[moments.pop("agent").to_numpy()]
     return ClosedLoop(
         player.name,
-        list(opponents),
+        played.name,
+        expert_name,
+        [r.name for r in rivals],
         matches,
         horizon,
         decisions,
@@ -451,9 +562,11 @@ def closed_loop(
 
 
 def moment_types(moments: pd.DataFrame) -> pd.DataFrame:
-    """Closed-loop moments grouped by (expert action, agent action, bucket), ranked by lost exchanges."""
+    """Closed-loop moments grouped by (expert action, agent action, bucket), ranked by lost exchanges, then
+    by lost rate, then by how often they happened (a clone that is never hit still has its misses ranked)."""
     keys = ["expert_action", "agent_action", "bucket"]
     grouped = moments.groupby(keys, sort=False)["lost"].agg(moments="size", lost="sum").reset_index()
     grouped["lost"] = grouped["lost"].astype(np.int64)
     grouped["lost_rate"] = grouped["lost"] / grouped["moments"]
-    return grouped.sort_values(["lost", "lost_rate"], ascending=False, kind="stable").reset_index(drop=True)
+    order = ["lost", "lost_rate", "moments"]
+    return grouped.sort_values(order, ascending=False, kind="stable").reset_index(drop=True)

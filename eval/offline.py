@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import confusion_matrix
 from tqdm.auto import tqdm
 
 from bcarena.agents.base import Agent
@@ -328,7 +327,7 @@ def offline_metrics(
         macro_f1=standard.macro_f1,
         macro_f1_classes=[c.action for c in per_class if c.support > 0],
         per_class=per_class,
-        confusion=confusion_matrix(y_true, y_pred, labels=list(range(k))).tolist(),
+        confusion=np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k).tolist(),
         js_divergence=js_divergence(pred_counts, true_counts),
         expert_distribution={n: float(c / y_true.size) for n, c in zip(action_names, true_counts)},
         agent_distribution={n: float(c / y_pred.size) for n, c in zip(action_names, pred_counts)},

@@ -5,30 +5,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import numpy as np  # noqa: E402
+from bcarena.envs.figures import pyplot, save_figure
 
-from bcarena.envs.files import atomic_file  # noqa: E402
+__all__ = ["figure", "heatmap", "save_figure"]  # save_figure lives in envs/ (agents/ plots too); kept importable here
 
 
 def figure(figsize: tuple[float, float] = (6.0, 4.5)):
     """A new (figure, axes) pair."""
-    return plt.subplots(figsize=figsize)
-
-
-def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
-    """Save ``fig`` as PNG at ``path`` (temporary sibling, then rename) and close it."""
-    path = Path(path)
-    try:
-        fig.tight_layout()
-        with atomic_file(path) as tmp:
-            fig.savefig(tmp, dpi=dpi, format="png")
-    finally:
-        plt.close(fig)
-    return path
+    return pyplot().subplots(figsize=figsize)
 
 
 def heatmap(

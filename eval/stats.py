@@ -335,13 +335,51 @@ def paired_test(a: list[SeedRun], b: list[SeedRun]) -> PairedTest:
     pairs = _paired_runs(a, b)
     wa = np.concatenate([ra.wins for ra, _ in pairs]).astype(bool)
     wb = np.concatenate([rb.wins for _, rb in pairs]).astype(bool)
-    a_only, b_only = int((wa & ~wb).sum()), int((wb & ~wa).sum())
-    discordant = a_only + b_only
-    mcnemar = 1.0 if discordant == 0 else float(binomtest(a_only, discordant, 0.5).pvalue)
+    a_only, b_only, mcnemar_p = mcnemar(wa, wb)
     diffs = np.array([ra.win_rate - rb.win_rate for ra, rb in pairs])
     wilcoxon_p = None if not np.any(diffs != 0) else float(wilcoxon(diffs).pvalue)
     return PairedTest(
-        a[0].recipe, b[0].recipe, int(wa.size), a_only, b_only, mcnemar, len(pairs), float(diffs.mean()), wilcoxon_p
+        a[0].recipe, b[0].recipe, int(wa.size), a_only, b_only, mcnemar_p, len(pairs), float(diffs.mean()), wilcoxon_p
+    )
+
+
+def mcnemar(a_wins, b_wins) -> tuple[int, int, float]:
+    """Wins (n,) bool of A and of B in the same n matches: (matches only A won, only B won, McNemar's exact
+    two-sided p, the binomial test of the discordant matches at 1/2; 1.0 when there are none)."""
+    wa, wb = np.asarray(a_wins, dtype=bool), np.asarray(b_wins, dtype=bool)
+    if wa.shape != wb.shape or wa.ndim != 1:
+        raise EvalError(f"paired wins need two (n,) arrays over the same matches, got shapes {wa.shape} and {wb.shape}")
+    a_only, b_only = int((wa & ~wb).sum()), int((wb & ~wa).sum())
+    p = 1.0 if a_only + b_only == 0 else float(binomtest(a_only, a_only + b_only, 0.5).pvalue)
+    return a_only, b_only, p
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """A's win rate minus B's over the same matches, with a paired bootstrap interval and McNemar's test."""
+
+    matches: int
+    a_win_rate: float
+    b_win_rate: float
+    difference: float
+    ci95: tuple[float, float]  # percentile interval of the difference, matches resampled in pairs
+    a_only: int
+    b_only: int
+    mcnemar_p: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ci95": list(self.ci95)}
+
+
+def paired_difference(a_wins, b_wins, n_boot: int = 2000, seed: int = 0, confidence: float = 0.95) -> PairedDifference:
+    """A vs B on identical match seeds (one training seed is enough): wins (n,) bool each (see ``mcnemar``)."""
+    a_only, b_only, p = mcnemar(a_wins, b_wins)
+    wa, wb = np.asarray(a_wins, dtype=float), np.asarray(b_wins, dtype=float)
+    rows = np.random.default_rng(seed).integers(0, wa.size, size=(n_boot, wa.size))
+    boot = (wa[rows] - wb[rows]).mean(axis=1)
+    ci95 = _interval(boot, confidence)
+    return PairedDifference(
+        int(wa.size), float(wa.mean()), float(wb.mean()), float((wa - wb).mean()), ci95, a_only, b_only, p
     )
 
 

@@ -1,8 +1,15 @@
-"""Round-robin tournaments: every pair of players meets on the same seed list; OpenSkill ratings.
+"""Round-robin tournaments of any two-player game: every pair of players meets on the same seed list; OpenSkill ratings.
 
-Each pairing is one pure function call, :func:`play_pairing` (player specs and seeds in, a
-small JSON-able result out), so a scheduler can hand pairings to workers: pass any ``map``-like
-``runner`` to :func:`run_tournament` (the default is the builtin ``map``, in this process).
+Players are one game's: its built-in players by name (Duel: bots and perturbed bots), agent folders,
+Agents or server URLs. The game is ``game`` or the one the agents declare (Duel when none does);
+agents of two games are refused, naming both. A game whose match plays the opponent itself (Boxing's
+console CPU) has no two-player matches, so no tournament.
+
+Each pairing is one pure function call, :func:`play_pairing` (player specs and seeds in, a small
+JSON-able result out), so a scheduler can hand pairings to workers: pass any ``map``-like
+``runner`` to :func:`run_tournament` (the default is the builtin ``map``, in this process); workers
+find the game by name, so a game added with ``register_game`` plays in this process only (an
+entry-point plugin plays anywhere it is installed).
 Ratings are then computed from all outcomes in a fixed interleaved order, so they do not depend
 on which worker finished first.
 """
@@ -21,15 +28,23 @@ import numpy as np
 from openskill.models import PlackettLuce
 from tqdm.auto import tqdm
 
-from bcarena.agents.base import Agent
-from bcarena.envs.duel import DuelConfig
 from bcarena.envs.files import write_json
+from bcarena.envs.games import Game, get_game
+from bcarena.envs.play import Policy
 from bcarena.eval.errors import EvalError
-from bcarena.eval.matches import check_agent, display_names, load_player, match_seeds, play_matches
+from bcarena.eval.matches import (
+    BuiltInOpponent,
+    display_names,
+    game_of_players,
+    match_seeds,
+    play_game_matches,
+    play_matches,
+    player_for_game,
+)
 from bcarena.eval.plots import figure, heatmap, save_figure
 from bcarena.eval.stats import wilson_interval
 
-PlayerSpec = str | Agent  # a bot name, an agent folder, or an Agent object (in-process only)
+PlayerSpec = str | Policy  # a built-in player's name, an agent folder or URL, or a Policy (in-process only)
 
 
 @dataclass
@@ -73,15 +88,38 @@ def play_pairing(
     players: list[PlayerSpec],
     seeds: np.ndarray,
     both_sides: bool = True,
-    config: DuelConfig | None = None,
+    config: Any = None,
     batch_size: int | None = None,
+    game: Game | str = "duel",
 ) -> PairingResult:
-    """Play ``players[a]`` against ``players[b]`` on ``seeds`` (each seed from both sides if asked)."""
-    agent_a, agent_b = load_player(players[a], config), load_player(players[b], config)
-    results = [play_matches(agent_a, agent_b, seeds, config, batch_size=batch_size).winner]
+    """Play ``players[a]`` against ``players[b]`` of ``game`` on ``seeds`` (each seed from both sides if asked)."""
+    game = get_game(game) if isinstance(game, str) else game
+    agent_a, agent_b = _player(players[a], game, config), _player(players[b], game, config)
+    results = [_winners(game, agent_a, agent_b, seeds, config, batch_size)]
     if both_sides:
-        results.append(play_matches(agent_b, agent_a, seeds, config, batch_size=batch_size).swapped().winner)
+        winner = _winners(game, agent_b, agent_a, seeds, config, batch_size)
+        results.append(np.where(winner < 0, winner, 1 - winner))  # seen from agent_a again
     return PairingResult.from_winners(a, b, np.concatenate(results))
+
+
+def _player(spec: PlayerSpec, game: Game, config: Any) -> Policy:
+    """A checked player of ``game`` that acts on the loop (an opponent the match plays itself cannot)."""
+    player = player_for_game(spec, game, config)
+    if isinstance(player, BuiltInOpponent):
+        raise EvalError(
+            f"{player.name!r} is played by the {game.name} match itself; it cannot take part in a tournament"
+        )
+    return player
+
+
+def _winners(
+    game: Game, agent0: Policy, agent1: Policy, seeds: np.ndarray, config: Any, batch: int | None
+) -> np.ndarray:
+    """(N,) winners of ``agent0`` (side 0) against ``agent1``: 0, 1 or -1 for a draw; ``batch`` matches are
+    stepped together (default: all of them, in any game)."""
+    if game.name == "duel":
+        return play_matches(agent0, agent1, seeds, config, batch_size=batch).winner
+    return play_game_matches(game, agent0, agent1, seeds, config, batch or seeds.size).winner
 
 
 @dataclass
@@ -106,6 +144,7 @@ class TournamentResult:
     pairings: list[PairingResult]
     ratings: list[Rating]  # best first
     win_rate: list[list[float | None]] = field(default_factory=list)  # [row][col]: row's win rate vs col
+    game: str = "duel"
 
     def to_dict(self) -> dict[str, Any]:
         pairings = []
@@ -124,6 +163,7 @@ class TournamentResult:
                 }
             )
         return {
+            "game": self.game,
             "players": self.players,
             "matches_per_pairing": self.matches_per_pairing,
             "seed": self.seed,
@@ -192,29 +232,40 @@ def run_tournament(
     matches: int = 200,
     seed: int = 0,
     both_sides: bool = True,
-    config: DuelConfig | None = None,
+    config: Any = None,
     batch_size: int | None = None,
     progress: bool = False,
     runner: Callable[[Callable, Iterable], Iterable] = map,
+    game: str | None = None,
 ) -> TournamentResult:
-    """Round-robin between ``players`` (bot names, agent folders or Agents): each pair plays ``matches``
-    seeds (``seed, seed + 1, ...``), twice with ``both_sides``."""
+    """Round-robin between ``players`` of one game (see the module doc): each pair plays ``matches``
+    seeds (``seed, seed + 1, ...``), twice with ``both_sides``. ``config`` is the game's config."""
     if len(players) < 2:
         raise EvalError(f"a tournament needs at least 2 players, got {len(players)}")
     specs = [str(p) if isinstance(p, Path) else p for p in players]
     repeated = sorted({s for s in specs if isinstance(s, str) and specs.count(s) > 1})
     if repeated:
         raise EvalError(f"player(s) listed more than once: {repeated}")
+    played = game_of_players(specs, game)
+    if played.num_players != 2:
+        raise EvalError(
+            f"game {played.name!r} plays each agent against its built-in opponent {list(played.opponents)}, "
+            "never two players against each other: a tournament needs a two-player game"
+        )
     seeds = match_seeds(seed, matches)
-    agents = [load_player(p, config) for p in specs]  # fail on a bad name before any match is played
-    for agent in agents:
-        check_agent(agent, config)
+    agents = [_player(p, played, config) for p in specs]  # fail on a bad name before any match is played
     names = display_names(specs, agents)
     # In this process the loaded agents are reused; another runner (workers) gets the specs to load.
     job_players = agents if runner is map else specs
     pairs = list(itertools.combinations(range(len(specs)), 2))
     job = partial(
-        _pairing_job, players=job_players, seeds=seeds, both_sides=both_sides, config=config, batch_size=batch_size
+        _pairing_job,
+        players=job_players,
+        seeds=seeds,
+        both_sides=both_sides,
+        config=config,
+        batch_size=batch_size,
+        game=played.name,
     )
     pairings = sorted(
         tqdm(runner(job, pairs), total=len(pairs), desc="tournament", unit="pairing", disable=not progress),
@@ -231,6 +282,7 @@ def run_tournament(
         pairings=pairings,
         ratings=compute_ratings(names, pairings),
         win_rate=table,
+        game=played.name,
     )
 
 
@@ -239,7 +291,8 @@ def _pairing_job(
     players: list[PlayerSpec],
     seeds: np.ndarray,
     both_sides: bool,
-    config: DuelConfig | None,
+    config: Any,
     batch_size: int | None,
+    game: str,
 ) -> PairingResult:
-    return play_pairing(pair[0], pair[1], players, seeds, both_sides, config, batch_size)
+    return play_pairing(pair[0], pair[1], players, seeds, both_sides, config, batch_size, game)

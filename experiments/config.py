@@ -13,23 +13,34 @@ and seeds within bounds, unique seeds and opponents, and a split that gives ``tr
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from bcarena.agents.specs import AGENT_FILE
 from bcarena.envs.duel import BOTS, DuelConfig
 from bcarena.envs.errors import BcarenaError
-from bcarena.envs.games import get_game, list_games
+from bcarena.envs.games import Game, get_game, list_games
 from bcarena.envs.limits import MAX_EPISODES, MAX_FRAMES, MAX_MATCHES, MAX_SEED
 from bcarena.envs.yaml_files import YamlError, load_yaml_document
 from bcarena.eval.perturbed import parse_perturbed
 from bcarena.recordings.converter import split_episodes
 from bcarena.recordings.dataset import SPLITS
 from bcarena.recordings.episode import find_episodes
+from bcarena.recordings.reaction_delay import MAX_REACTION_DELAY
 
 
 class ExperimentError(BcarenaError, ValueError):
@@ -83,6 +94,13 @@ def _player_field(spec: str) -> str:
     return check_player(spec)
 
 
+def game_setup(options: Mapping[str, Any]) -> tuple[Game, Any]:
+    """The game an experiment's ``game:`` mapping names (Duel without a ``name``) and its config from the
+    other keys: the one place an experiment's game is resolved (the runner and sweeps use it)."""
+    game = get_game(str(options.get("name", "duel")))
+    return game, game.make_config({k: v for k, v in options.items() if k != "name"})
+
+
 def _check_reference(name: str, game: str) -> str:
     if game == "duel" and name not in BOTS:
         raise ValueError(f"unknown bot {name!r}; the reference is a bot, one of {sorted(BOTS)}")
@@ -124,9 +142,31 @@ class RecordingSpec(_Strict):
 
 
 class DatasetSpec(_Strict):
+    """How recordings become the dataset. ``reaction_delay`` (frames, or ``auto``: chosen per player in
+    0..``max_reaction_delay`` by validation likelihood) pairs each observation with the action k frames
+    later (``recordings/reaction_delay.py``); left out (None), the dataset and its cache key are as before."""
+
     alignment: Literal["window-priority", "sample"] = "window-priority"
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)
     pixels: bool = False
+    reaction_delay: int | Literal["auto"] | None = None
+    max_reaction_delay: int | None = None
+
+    @field_validator("reaction_delay", "max_reaction_delay", mode="before")
+    @classmethod
+    def _frames(cls, value: Any, info: ValidationInfo) -> Any:
+        auto = " or 'auto'" if info.field_name == "reaction_delay" else ""
+        if value is None or (auto and value == "auto"):
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_REACTION_DELAY:
+            raise ValueError(f"expected a number of frames in 0..{MAX_REACTION_DELAY}{auto}, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _max_delay_with_auto(self) -> DatasetSpec:
+        if self.max_reaction_delay is not None and self.reaction_delay != "auto":
+            raise ValueError("max_reaction_delay is the largest delay 'reaction_delay: auto' tries; set it with auto")
+        return self
 
     @field_validator("split")
     @classmethod
@@ -288,7 +328,7 @@ class Experiment(_Strict):
     @property
     def game_config(self) -> Any:
         """The game's config (Duel: a DuelConfig) from the ``game:`` options."""
-        return get_game(self.game_name).make_config({k: v for k, v in self.game.items() if k != "name"})
+        return game_setup(self.game)[1]
 
     @property
     def duel_config(self) -> DuelConfig:

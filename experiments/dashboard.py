@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, StrictFloat, StrictInt, StrictStr, V
 from bcarena.envs.duel import BOTS
 from bcarena.envs.errors import BcarenaError
 from bcarena.envs.files import OutsideFolderError, inside, safe_name
+from bcarena.envs.games import Game
 from bcarena.envs.yaml_files import load_yaml
 from bcarena.experiments.results import ENVIRONMENT_FILE, RESULTS_FILE, AgentResult, RunResults, find_runs
 
@@ -534,10 +535,10 @@ def blind_replay(run_dir: str | Path, agent: AgentResult, opponent: str, seed: i
     Ids that are not plain file names are rewritten by ``safe_name``; nothing is written outside
     the run folder (a RunFolderError otherwise).
 
-    The agent plays player 0 against the bot ``opponent``; it is drawn under the neutral name
-    ``"agent"`` so the video does not give away who is playing.
+    The agent plays player 0 against ``opponent`` in the run's game (``_run_game``); it is drawn under the
+    neutral name ``"agent"`` so the video does not give away who is playing.
     """
-    from bcarena.eval.matches import load_player
+    from bcarena.eval.matches import player_for_game
     from bcarena.eval.replays import record_replay
 
     run_dir = Path(run_dir)
@@ -549,11 +550,26 @@ def blind_replay(run_dir: str | Path, agent: AgentResult, opponent: str, seed: i
         raise RunFolderError(str(exc)) from None
     with _render_lock:
         if not path.exists():
+            game, config = _run_game(run_dir)
             # A shallow copy plays exactly like the agent (a BotAgent stays a BotAgent) under another name.
-            player = copy.copy(load_player(_player_spec(run_dir, agent), seed=seed))
+            player = copy.copy(player_for_game(_player_spec(run_dir, agent), game, config, seed))
             player.name = BLIND_NAME
-            record_replay(player, opponent, seed, path)
+            record_replay(player, opponent, seed, path, config, game=game)
     return path
+
+
+def _run_game(run_dir: Path) -> tuple[Game, Any]:
+    """The game of a run folder (``game:`` of its config.resolved.yaml; Duel without one) and its config."""
+    from bcarena.experiments.config import game_setup
+
+    path = run_dir / "config.resolved.yaml"
+    options = (_read_config(path) if path.is_file() else {}).get("game") or {}
+    if not isinstance(options, dict):
+        raise RunFolderError(f"{path}: game: expected a mapping like {{name: boxing}}, got {options!r}")
+    try:
+        return game_setup(options)
+    except (BcarenaError, TypeError, ValueError) as exc:  # an unknown game or option in a hand-edited file
+        raise RunFolderError(f"{path}: game: {exc}") from None
 
 
 def player_spec(run_dir: Path, agent: AgentResult) -> str:
@@ -562,12 +578,15 @@ def player_spec(run_dir: Path, agent: AgentResult) -> str:
 
 
 def _player_spec(run_dir: Path, agent: AgentResult) -> str:
-    """What ``load_player`` plays for a leaderboard row: a bot (or perturbed bot) name, or the agent folder."""
+    """What ``load_player`` plays for a leaderboard row: a built-in player's name of the run's game (Duel: a bot
+    or perturbed bot), or the agent folder."""
     if agent.kind == "bot":
+        game = _run_game(run_dir)[0]
         for name in (agent.agent_id, agent.variant):
-            if _is_bot_spec(name):
+            if _is_bot_spec(name) if game.name == "duel" else name in game.players:
                 return name
-        raise RunFolderError(f"{agent.agent_id}: not a known bot; bots are {sorted(BOTS)}")
+        known = sorted(BOTS) if game.name == "duel" else game.players
+        raise RunFolderError(f"{agent.agent_id}: not a known bot of {game.name}; its built-in players are {known}")
     # The runner saves agents in <runs>/.cache beside <runs>/<experiment>/<run_id>: a hand-edited
     # results.json must not make the page load agents from anywhere else on the machine.
     runs = run_dir.parent.parent

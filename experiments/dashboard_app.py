@@ -446,8 +446,9 @@ def seeds_page(run: dash.RunView) -> None:
 
 @st.cache_resource(show_spinner=False)
 def warm_imports() -> threading.Thread:
-    """Import the Key moments and Labeling pages' modules (torch, the eval layer: seconds) once per server, in
-    the background while the first page shows, so switching to those pages does not wait for them."""
+    """Import the Key moments and Labeling pages' modules (pandas, the recordings layer; torch only when a page
+    computes moments on request) once per server, in the background while the first page shows, so switching to
+    those pages does not wait for them."""
     modules = ("bcarena.experiments.dashboard_moments", "bcarena.experiments.dashboard_labeling")
     thread = threading.Thread(
         target=lambda: [importlib.import_module(m) for m in modules], name="warm-imports", daemon=True
@@ -457,7 +458,7 @@ def warm_imports() -> threading.Thread:
 
 
 def moments_page(run: dash.RunView) -> None:
-    from bcarena.experiments.dashboard_moments import moments_page as page  # torch loads only for this page
+    from bcarena.experiments.dashboard_moments import moments_page as page
 
     page(run)
 

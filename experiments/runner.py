@@ -18,8 +18,10 @@ import subprocess
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,7 @@ from bcarena.agents.dagger import (
 from bcarena.agents.decoding import decode_agent
 from bcarena.agents.ensemble import ensemble_key, train_ensemble
 from bcarena.agents.threads import torch_threads
+from bcarena.agents.torch_agent import TorchAgent
 from bcarena.agents.train import train_bc
 from bcarena.envs.duel import BOTS
 from bcarena.envs.files import (
@@ -57,7 +60,6 @@ from bcarena.envs.files import (
 )
 from bcarena.envs.games import get_game
 from bcarena.eval.errors import EvalError
-from bcarena.eval.game_replays import record_game_side_by_side
 from bcarena.eval.matches import evaluate_matches, load_player
 from bcarena.eval.offline import evaluate_offline
 from bcarena.eval.replays import record_side_by_side
@@ -75,6 +77,8 @@ from bcarena.experiments.results import (
 )
 from bcarena.recordings.converter import build_dataset
 from bcarena.recordings.dataset import ActionDataset
+from bcarena.recordings.overlay import overlay_sha256
+from bcarena.recordings.reaction_delay import DEFAULT_MAX_DELAY
 from bcarena.recordings.recorder import RecordOptions, record_episodes
 
 PACKAGES = (
@@ -134,16 +138,35 @@ def train_variant(
 def _train_dagger_variant(
     variant: VariantSpec, cfg: Any, dataset: ActionDataset, out: Path, progress: bool, exp: Experiment | None, name: str
 ) -> None:
-    """A ``kind: dagger`` variant: BC, then DAgger rounds, each scored in ``dagger.eval_matches`` matches."""
+    """A ``kind: dagger`` variant: BC, then DAgger rounds, each scored in ``dagger.eval_matches`` matches.
+
+    The clone plays rollouts and those matches with the variant's first decoding (``rollout_decoding``).
+    """
     dc = make_dagger_config(variant.dagger, where=f"variant {variant.name}.dagger")
     game_config = exp.game_config if exp is not None else None
+    plays = rollout_decoding(variant, exp) if exp is not None else None
+
+    def decode(agent: TorchAgent) -> TorchAgent:
+        assert plays is not None  # passed on only then
+        return decode_agent(agent, plays.mode, plays.temperature or 1.0, dataset)
 
     def online(agent: Agent) -> dict[str, Any]:
         if dc.eval_matches == 0:
             return {}
         return {opp: match_summary(agent, opp, dc.eval_matches, dc.eval_seed, exp) for opp in dc.opponents}
 
-    train_dagger(dataset, cfg, dc, out, game_config=game_config, evaluate_online=online, progress=progress, name=name)
+    decoder = decode if plays is not None else None
+    options = {"game_config": game_config, "evaluate_online": online, "progress": progress, "name": name}
+    train_dagger(dataset, cfg, dc, out, **options, decode=decoder)
+
+
+def rollout_decoding(variant: VariantSpec, exp: Experiment) -> DecodingSpec | None:
+    """How a DAgger variant's clone plays its rollouts: its first decoding (the variant's, else the evaluation's);
+    None for argmax, which (as in the decode stage) is the trained agent itself, and for other kinds."""
+    if variant.kind != "dagger":
+        return None
+    first = (variant.decoding or exp.evaluation.decoding)[0]
+    return None if first.mode == "argmax" else first
 
 
 # ---------------------------------------------------------------------------------- evaluation
@@ -281,17 +304,33 @@ class LocalExecutor:
         if jobs < 1:
             raise ValueError(f"jobs must be >= 1, got {jobs}")
         self.jobs = jobs
+        self._pool: ProcessPoolExecutor | None = None
+
+    def start(self) -> None:
+        """Spawn the workers now, so their imports (torch, ~5 s of CPU each) overlap the recording and the
+        dataset build in this process; one pool then serves every stage of the run until ``close``."""
+        if self.jobs > 1 and self._pool is None:
+            self._pool = ProcessPoolExecutor(self.jobs, mp_context=get_context("spawn"))
+            for _ in range(self.jobs):  # each submit to a pool without an idle worker spawns one
+                self._pool.submit(_import_the_stages)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     def map(self, fn: Callable[[StageTask], TaskOutcome], tasks: list[StageTask]) -> Iterator[TaskOutcome]:
         """Outcomes in task order, each as soon as it and those before it are done (so progress shows)."""
         if self.jobs == 1 or len(tasks) < 2:
             yield from (fn(task) for task in tasks)
             return
-        from concurrent.futures import ProcessPoolExecutor
-        from multiprocessing import get_context
+        self.start()
+        assert self._pool is not None
+        yield from self._pool.map(fn, tasks)
 
-        with ProcessPoolExecutor(min(self.jobs, len(tasks)), mp_context=get_context("spawn")) as pool:
-            yield from pool.map(fn, tasks)
+
+def _import_the_stages() -> None:
+    """A worker's first task: unpickling it imports this module, and with it every stage's code."""
 
 
 # ------------------------------------------------------------------------------------- the run
@@ -384,9 +423,17 @@ class ExperimentRunner:
         write_json(self.run_dir / ENVIRONMENT_FILE, environment, default=str)
         self.console.rule(f"[bold]{exp.name}[/]: {len(exp.variants)} variant(s) x {len(exp.seeds)} seed(s)")
 
-        dataset_key, dataset = self.prepare_dataset()
-        agents = self._decode_all(self._train_all(dataset_key, dataset), dataset)
-        results = self._evaluate_all(agents, dataset)
+        start_workers = getattr(self.executor, "start", None)
+        if start_workers is not None:
+            start_workers()
+        try:
+            dataset_key, dataset = self.prepare_dataset()
+            agents = self._decode_all(self._train_all(dataset_key, dataset), dataset)
+            results = self._evaluate_all(agents, dataset)
+        finally:
+            close_workers = getattr(self.executor, "close", None)
+            if close_workers is not None:
+                close_workers()
         self._report(results, dataset)
 
         environment.update(
@@ -432,7 +479,12 @@ class ExperimentRunner:
                     config=exp.game_config,
                 ),
             )
-        dataset_key = content_key("dataset", exp.dataset, record_key, exp.seed)
+        # New marks in the recording's label overlay must build a new dataset; without one the key is as before.
+        overlay = overlay_sha256(recordings)
+        marks = [{"overlay_sha256": overlay}] if overlay else []
+        # A spec without a reaction delay (None) keeps the key it had before delays could be set.
+        spec = exp.dataset.model_dump(mode="json", exclude_none=True)
+        dataset_key = content_key("dataset", spec, record_key, exp.seed, *marks)
         folder = self._stage(
             "datasets",
             dataset_key,
@@ -446,6 +498,8 @@ class ExperimentRunner:
                     exp.seed,
                     pixels=exp.dataset.pixels,
                     progress=self.progress,
+                    reaction_delay=exp.dataset.reaction_delay,
+                    max_reaction_delay=exp.dataset.max_reaction_delay or DEFAULT_MAX_DELAY,
                 )
                 and None
             ),
@@ -460,6 +514,8 @@ class ExperimentRunner:
                 "event_counts": dataset.manifest["event_counts"],
                 "num_frames": dataset.manifest["num_frames"],
                 "num_episodes": dataset.manifest["num_episodes"],
+                "reaction_delay": dataset.manifest.get("reaction_delay"),
+                "reaction_delay_search": dataset.manifest.get("reaction_delay_search"),
             },
             default=str,
         )
@@ -483,8 +539,12 @@ class ExperimentRunner:
         for variant in self.exp.variants:
             for seed in self.exp.seeds:
                 agent_id = f"{variant.name}-s{seed}"
-                # decodings are not part of a recipe: changing them never retrains
-                key = content_key("agent", variant.model_dump(mode="json", exclude={"decoding"}), seed, dataset_key)
+                # decodings are not part of a recipe: changing them never retrains (but DAgger rollouts play one)
+                plays = rollout_decoding(variant, self.exp)
+                parts = [] if plays is None else [{"rollout_decoding": plays.model_dump(mode="json")}]
+                key = content_key(
+                    "agent", variant.model_dump(mode="json", exclude={"decoding"}), seed, dataset_key, *parts
+                )
                 entries.append(
                     {
                         "agent_id": agent_id,
@@ -686,27 +746,16 @@ class ExperimentRunner:
             return
         out = self.run_dir / "replays" / "side_by_side.mp4"
         out.parent.mkdir(exist_ok=True)
-        if self.exp.game_name != "duel":
-            record_game_side_by_side(
-                self.exp.game_name,
-                load_agent(paths[left]),
-                load_agent(paths[right]),
-                spec.opponent,
-                spec.seed,
-                out,
-                (left, right),
-                self.exp.game_config,
-            )
-        else:
-            record_side_by_side(
-                load_agent(paths[left]),
-                load_agent(paths[right]),
-                spec.opponent,
-                spec.seed,
-                out,
-                captions=(left, right),
-                config=self.exp.duel_config,
-            )
+        record_side_by_side(
+            load_agent(paths[left]),
+            load_agent(paths[right]),
+            spec.opponent,
+            spec.seed,
+            out,
+            captions=(left, right),
+            config=self.exp.game_config,
+            game=self.exp.game_name,
+        )
         report.save_still(out, self.run_dir / "plots" / "side_by_side_still.png")
         self.console.print(f"  [green]done[/]   side-by-side replay -> {escape(str(out))}")
 

@@ -42,10 +42,11 @@ from rich.table import Table
 
 from bcarena.agents.config import TrainConfig, make_train_config
 from bcarena.envs.errors import BcarenaError
+from bcarena.envs.figures import pyplot, save_figure
 from bcarena.envs.files import atomic_file
 from bcarena.envs.limits import MAX_EPOCHS, MAX_MATCHES, MAX_PARALLEL, MAX_SEED, MAX_TRIALS
 from bcarena.envs.yaml_files import YamlError, load_yaml
-from bcarena.experiments.config import Experiment, VariantSpec, check_player
+from bcarena.experiments.config import Experiment, VariantSpec, check_player, game_setup
 
 SEED_OFFSET = 1_000_000  # sweep match seeds start here above evaluation.seed
 METRIC = "win_rate"
@@ -184,7 +185,7 @@ class TrialSetup:
     epochs: int
     eval_every: int
     train_seed: int
-    game: dict[str, Any]
+    game: dict[str, Any]  # the experiment's ``game:`` mapping (experiments.config.game_setup resolves it)
 
 
 def trial_config(setup: TrialSetup, params: dict[str, Any]) -> TrainConfig:
@@ -197,11 +198,11 @@ def trial_config(setup: TrialSetup, params: dict[str, Any]) -> TrainConfig:
 def run_trial(params: dict[str, Any], setup: TrialSetup, report: Callable[[dict[str, Any]], None]) -> None:
     """Train with ``params`` in chunks of ``eval_every`` epochs; after each, ``report`` the win rate."""
     from bcarena.agents.train import train_bc
-    from bcarena.envs.duel import DuelConfig
     from bcarena.eval.matches import evaluate_matches
     from bcarena.recordings.dataset import ActionDataset
 
     cfg = trial_config(setup, params)
+    game, game_config = game_setup(setup.game)  # as ``bcarena run`` resolves the experiment's game
     dataset = ActionDataset.load(setup.dataset_dir)
     with tempfile.TemporaryDirectory(prefix="bcarena-trial-") as out:
         epoch = 0
@@ -211,7 +212,7 @@ def run_trial(params: dict[str, Any], setup: TrialSetup, report: Callable[[dict[
             )
             epoch = len(result.history)
             match = evaluate_matches(
-                result.agent, setup.opponent, setup.matches, setup.match_seed, config=DuelConfig.from_dict(setup.game)
+                result.agent, setup.opponent, setup.matches, setup.match_seed, config=game_config, game=game.name
             )
             report(
                 {
@@ -361,10 +362,7 @@ def write_experiment(
 
 
 def _plot(records: list[TrialRecord], best: TrialRecord, opponent: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in records:
@@ -386,16 +384,14 @@ def _plot(records: list[TrialRecord], best: TrialRecord, opponent: str, path: Pa
     ax.set_ylim(-0.05, 1.05)
     ax.set_title("Sweep trials (gray: stopped early by ASHA)")
     ax.legend(loc="upper left")
-    fig.tight_layout()
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def _check_sweep(source: Path, settings: SweepSettings, variant: str | None) -> tuple[Experiment, VariantSpec, int]:
     """The experiment (validated on load), the variant to tune and its epochs; a SweepError for bad settings.
 
-    The settings are checked first (they need no file), then the experiment, then the epochs it implies.
+    The settings are checked first (they need no file), then the experiment, then the opponent (one of the
+    experiment's game's) and the epochs the experiment implies.
     """
     from bcarena.experiments.runner import load
 
@@ -415,12 +411,12 @@ def _check_sweep(source: Path, settings: SweepSettings, variant: str | None) -> 
     for name, seed in (("seed", settings.seed), ("match_seed", settings.match_seed)):
         if seed is not None and not 0 <= seed <= MAX_SEED:
             raise SweepError(f"{name} must be within [0, {MAX_SEED}], got {seed}")
+    exp = load(source)
     if settings.opponent is not None:
         try:
-            check_player(settings.opponent)
+            check_player(settings.opponent, exp.game_name, "opponent")
         except ValueError as exc:
             raise SweepError(f"opponent: {exc}") from None
-    exp = load(source)
     base = _pick_variant(exp, variant)
     return exp, base, settings.epochs or make_train_config(base.train, where=f"variant {base.name}").epochs
 

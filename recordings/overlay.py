@@ -144,6 +144,12 @@ def recording_info(folder: str | os.PathLike) -> RecordingInfo:
     return RecordingInfo(folder, metas, digest.hexdigest())
 
 
+def overlay_sha256(folder: str | os.PathLike) -> str | None:
+    """The sha256 of a recordings folder's overlay file, or None without one (what dataset caches key on)."""
+    path = Path(folder) / OVERLAY_FILE
+    return sha256_file(path) if path.is_file() else None
+
+
 def empty_overlay(info: RecordingInfo) -> Overlay:
     return Overlay(recording_sha256=info.sha256)
 

@@ -39,6 +39,7 @@ EpisodeData = Any
 # Events that describe the player's own action at a frame: they move with the label.
 LABEL_EVENTS: tuple[str, ...] = ("skill_used", "action_change")
 MAX_REACTION_DELAY = 50  # frames (5 s at 10 FPS): a larger delay is a typo, not a reaction time
+DEFAULT_MAX_DELAY = 5  # frames ``auto`` tries at most (0.5 s at 10 FPS: human reaction times are 1-3 frames)
 MIN_PROBABILITY = 1e-3  # floor of the quick model's probability (a forest's leaves say 0 for unseen actions)
 
 
@@ -212,6 +213,7 @@ class ReactionDelayed:
 
 
 __all__ = [
+    "DEFAULT_MAX_DELAY",
     "LABEL_EVENTS",
     "ReactionDelayed",
     "check_delay",

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bcarena.envs.files import atomic_file
+from bcarena.envs.figures import pyplot, save_figure
 from bcarena.recordings.dataset import EVENTS, SPLITS, ActionDataset
 
 
@@ -74,10 +74,7 @@ def dataset_stats(dataset: ActionDataset) -> DatasetStats:
 
 def plot_class_distribution(stats: DatasetStats, path: str | os.PathLike, title: str = "") -> Path:
     """Bar chart (log scale) of frames per action, skills highlighted; written atomically as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     path = Path(path)
     classes = stats.classes
@@ -100,9 +97,4 @@ def plot_class_distribution(stats: DatasetStats, path: str | os.PathLike, title:
         f"imbalance {stats.imbalance_ratio:.0f}:1"
     )
     ax.tick_params(axis="x", rotation=45)
-    try:
-        with atomic_file(path) as tmp:
-            fig.savefig(tmp, dpi=120, format="png")
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path)

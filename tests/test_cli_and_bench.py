@@ -35,7 +35,7 @@ def test_match_command_writes_a_replay(tmp_path):
     result = runner.invoke(app, ["match", "pro", "idle", "--seed", "3", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "winner pro" in result.output
-    assert read_video(out).shape[1:] == (360, 640, 3)
+    assert read_video(out).shape[1:] == (396, 640, 3)  # the arena under a 36-pixel caption strip
 
 
 def test_bots_report_json(tmp_path):

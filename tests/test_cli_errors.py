@@ -108,11 +108,20 @@ MISTAKES: list[tuple[str, str]] = [
     ("eval moments pro --dataset {dataset} --window -1", "'--window': Input should be greater than or equal to 0"),
     ("eval moments pro --dataset {dataset} --out {file}", "'{file}' is a file; expected a folder"),
     ("eval moments pro --dataset {missing}", "dir '{missing}' does not exist"),
+    ("eval moments pro --dataset {dataset} --matches 1 --opponent nosuch --out {dir}/m", "unknown player 'nosuch'"),
     ("tournament pro nosuch --matches 2 --out {dir}/t", "unknown player 'nosuch'"),
     ("tournament pro idle --out {file}", "'{file}' is a file; expected a folder"),
     ("tournament pro idle --matches 0", "'--matches': Input should be greater than or equal to 1"),
     ("tournament pro idle --executor spark", "'spark' is not one of 'local', 'ray'"),
     ("tournament pro idle --address auto", "--address and --shard-size need --executor ray"),
+    ("tournament pro idle --game chess", "unknown game 'chess'; known games are"),
+    (
+        "tournament {agent} {boxing_agent} --matches 2",
+        "players of two games: '{agent}' plays 'duel', '{boxing_agent}' plays 'boxing'",
+    ),
+    ("tournament expert cpu --game boxing", "game 'boxing' plays each agent against its built-in opponent ['cpu']"),
+    ("eval replay expert brawler --game boxing", "'brawler' is a Duel bot; game 'boxing' has players"),
+    ("eval side-by-side pro idle --game chess", "unknown game 'chess'; known games are"),
     # match, bots, run, demo, sweep
     ("match nosuchbot", "'player0': 'nosuchbot' is not one of 'idle'"),
     ("match pro --out {dir}/m.txt", "'{dir}/m.txt' has suffix '.txt'; expected one of"),
@@ -130,6 +139,8 @@ MISTAKES: list[tuple[str, str]] = [
     ("run {unqueryable_expert} --runs {dir}/runs", "expert 'brawler' cannot be queried in game 'duel'"),
     ("dataset build {dir} {dir}/ds --reaction-delay soon", "--reaction-delay takes a number of frames or 'auto'"),
     ("dataset build {recordings} {dir}/ds --reaction-delay 45", "a reaction delay of 45 frames is larger than"),
+    ("run {negative_delay} --runs {dir}/runs", "reaction_delay: expected a number of frames in 0..50 or 'auto'"),
+    ("run {long_delay} --runs {dir}/runs", "a reaction delay of 45 frames is larger than this episode (40 frames)"),
     ("train --dataset {dataset} --out {dir}/run --set keyframe_weighting.history=0", "keyframe_weighting.history: In"),
     ("run {file} --executor dask", "'dask' is not one of 'local', 'ray'"),
     ("run {file} --address auto", "--address and --gpus-per-task need --executor ray"),
@@ -138,7 +149,8 @@ MISTAKES: list[tuple[str, str]] = [
     ("demo --runs {file}", "'--runs': '{file}' is a file; expected a folder"),
     ("sweep {missing}", "file '{missing}' does not exist"),
     ("sweep {file} --trials 0", "'--trials': Input should be greater than or equal to 1"),
-    ("sweep {file} --opponent nosuch", "unknown player 'nosuch'"),
+    ("sweep {duel_experiment} --opponent nosuch", "opponent: unknown player 'nosuch'"),
+    ("sweep {boxing_experiment} --opponent brawler", "opponent: game 'boxing' has opponents ['cpu'], not 'brawler'"),
     # check, export, serve, loadtest
     ("check {missing} -r {file}", "dir '{missing}' does not exist"),
     ("check {agent} -r {missing}", "'--requirements' / '-r': file '{missing}' does not exist"),
@@ -180,6 +192,9 @@ MISTAKES: list[tuple[str, str]] = [
     ("loadtest --open-loop --url http://10.0.0.1:8000", "refusing to load-test '10.0.0.1'"),
     ("loadtest --open-loop --requirements {file}", "just: Extra inputs are not permitted"),
     ("serve {agent} --drain-s -1", "'--drain-s': Input should be greater than or equal to 0"),
+    ("serve {agent} --follow-alias", "--follow-alias follows a registry alias: serve models:/NAME@ALIAS, not '{agent}"),
+    ("serve models:/duel@champion --follow-alias --poll-s 0", "--poll-s must be within (0, 3600] seconds, got 0"),
+    ("serve {agent} --poll-s -2", "--poll-s must be within (0, 3600] seconds, got -2"),
     ("serve {agent} --shutdown-timeout-s 0", "'--shutdown-timeout-s': Input should be greater than or equal to 0.001"),
     # dashboard, bench
     ("dashboard --runs {file}", "'--runs': '{file}' is a file; expected a folder"),
@@ -251,6 +266,22 @@ def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (root / "unqueryable_expert.yaml").write_text(
         "name: x\nvariants:\n  - name: d\n    kind: dagger\n    dagger: {opponents: [pro], expert: brawler}\n"
     )
+    (root / "negative_delay.yaml").write_text("name: x\ndataset: {reaction_delay: -1}\nvariants:\n  - name: a\n")
+    (root / "long_delay.yaml").write_text(  # its episodes are 40 frames long
+        f"name: x\nrecording: {{path: {recordings}}}\ndataset: {{reaction_delay: 45, split: [0.34, 0.33, 0.33]}}\n"
+        "variants:\n  - name: a\n"
+    )
+    (root / "duel_experiment.yaml").write_text("name: x\nvariants:\n  - name: a\n")
+    (root / "boxing_experiment.yaml").write_text(
+        "name: x\ngame: {name: boxing}\nrecording: {player: expert, opponents: [cpu]}\n"
+        "evaluation: {opponents: [cpu], reference: expert, replay: {opponent: cpu}}\nvariants:\n  - name: a\n"
+    )
+    boxing_agent = root / "boxing_agent"  # the agent, declaring another game
+    boxing_agent.mkdir()
+    for item in agent.iterdir():
+        (boxing_agent / item.name).write_bytes(item.read_bytes())
+    spec = json.loads((boxing_agent / "agent.json").read_text())
+    (boxing_agent / "agent.json").write_text(json.dumps({**spec, "game": "boxing"}))
     (root / "one_seed_aggregates.yaml").write_text(
         "name: x\nseeds: [0]\nevaluation: {aggregates: true}\nvariants:\n  - name: a\n"
     )
@@ -273,6 +304,11 @@ def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "boxing_brawler": str(root / "boxing_brawler.yaml"),
         "one_seed_aggregates": str(root / "one_seed_aggregates.yaml"),
         "unqueryable_expert": str(root / "unqueryable_expert.yaml"),
+        "duel_experiment": str(root / "duel_experiment.yaml"),
+        "boxing_experiment": str(root / "boxing_experiment.yaml"),
+        "boxing_agent": str(boxing_agent),
+        "negative_delay": str(root / "negative_delay.yaml"),
+        "long_delay": str(root / "long_delay.yaml"),
     }
 
 

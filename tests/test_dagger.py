@@ -6,19 +6,29 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from bcarena.agents.base import BotAgent, load_agent
 from bcarena.agents.config import make_train_config
 from bcarena.agents.dagger import (
+    Aggregate,
     DaggerError,
+    _Frames,
     collect_rollouts,
+    fit_recipe,
+    fit_targets,
     game_expert,
+    is_plain,
     make_dagger_config,
     queryable,
     rollout_seeds,
+    rollout_weights,
     train_dagger,
 )
-from bcarena.envs.duel import NUM_ACTIONS, make_bot
+from bcarena.agents.policies import MLPPolicy, ScoreModel
+from bcarena.agents.selection import Selection
+from bcarena.agents.threads import torch_threads
+from bcarena.envs.duel import NUM_ACTIONS, SKILL_ACTIONS, make_bot
 from bcarena.envs.games import get_game
 from bcarena.envs.play import BotPolicy, DuelBatch, Hook, MatchwisePolicy, play
 
@@ -174,3 +184,84 @@ def test_dagger_variants_in_experiment_files(tmp_path):
     bad.write_text("name: x\nvariants:\n  - name: d\n    kind: dagger\n")
     with pytest.raises(ExperimentError, match="kind dagger needs one"):
         load(bad)
+
+
+def test_rollout_rows_carry_their_match_and_events_for_the_recipes_weighting():
+    game = get_game("duel")
+    seeds = rollout_seeds(1, 1, 4)
+    data = collect_rollouts(BotAgent("brawler"), game_expert(game, "pro"), game, ["pro"], seeds, 0.5, max_steps=40)
+    assert np.bincount(data.match_ids).tolist() == [40] * 4 and data.match_ids[:4].tolist() == [0, 1, 2, 3]
+    assert data.hits["hit_landed"].any() and data.hits["hit_taken"].any()  # the brawler trades blows with the pro
+    frames = _Frames(data, SKILL_ACTIONS, NUM_ACTIONS)  # grouped by match, as a dataset's episodes
+    assert (np.diff(frames.table["episode"].to_numpy()) >= 0).all()
+    skills = np.isin(data.expert_actions, SKILL_ACTIONS)
+    np.testing.assert_array_equal(frames.events("skill_used"), skills[frames.order])
+    assert not frames.events("action_change")[np.r_[0, 40, 80, 120]].any()  # a match's first row changes nothing
+    assert not frames.events("ko").any()
+    cfg = make_train_config({"event_weighting": {"events": ["skill_used"], "before": 0, "after": 0, "weight": 4}})
+    np.testing.assert_array_equal(rollout_weights(data, cfg, SKILL_ACTIONS, NUM_ACTIONS, 0), np.where(skills, 4.0, 1.0))
+
+
+def _aggregate(q_rows: np.ndarray, n: int = 600) -> Aggregate:
+    x = torch.as_tensor(np.random.default_rng(0).normal(size=(n, 4)), dtype=torch.float32)
+    return Aggregate(x, torch.as_tensor(np.repeat(q_rows[None], n, axis=0), dtype=torch.float32), np.ones(n))
+
+
+def _model(seed: int = 0) -> ScoreModel:
+    torch.manual_seed(seed)
+    return ScoreModel(MLPPolicy(4, 3, (16,)), torch.zeros(4), torch.ones(4))
+
+
+@torch_threads(1)
+def test_rounds_train_with_the_recipe_loss_and_soft_targets_as_weighted_pairs():
+    names = ["a", "b", "c"]
+    soft = _aggregate(np.array([0.7, 0.3, 0.0]))
+    plain_cfg = make_train_config({"batch_size": 64, "lr": 0.01})
+    exact, pairs = _model(), _model()
+    fit_targets(exact, soft.x, soft.q, plain_cfg, 8, 0)
+    fit_recipe(pairs, soft, plain_cfg, names, 8, 1)
+    for model in (exact, pairs):  # both learn the expert's chances (the pairs in expectation)
+        p = torch.softmax(model.logits(soft.x), dim=-1).mean(dim=0).detach().numpy()
+        np.testing.assert_allclose(p, [0.7, 0.3, 0.0], atol=0.05)
+    # class weights are counted on the aggregate: inverse weights make the 10% class as likely as the 90% one
+    hard = _aggregate(np.array([0.0, 0.0, 1.0]))
+    hard.q[:60] = torch.tensor([0.0, 1.0, 0.0])
+    weighted = _model()
+    fit_recipe(weighted, hard, make_train_config({"batch_size": 64, "lr": 0.01, "loss": "weighted_ce"}), names, 8, 1)
+    p = torch.softmax(weighted.logits(hard.x), dim=-1).mean(dim=0).detach().numpy()
+    assert abs(p[1] - p[2]) < 0.1 and p[0] < 0.05
+    assert is_plain(plain_cfg) and not is_plain(make_train_config({"sampler": "oversample"}))
+
+
+def test_dagger_rounds_play_the_variants_decoding_and_keep_its_recipe(pro_ds, tmp_path):
+    cfg = make_train_config(
+        {"epochs": 1, "hidden": [16], "loss": "focal", "event_weighting": {"events": ["hit_taken"]}}
+    )
+    dc = make_dagger_config(
+        {"iterations": 1, "rollouts_per_iteration": 2, "opponents": ["brawler"], "epochs": 1, "max_steps": 20}
+    )
+    played = []
+
+    def decode(agent):
+        played.append(agent.name)
+        return agent.with_selection(Selection(mode="sample", seed=3))
+
+    seen = []
+    result = train_dagger(
+        pro_ds, cfg, dc, tmp_path / "run", progress=False, decode=decode, evaluate_online=lambda a: seen.append(a) or {}
+    )
+    assert len(played) >= 3 and all(a.selection.mode == "sample" for a in seen)  # rounds 0 and 1 were scored
+    saved = json.loads((tmp_path / "run" / "dagger.json").read_text())
+    assert saved["round_training"] == "fit_recipe" and saved["rollout_selection"]["mode"] == "sample"
+    assert result.agent.selection.mode == "argmax"  # the saved agent keeps its own selection; decoding comes later
+
+
+def test_a_dagger_variants_first_decoding_plays_its_rollouts_and_keys_its_agent(tmp_path):
+    from bcarena.experiments.runner import load, rollout_decoding
+
+    text = "name: x\nvariants:\n  - name: d\n    kind: dagger\n    dagger: {{opponents: [pro]}}\n{extra}"
+    (tmp_path / "a.yaml").write_text(text.format(extra=""))
+    (tmp_path / "s.yaml").write_text(text.format(extra="    decoding: [sample, argmax]\n"))
+    plain, sampled = load(tmp_path / "a.yaml"), load(tmp_path / "s.yaml")
+    assert rollout_decoding(plain.variants[0], plain) is None  # argmax: the trained agent itself
+    assert rollout_decoding(sampled.variants[0], sampled).mode == "sample"

@@ -1,7 +1,8 @@
 """The "Key moments" and "Labeling" dashboard pages: Streamlit AppTest on a small real run, and headless Chromium.
 
-The run folder is real: 6 short pro episodes recorded with video, their dataset, one briefly trained clone, and
-``results.json`` / ``dataset_stats.json`` as the runner writes them, all under one runs folder.
+The run folder is real: 6 short pro episodes recorded with video, their dataset, two briefly trained clones,
+``results.json`` / ``dataset_stats.json`` as the runner writes them, and the first clone's moments saved as
+``bcarena eval moments --out <run>/moments/naive-s0`` writes them, all under one runs folder.
 """
 
 from __future__ import annotations
@@ -9,10 +10,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,9 @@ import pytest
 from bcarena.agents.config import make_train_config
 from bcarena.agents.train import train_bc
 from bcarena.envs.duel import DuelConfig
+from bcarena.eval import moments as M
 from bcarena.experiments import dashboard as dash
+from bcarena.experiments.benchmarks import dashboard_first_view as bench
 from bcarena.experiments.results import AgentResult, RunResults, save_results
 from bcarena.recordings.converter import build_dataset
 from bcarena.recordings.overlay import OVERLAY_FILE, read_overlay, save_overlay
@@ -29,7 +30,7 @@ from bcarena.recordings.recorder import RecordOptions, record_duel
 pytest.importorskip("streamlit", reason="the dashboard extra is not installed: pip install -e '.[dashboard]'")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+CHROMIUM, CHROMEDRIVER = bench.CHROMIUM, bench.CHROMEDRIVER
 ARTIFACTS = Path(os.environ.get("BCARENA_TEST_ARTIFACTS", Path(__file__).parents[1] / "runs/test-artifacts"))
 
 
@@ -47,13 +48,15 @@ def make_run(root: Path) -> Path:
     )
     dataset = build_dataset(recordings, root / ".cache" / "datasets" / "ds", split=(0.5, 0.17, 0.33), progress=False)
     cfg = make_train_config({"epochs": 2, "hidden": [32], "allow_missing_classes": True})
-    agents = []
+    agents, clones = [], []
     for variant in ("naive", "again"):
         folder = root / ".cache" / "agents" / variant / "agent"
-        train_bc(dataset, cfg.model_copy(update={"seed": len(agents)}), progress=False, name=variant).agent.save(folder)
+        clones.append(train_bc(dataset, cfg.model_copy(update={"seed": len(agents)}), progress=False, name=variant))
+        clones[-1].agent.save(folder)
         agents.append(AgentResult(f"{variant}-s0", variant, 0, "bc", str(folder)))
     run = root / "story" / "20260101-000000"
     run.mkdir(parents=True)
+    M.write_moments(M.explore(clones[0].agent, dataset, "test", 2), dataset, run / "moments" / "naive-s0", top=5)
     save_results(run, RunResults("story", "20260101-000000", agents, "brawler"))
     (run / "dataset_stats.json").write_text(json.dumps({"dataset": str(dataset.path)}))
     return run
@@ -95,6 +98,7 @@ def test_key_moments_page_counts_filters_side_by_side_and_closed_loop(runs, monk
     assert not at.error, [e.value for e in at.error]
     caption = at.caption[0].value
     assert "**naive-s0**" in caption and "key moments" in caption and "opportune" in caption
+    assert "saved by `bcarena eval moments`" in caption  # the first view read the saved files
     assert at.dataframe[0].value.columns[:5].tolist() == ["event", "missed", "late", "early", "right"]
     listed = at.dataframe[1].value
     assert listed["rank"].tolist() == list(range(1, len(listed) + 1)) and len(listed) > 10
@@ -110,6 +114,25 @@ def test_key_moments_page_counts_filters_side_by_side_and_closed_loop(runs, monk
     assert not at.exception, [e.value for e in at.exception]
     types = at.dataframe[-1].value
     assert list(types.columns) == ["expert_action", "agent_action", "bucket", "moments", "lost", "lost_rate"]
+    # an agent without saved moments: the page says how to save them, and computes them when asked
+    at.selectbox(key="moments_b").set_value("(none)").run()
+    at.selectbox(key="moments_agent").set_value("again-s0").run()
+    assert "No saved moments of **again-s0**" in at.info[0].value and "--out" in at.info[0].value
+    assert not at.dataframe
+    at.button(key="moments_compute").click().run()
+    assert not at.exception and "(computed now)" in at.caption[0].value and len(at.dataframe[1].value) > 10
+
+
+def test_the_moments_module_the_page_imports_loads_no_torch():
+    code = "import sys, bcarena.eval.moments; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0, "eval.moments imported torch"
+
+
+@pytest.mark.slow  # ~25 s here (a fresh interpreter imports the dashboard); the test above is its fast twin
+def test_the_first_view_of_key_moments_reads_saved_files_and_imports_no_torch(runs):
+    # in a fresh interpreter, as a new dashboard server (`bcarena bench dashboard` times both pages this way)
+    _, _, torch = bench._fresh(bench._server_side, str(runs), "Key moments")
+    assert not torch, "the first view of Key moments imported torch"
 
 
 def test_labeling_round_trip_marks_on_the_page_change_the_built_dataset_exactly(fresh_runs, monkeypatch, tmp_path):
@@ -166,92 +189,15 @@ def test_labeling_page_names_a_recording_it_cannot_open(fresh_runs, monkeypatch,
     assert (recordings / OVERLAY_FILE).read_text() == "{not json"  # the page never rewrites what it cannot read
 
 
-def _screenshot_pages(root: Path, pages: dict[str, str]) -> dict[str, float]:
-    """Serve the app on ``root``, open each page ({name: text it shows when done}) in headless Chromium and
-    screenshot it to ARTIFACTS/<moments|labeling>.png; returns each page's seconds from click to text."""
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    command = [sys.executable, "-m", "streamlit", "run", str(dash.APP_FILE), "--server.port", str(port)]
-    command += ["--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
-    server = subprocess.Popen(
-        command, env={**os.environ, dash.RUNS_ENV: str(root)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    driver, seconds = None, {}
-    try:
-        options = webdriver.ChromeOptions()
-        options.binary_location = str(CHROMIUM)
-        for flag in (
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--window-size=1600,1800",
-        ):
-            options.add_argument(flag)
-        driver = webdriver.Chrome(service=webdriver.ChromeService(str(CHROMEDRIVER)), options=options)
-        wait = WebDriverWait(driver, 120)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                driver.get(f"http://127.0.0.1:{port}/")
-                break
-            except Exception:  # noqa: BLE001 - the server is not listening yet
-                assert server.poll() is None and time.monotonic() < deadline, "streamlit did not start"
-                time.sleep(0.5)
-        wait.until(ec.text_to_be_present_in_element((By.TAG_NAME, "body"), "Leaderboard"))
-        for page, done in pages.items():
-            started = time.perf_counter()
-            driver.find_element(By.XPATH, f"//label[.//p[text()='{page}']]").click()
-            wait.until(ec.text_to_be_present_in_element((By.TAG_NAME, "body"), done))
-            seconds[page] = time.perf_counter() - started
-            wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "[data-testid='stImage'] img")))
-            driver.execute_async_script(
-                "const done = arguments[0];"
-                "document.fonts.ready.then(() => requestAnimationFrame(() => requestAnimationFrame(() => done())));"
-            )
-            time.sleep(1.0)  # data grids paint on a canvas after their data arrive
-            out = ARTIFACTS / f"{page.split()[-1].lower()}.png"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            assert driver.save_screenshot(str(out)) and out.stat().st_size > 20_000
-        return seconds
-    finally:
-        if driver is not None:
-            driver.quit()
-        server.terminate()
-        server.wait(timeout=20)
-
-
 @pytest.mark.slow  # ~80 s here (a Streamlit server and Chromium); the AppTest tests above are its fast twins
 def test_pages_in_headless_chromium(runs):
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI must run the browser test: needs {CHROMIUM} and {CHROMEDRIVER}")
         pytest.skip(f"needs {CHROMIUM} and {CHROMEDRIVER} (apt-get install -y chromium chromium-driver)")
+    pytest.importorskip("selenium", reason="the browser test needs selenium")
     root = Path(os.environ.get("BCARENA_PAGES_RUNS", runs))  # a real run folder for the README screenshots
-    seconds = _screenshot_pages(root, {"Key moments": "Closed-loop moments", "Labeling": "unsaved change"})
-    assert (ARTIFACTS / "moments.png").is_file() and (ARTIFACTS / "labeling.png").is_file()
-    print(f"first view in Chromium (imports cold or warming): {seconds} (runs {root})")
-
-
-@pytest.mark.slow
-def test_first_view_seconds_with_the_server_warm(runs, monkeypatch):
-    """Prints each page's first view (server side, imports warm as ``warm_imports`` leaves them). Point
-    BCARENA_PAGES_RUNS at a run of 100+ episodes (e.g. ``bcarena run experiments/seed_story.yaml``)."""
-    import bcarena.experiments.dashboard_labeling  # noqa: F401 - what the server has imported by then
-    import bcarena.experiments.dashboard_moments  # noqa: F401
-
-    root = Path(os.environ.get("BCARENA_PAGES_RUNS", runs))
-    for page in ("Key moments", "Labeling"):
-        monkeypatch.setenv(dash.RUNS_ENV, str(root))
-        at = AppTest.from_file(str(dash.APP_FILE), default_timeout=300)
-        at.run()
-        started = time.perf_counter()
-        at.sidebar.radio[0].set_value(page).run()
-        assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
-        print(f"{page}: first view {time.perf_counter() - started:.2f} s (runs {root})")
+    seconds = bench.chromium_first_views(root, bench.DONE, ARTIFACTS)  # `bcarena bench dashboard` measures more
+    for name in ("moments.png", "labeling.png"):
+        assert (ARTIFACTS / name).stat().st_size > 20_000
+    print(f"first view in Chromium, right after the first page: {seconds} (runs {root})")

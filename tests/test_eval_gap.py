@@ -4,9 +4,11 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from fixtures.quickdraw_data import quickdraw_files, registered_quickdraw
 from scipy.stats import spearmanr
 from typer.testing import CliRunner
 
+from bcarena.agents.base import BotAgent
 from bcarena.eval.errors import EvalError
 from bcarena.eval.gap import gap_report
 from bcarena.eval.stats import spearman_bootstrap
@@ -228,3 +230,42 @@ def test_gap_report_ranks_with_kendall_too_and_names_the_best_headline_metric(re
     data = report.to_dict()
     assert data["best_predictor"] == best and data["kendall"]["accuracy"]["method"] == "kendall"
     assert report.summary() in report.to_markdown()
+
+
+# ------------------------------------------------------------------------- any game: the quick-draw fixture
+@pytest.fixture(scope="module")
+def quickdraw(tmp_path_factory):
+    with registered_quickdraw() as game:
+        yield game, quickdraw_files(tmp_path_factory)
+
+
+def test_a_quickdraw_gap_report_plays_the_datasets_game(quickdraw, tmp_path):
+    _, files = quickdraw
+    agents = [str(files[name]) for name in ("naive", "weighted", "logit")]
+    data = ActionDataset.load(files["dataset"])
+    report = gap_report(agents, data, ["slowpoke"], matches=20, seed=0, split="val", n_boot=100)
+    assert report.game == "quickdraw" and report.opponents == ["slowpoke"] and report.to_dict()["game"] == "quickdraw"
+    assert [r.agent for r in report.rows] == ["naive", "weighted", "logit"]
+    for row, online in zip(report.rows, report.match_reports):
+        assert online[0].matches == 20 and set(online[0].action_distribution) == {"idle", "left", "right", "shoot"}
+        assert row.win_rate == online[0].win_rate and 0 <= row.offline["accuracy"] <= 1
+    assert report.correlations["accuracy"].n == 3
+    # The command reads the game from the dataset, and its default opponent is the game's first.
+    out = tmp_path / "gap"
+    args = ["eval", "gap", *[a for spec in agents for a in ("--agent", spec)], "--dataset", str(files["dataset"])]
+    done = CliRunner().invoke(app, [*args, "--matches", "5", "--split", "val", "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    assert json.loads((out / "gap.json").read_text())["opponents"] == ["slowpoke"]
+
+
+def test_a_quickdraw_gap_report_refuses_other_games_players(quickdraw, tmp_path):
+    _, files = quickdraw
+    agents = [str(files[name]) for name in ("naive", "weighted", "logit")]
+    data = ActionDataset.load(files["dataset"])
+    with pytest.raises(EvalError, match=r"'brawler' is a Duel bot; game 'quickdraw' has players \['slowpoke'"):
+        gap_report(agents, data, ["brawler"], matches=2, split="val")
+    with pytest.raises(EvalError, match=r"\['gunslinger'\]: built-in quickdraw players have no offline predictions"):
+        gap_report([*agents[:2], "gunslinger"], data, ["slowpoke"], matches=2, split="val")
+    duel = BotAgent("pro").save(tmp_path / "duel_pro")
+    with pytest.raises(EvalError, match=r"agent 'pro' was trained on game 'duel', not 'quickdraw'"):
+        gap_report([*agents[:2], str(duel)], data, ["slowpoke"], matches=2, split="val")

@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+from fixtures.quickdraw_data import quickdraw_files, registered_quickdraw
 from PIL import Image
 
 from bcarena.agents.base import BotAgent
@@ -66,7 +67,8 @@ def test_tournament_bad_input():
 def test_replay_as_mp4_and_gif(tmp_path, short_round):
     mp4 = record_replay("pro", "brawler", 0, tmp_path / "m.mp4", config=short_round, hold_end_seconds=0.5)
     frames = read_video(tmp_path / "m.mp4")
-    assert frames.shape == (mp4["decisions"] + 1 + 5, 360, 640, 3)
+    assert frames.shape == (mp4["decisions"] + 1 + 5, 36 + 360, 640, 3)  # caption strip over Duel's screen
+    assert mp4["game"] == "duel" and mp4["players"] == ["pro", "brawler"] and len(mp4["score"]) == 2
     gif = record_replay(
         BotAgent("pro", config=short_round),
         BotAgent("brawler", config=short_round),
@@ -78,7 +80,7 @@ def test_replay_as_mp4_and_gif(tmp_path, short_round):
     )
     assert {k: v for k, v in gif.items() if k != "path"} == {k: v for k, v in mp4.items() if k != "path"}
     with Image.open(tmp_path / "m.gif") as image:
-        assert image.size == (320, 180)
+        assert image.size == (320, 198)
         durations = []  # Pillow merges identical frames (the held end) into one longer frame
         for i in range(image.n_frames):
             image.seek(i)
@@ -106,9 +108,92 @@ def test_side_by_side_same_opponent_same_seed(tmp_path):
     assert left["winner"] == 1 and right["winner"] == 0
     assert left["decisions"] != right["decisions"]  # the shorter match's panel is held to the longer one's end
     frames = read_video(tmp_path / "s.mp4")
-    assert frames.shape[1:] == (360 + 36, 640 * 2 + 8, 3)
+    assert frames.shape[1:] == (36 + 36 + 360, 640 * 2 + 8, 3)  # title, each panel's caption, Duel's screen
     assert frames.shape[0] == max(left["decisions"], right["decisions"]) + 1
-    # The opponent's start is the same on both sides: the first frames' panels differ only in names/captions.
+    # The opponent's start is the same on both sides: the first frames' panels differ only in their captions.
     first = frames[0].astype(int)
-    arena = slice(36 + 100, 36 + 300)
+    arena = slice(72 + 100, 72 + 300)
     assert np.abs(first[arena, :640] - first[arena, 648:]).mean() < 2
+
+
+# ------------------------------------------------------------------------- any game: the quick-draw fixture
+@pytest.fixture(scope="module")
+def quickdraw(tmp_path_factory):
+    with registered_quickdraw() as game:
+        yield game, quickdraw_files(tmp_path_factory)
+
+
+def test_a_quickdraw_tournament_of_built_in_players_and_agents(quickdraw):
+    _, files = quickdraw
+    specs = ["gunslinger", "slowpoke", str(files["naive"]), str(files["weighted"])]
+    t = run_tournament(specs, matches=20, seed=0)  # the game comes from the agents' agent.json
+    assert t.game == "quickdraw" and t.to_dict()["game"] == "quickdraw"
+    assert t.players == ["gunslinger", "slowpoke", "naive", "weighted"] and len(t.pairings) == 6
+    assert all(p.matches == 40 and p.wins_a + p.draws + p.wins_b == 40 for p in t.pairings)
+    assert t.win_rate[0][1] > 0.5 and t.win_rate[1][0] == 0.0  # the slowpoke never beats the gunslinger
+    assert [r.player for r in t.ratings].index("gunslinger") < [r.player for r in t.ratings].index("slowpoke")
+    assert play_pairing(0, 1, specs, match_seeds(0, 20), game="quickdraw") == t.pairings[0]  # pure, shardable
+
+
+def test_tournament_players_must_be_one_games(quickdraw, tmp_path):
+    _, files = quickdraw
+    duel_agent = BotAgent("pro").save(tmp_path / "duel_pro")
+    with pytest.raises(EvalError, match=r"^players of two games: '.*duel_pro' plays 'duel', '.*' plays 'quickdraw'"):
+        run_tournament([str(duel_agent), str(files["naive"])], matches=2)
+    with pytest.raises(EvalError, match=r"'brawler' is a Duel bot; game 'quickdraw' has players \['slowpoke', 'gun"):
+        run_tournament(["brawler", str(files["naive"])], matches=2)
+    with pytest.raises(EvalError, match=r"trained on game 'quickdraw', not 'duel'"):
+        run_tournament(["pro", str(files["naive"])], matches=2, game="duel")
+    with pytest.raises(EvalError, match=r"game 'boxing' plays each agent against its built-in opponent \['cpu'\]"):
+        run_tournament(["expert", "cpu"], matches=2, game="boxing")
+
+
+def test_quickdraw_replays_show_the_gray_view_under_captions(quickdraw, tmp_path):
+    _, files = quickdraw
+    one = record_replay(files["naive"], "slowpoke", 3, tmp_path / "q.mp4", hold_end_seconds=0)
+    assert one["game"] == "quickdraw" and one["players"] == ["naive", "slowpoke"] and one["winner"] in (-1, 0, 1)
+    assert read_video(tmp_path / "q.mp4").shape == (one["decisions"] + 1, 36 + 336, 336, 3)  # 84x84 view, 4x
+    both = record_side_by_side(
+        files["naive"], files["weighted"], "slowpoke", 3, tmp_path / "s.mp4", (None, "fixed"), hold_end_seconds=0
+    )
+    assert both["game"] == "quickdraw" and both["captions"] == ["naive", "fixed"] and both["opponent"] == "slowpoke"
+    frames = read_video(tmp_path / "s.mp4")
+    assert frames.shape == (max(both["left"]["decisions"], both["right"]["decisions"]) + 1, 36 + 36 + 336, 680, 3)
+    scripted = record_replay("gunslinger", "slowpoke", 3, tmp_path / "g.mp4", game="quickdraw", hold_end_seconds=0)
+    assert scripted["winner"] == 0 and scripted["skill_actions"] == [1, 0]  # it shot first; the slowpoke never did
+    with pytest.raises(EvalError, match="unknown player 'gunslinger'"):  # names alone declare no game: Duel
+        record_replay("gunslinger", "slowpoke", 3, tmp_path / "x.mp4")
+
+
+def test_tournament_and_replay_commands_take_any_game(quickdraw, tmp_path):
+    from typer.testing import CliRunner
+
+    from bcarena.experiments.cli import app
+
+    _, files = quickdraw
+    cli = CliRunner()
+    done = cli.invoke(
+        app,
+        ["tournament", "gunslinger", "slowpoke", str(files["logit"]), "--matches", "5"]
+        + ["--out", str(tmp_path / "t"), "--no-both-sides"],
+    )
+    assert done.exit_code == 0, done.output
+    data = json.loads((tmp_path / "t" / "tournament.json").read_text())
+    assert data["game"] == "quickdraw" and data["players"] == ["gunslinger", "slowpoke", "logit"]
+    done = cli.invoke(app, ["eval", "replay", "gunslinger", "--game", "quickdraw", "--out", str(tmp_path / "r.gif")])
+    assert done.exit_code == 0 and "gunslinger vs slowpoke (quickdraw, seed 0)" in done.output, done.output
+
+
+@pytest.mark.slow  # one full Boxing bout (~1,200 decisions of 480x420 screens): a few minutes on 2 cores
+def test_a_boxing_replay_films_the_console_screen(tmp_path):
+    import cv2
+
+    pytest.importorskip("ale_py")
+    result = record_replay("expert", "cpu", 0, tmp_path / "b.mp4", game="boxing", hold_end_seconds=0)
+    assert (
+        result["game"] == "boxing" and result["players"] == ["boxing-expert", "cpu"] and result["skill_actions"][0] > 0
+    )
+    video = cv2.VideoCapture(str(tmp_path / "b.mp4"))
+    ok, first = video.read()
+    assert ok and first.shape == (36 + 420, 480, 3)  # caption strip over the console screen, 3x2 pixels each
+    assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == result["decisions"] + 1

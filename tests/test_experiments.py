@@ -399,10 +399,19 @@ def test_the_report_table_keeps_brackets_in_errors_and_names():
 
 
 def test_local_executor_runs_tasks_in_worker_processes_in_task_order():
-    """``--jobs N`` maps tasks over N spawned processes; outcomes come back in task order."""
+    """``--jobs N`` maps tasks over N spawned processes; outcomes come back in task order. One pool serves
+    every stage (map) of a run, until ``close``."""
     from bcarena.experiments.runner import LocalExecutor
 
-    assert list(LocalExecutor(2).map(abs, [-3, 1, -2, 5, -4])) == [3, 1, 2, 5, 4]
+    executor = LocalExecutor(2)
+    executor.start()
+    workers = set(executor._pool._processes)
+    assert len(workers) == 2
+    assert list(executor.map(abs, [-3, 1, -2, 5, -4])) == [3, 1, 2, 5, 4]
+    assert list(executor.map(abs, [-7, 8])) == [7, 8]
+    assert set(executor._pool._processes) == workers  # the same workers, not a new pool per stage
+    executor.close()
+    assert executor._pool is None
     assert list(LocalExecutor(1).map(abs, [-1])) == [1]
     with pytest.raises(ValueError, match="jobs must be >= 1"):
         LocalExecutor(0)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from fixtures.quickdraw import ACTIONS, SHOOT, quickdraw_game
+from fixtures.quickdraw_data import quickdraw_files, registered_quickdraw
 
 from bcarena.envs.games import (
     GameError,
@@ -168,3 +169,85 @@ def test_experiments_name_their_game_and_its_opponents(tmp_path: Path):
         load("game: {name: chess}\n")
     with pytest.raises(ExperimentError, match=r"game: game 'boxing': unknown option\(s\) \['round_seconds'\]"):
         load("game: {name: boxing, round_seconds: 3}\n")
+
+
+# ------------------------------------------- the rest of the pipeline on quick-draw: sweep, dashboard, datasets
+@pytest.fixture(scope="module")
+def quickdraw_files_(tmp_path_factory):
+    with registered_quickdraw():
+        yield quickdraw_files(tmp_path_factory)
+
+
+QUICKDRAW_EXPERIMENT = (
+    "name: qd\ngame: {name: quickdraw, patience: 6}\nrecording: {player: gunslinger, opponents: [slowpoke]}\n"
+    "evaluation: {opponents: [slowpoke], reference: gunslinger, replay: {opponent: slowpoke}}\n"
+    "variants: [{name: naive, train: {loss: ce, epochs: 2}}]\n"
+)
+
+
+def test_a_sweep_trial_plays_the_experiments_game(quickdraw_files_, tmp_path: Path):
+    from bcarena.experiments.config import game_setup
+    from bcarena.experiments.sweep import SweepError, SweepSettings, TrialSetup, _check_sweep, run_trial
+
+    game, config = game_setup({"name": "quickdraw", "patience": 6})  # the runner's resolution, not DuelConfig
+    assert game.name == "quickdraw" and config.patience == 6
+    setup = TrialSetup(
+        dataset_dir=str(quickdraw_files_["dataset"]),
+        base_train={"loss": "ce"},
+        fixed={},
+        opponent="slowpoke",
+        matches=10,
+        match_seed=1_000_000,
+        epochs=2,
+        eval_every=1,
+        train_seed=0,
+        game={"name": "quickdraw", "patience": 6},
+    )
+    reports: list[dict] = []
+    run_trial({"loss": "weighted_ce", "class_weights": "inverse"}, setup, reports.append)
+    assert [r["epoch"] for r in reports] == [1, 2] and all(0 <= r["win_rate"] <= 1 for r in reports)
+    experiment = tmp_path / "qd.yaml"
+    experiment.write_text(QUICKDRAW_EXPERIMENT)
+    exp, base, epochs = _check_sweep(experiment, SweepSettings(opponent="slowpoke"), None)
+    assert (exp.game_name, base.name, epochs) == ("quickdraw", "naive", 2)
+    with pytest.raises(SweepError, match=r"^opponent: game 'quickdraw' has opponents \['slowpoke'\], not 'brawler'"):
+        _check_sweep(experiment, SweepSettings(opponent="brawler"), None)
+
+
+def test_the_dashboards_blind_replays_play_the_runs_game(quickdraw_files_, tmp_path: Path):
+    import shutil
+
+    from bcarena.experiments import dashboard as dash
+    from bcarena.experiments.results import AgentResult
+
+    run = tmp_path / "runs" / "qd" / "20250101-120000"
+    (run / "replays").mkdir(parents=True)
+    (run / "config.resolved.yaml").write_text(QUICKDRAW_EXPERIMENT)
+    shutil.copytree(quickdraw_files_["naive"], tmp_path / "runs" / ".cache" / "naive" / "agent")
+    naive = AgentResult("naive-s0", "naive", 0, "bc", str(tmp_path / "runs" / ".cache" / "naive" / "agent"))
+    expert = AgentResult("gunslinger", "gunslinger", None, "bot", None)
+    for agent in (naive, expert):
+        path = dash.blind_replay(run, agent, "slowpoke", 10_000)
+        assert path.name == f"blind_{agent.agent_id}_vs_slowpoke_s10000.mp4" and path.stat().st_size > 1_000
+    with pytest.raises(dash.RunFolderError, match=r"pro: not a known bot of quickdraw; its built-in players are \["):
+        dash.player_spec(run, AgentResult("pro", "pro", None, "bot", None))
+    (run / "config.resolved.yaml").write_text("name: qd\ngame: {name: chess}\n")
+    with pytest.raises(dash.RunFolderError, match=r"config.resolved.yaml: game: unknown game 'chess'"):
+        dash.player_spec(run, expert)
+
+
+def test_dataset_stats_and_minari_export_of_quickdraw(quickdraw_files_, tmp_path: Path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from bcarena.experiments.cli import app
+
+    pytest.importorskip("minari")
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    cli, data = CliRunner(), str(quickdraw_files_["dataset"])
+    stats = cli.invoke(app, ["dataset", "stats", data, "--json", str(tmp_path / "stats.json")])
+    assert stats.exit_code == 0 and "quickdraw dataset" in stats.output, stats.output
+    counts = json.loads((tmp_path / "stats.json").read_text())
+    assert [c["action"] for c in counts["classes"]] == list(ACTIONS) and counts["event_counts"]["skill_used"] == 12
+    assert counts["missing_classes"] == [] and counts["episode_lengths"]["count"] == 12
+    export = cli.invoke(app, ["dataset", "export-minari", data, "bcarena/quickdraw-test-v0"])
+    assert export.exit_code == 0 and "Minari dataset bcarena/quickdraw-test-v0: 12 episodes" in export.output

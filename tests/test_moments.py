@@ -147,3 +147,141 @@ def test_a_pixel_agent_is_scored_on_stacked_frames(pro_ds):
     actions, probs = M.agent_choices(agent, pro_ds.split("test"))
     assert probs is not None and probs.shape == (len(actions), 8) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
     assert moments["p_expert"].between(0, 1).all() and len(moments) == M.counts(moments)["all"]["total"]
+
+
+# ----------------------------------------------------------------------------------- any game's closed loop
+class Idler:
+    """A clone that never acts: stands still in any game."""
+
+    name, obs_type = "idler", "state"
+
+    def reset(self, batch_size: int) -> None:
+        """Keeps no memory."""
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return np.zeros(obs.shape[0], dtype=np.int64)
+
+
+@pytest.fixture
+def quickdraw():
+    from fixtures.quickdraw import quickdraw_game
+
+    from bcarena.envs.games import get_game, register_game, unregister_game
+
+    register_game("quickdraw", quickdraw_game, replace=True)
+    yield get_game("quickdraw")
+    unregister_game("quickdraw")
+
+
+def test_closed_loop_is_generic_over_games_a_clone_that_never_draws_loses_every_time(quickdraw):
+    from fixtures.quickdraw import QuickDrawConfig, QuickDrawMatch
+
+    loop = M.closed_loop(Idler(), ["slowpoke"], matches=12, seed=3, game="quickdraw")
+    assert (loop.game, loop.expert, loop.opponents, loop.horizon) == ("quickdraw", "gunslinger", ["slowpoke"], 10)
+    # The gunslinger (noise 0) shoots 1, 2 and 3 decisions after the signal; the idler does not, and the slowpoke's
+    # shot 3 decisions after it wins the duel: 3 moments per match, each followed by a lost exchange.
+    assert len(loop.moments) == 3 * 12 and loop.moments["lost"].all()
+    assert loop.types[["expert_action", "agent_action", "bucket", "moments", "lost"]].values.tolist() == [
+        ["shoot", "idle", "any state", 36, 36]
+    ]
+    match = QuickDrawMatch(12, QuickDrawConfig())
+    match.reset(np.arange(3, 15))
+    lengths = match.signal_at + 4  # decisions up to the slowpoke's shot
+    assert loop.decisions == lengths.sum()
+    assert loop.base_lost_rate == pytest.approx(np.minimum(lengths, 10).sum() / lengths.sum())
+    expert = M.closed_loop("gunslinger", ["slowpoke"], matches=12, seed=3, game="quickdraw")
+    assert expert.base_lost_rate == 0 and not expert.moments["lost"].any()  # it never loses a duel
+    with pytest.raises(EvalError, match="horizon must be >= 1"):
+        M.closed_loop(Idler(), ["slowpoke"], matches=1, horizon=0, game="quickdraw")
+
+
+# ------------------------------------------------------------------------------------------------- Boxing
+@pytest.fixture(scope="module")
+def boxing_ds(tmp_path_factory):
+    """3 Boxing episodes of the RAM expert (150 decisions each, pixels kept): one each for train, val, test."""
+    from bcarena.recordings import RecordOptions, build_dataset, record_episodes
+
+    root = tmp_path_factory.mktemp("boxing_moments")
+    options = RecordOptions(max_frames=150, progress=False)
+    record_episodes("expert", episodes=3, out_dir=root / "rec", seed=5, game="boxing", options=options)
+    return build_dataset(root / "rec", root / "ds", split=(0.34, 0.33, 0.33), progress=False)
+
+
+def test_explorer_on_boxing_punches_hits_and_filmstrips_from_the_recording(boxing_ds, tmp_path):
+    cfg = make_train_config({"epochs": 1, "hidden": [16], "allow_missing_classes": True, "seed": 0})
+    agent = train_bc(boxing_ds, cfg, progress=False, name="boxing-naive").agent
+    moments = M.explore(agent, boxing_ds, "test", window=2)
+    assert {"skill_used", "hit_landed", "action_change"} <= set(moments["event"])
+    punches = M.filter_moments(moments, events=["skill_used"])
+    assert len(punches) and punches["expert_action"].str.contains("FIRE").all() and punches["skill"].all()
+    # The expert punches only when the fists reach the face: its reading calls every punch opportune.
+    assert punches["opportune"].all() and {"dx_px", "dy_px", "s_dx"} <= set(moments.columns)
+    assert (moments["opponent"] == "cpu").all() and moments["p_expert"].between(0, 1).all()
+    assert "skill_presses_in_opportune_states" in M.top_summary(moments, 10)
+    first = moments.iloc[0]
+    no_pixels = ActionDataset.load(boxing_ds.path, pixels=False)  # the filmstrip then comes from agent_view.mkv
+    from_video, numbers = M.moment_frames(no_pixels, int(first["episode"]), int(first["frame"]))
+    from_pixels, _ = M.moment_frames(boxing_ds, int(first["episode"]), int(first["frame"]))
+    assert from_video.shape[1:] == (84, 84) and np.array_equal(from_video, from_pixels)
+    assert M.moment_filmstrip(no_pixels, first).shape[0] == 22 + 84 * 2 + 6
+    folder = tmp_path / "agent"
+    agent.save(folder)
+    args = [
+        "eval",
+        "moments",
+        str(folder),
+        "--dataset",
+        str(boxing_ds.path),
+        "--top",
+        "2",
+        "--out",
+        str(tmp_path / "m"),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "skill presses in opportune states" in result.output and len(list((tmp_path / "m").rglob("*.png"))) == 2
+
+
+def test_a_boxing_pixel_agent_is_scored_on_stacked_frames(boxing_ds):
+    import torch
+
+    from bcarena.agents.policies import CNNPolicy
+    from bcarena.agents.torch_agent import ScoreModel, TorchAgent
+
+    torch.manual_seed(0)
+    model = ScoreModel(CNNPolicy(4, 18, (4, 8, 8), hidden=16), torch.tensor(0.0), torch.tensor(255.0))
+    names = boxing_ds.action_names
+    agent = TorchAgent(model, names, boxing_ds.skill_actions, frame_stack=4, name="cnn", game="boxing")
+    moments = M.explore(agent, boxing_ds, "test", window=1, events=["skill_used", "hit_landed"])
+    assert len(moments) and moments["p_expert"].between(0, 1).all() and set(moments["label"]) <= set(M.LABELS)
+    assert set(moments["event"]) <= {"skill_used", "hit_landed"} and moments["opportune"].dtype == bool
+
+
+class NoPunches:
+    """Boxing's RAM expert with FIRE taken out of every action: a clone that never learned to punch."""
+
+    name, obs_type, noise_dims = "no-punches", "state", 1
+
+    def __init__(self) -> None:
+        from bcarena.envs import boxing
+
+        self.boxing, self.expert = boxing, boxing.BoxingExpert()
+
+    def reset(self, batch_size: int) -> None:
+        self.expert.reset(batch_size)
+
+    def act_with_noise(self, obs: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        names = np.asarray(self.boxing.ACTION_NAMES)[self.expert.act_with_noise(obs, noise)]
+        plain = [n.replace("FIRE", "") or "NOOP" for n in names]
+        return np.array([self.boxing.ACTION_INDEX[n] for n in plain], dtype=np.int64)
+
+
+@pytest.mark.slow  # ~30 s: two full Boxing bouts (1,190 decisions each) against the console's CPU
+def test_closed_loop_on_boxing_asks_the_ram_expert_and_counts_the_cpus_points():
+    loop = M.closed_loop(NoPunches(), None, matches=2, seed=0, game="boxing")
+    assert (loop.game, loop.expert, loop.opponents, loop.horizon) == ("boxing", "expert", ["cpu"], 10)
+    assert loop.decisions > 2 * 1000 and 0 < loop.base_lost_rate < 1
+    assert not loop.moments["agent_action"].str.contains("FIRE").any()
+    punches = loop.moments[loop.moments["expert_action"].str.contains("FIRE")]
+    assert len(punches) and punches["bucket"].str.startswith("punch range").all()
+    assert loop.types["lost"].is_monotonic_decreasing and loop.types["moments"].sum() == len(loop.moments)

@@ -201,3 +201,30 @@ def test_dataset_build_with_a_bad_overlay_is_one_line_and_exit_code_2(rec, tmp_p
     assert result.exit_code == 2 and "Traceback" not in result.output
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: ") and f"{OVERLAY_FILE}: invalid overlay (recording_sha256: Field required" in line
+
+
+def test_a_run_after_new_marks_builds_a_new_dataset_instead_of_reusing_the_cached_one(rec, tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from bcarena.experiments.runner import ExperimentRunner, load
+
+    (tmp_path / "exp.yaml").write_text(
+        f"name: marks\nrecording: {{path: {rec}}}\ndataset: {{split: [0.5, 0.25, 0.25], pixels: false}}\n"
+        "variants: [{name: naive, train: {epochs: 1}}]\ntracking: {mlflow: false}\n"
+    )
+
+    def prepared() -> tuple[str, ActionDataset]:
+        quiet = Console(file=io.StringIO())
+        return ExperimentRunner(
+            load(tmp_path / "exp.yaml"), tmp_path / "runs", progress=False, console=quiet
+        ).prepare_dataset()
+
+    key, data = prepared()
+    assert prepared()[0] == key and data.manifest["event_counts"]["marked"] == 0  # no overlay: cached as before
+    base = read_overlay(rec)
+    save_overlay(rec, base.edit("mark_moment", "episode_000000", 10, 12, who="ana"), base)
+    marked_key, marked = prepared()
+    assert marked_key != key and marked.manifest["event_counts"]["marked"] == 3
+    assert prepared()[0] == marked_key  # the same marks: the new dataset is reused

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import io
+import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import yaml
+from rich.console import Console
 
 from bcarena.envs.duel import STATE_DIM, DuelConfig, make_bot
 from bcarena.envs.play import BotPolicy
+from bcarena.experiments.config import DatasetSpec
 from bcarena.recordings.converter import EpisodeData, build_dataset
 from bcarena.recordings.dataset import DatasetError
 from bcarena.recordings.reaction_delay import ReactionDelayed, check_delay, choose_delays, parse_delay, shift_episode
@@ -125,3 +131,58 @@ def test_a_fixed_delay_larger_than_an_episode_fails_the_build(tmp_path):
         DatasetError, match=rf"{episode.name}: a reaction delay of 8 frames is larger than this episode"
     ):
         build_dataset(tmp_path / "rec", tmp_path / "x", split=(1.0, 0.0, 0.0), pixels=False, reaction_delay=8)
+
+
+EXPERIMENT = """\
+name: delayed
+recording: {{path: {path}}}
+dataset: {{split: [0.5, 0.25, 0.25], {delay}}}
+variants:
+  - name: a
+"""
+
+
+def _prepare(tmp_path: Path, recordings: Path, delay: str, folder: str):
+    from bcarena.experiments.runner import ExperimentRunner, load
+
+    (tmp_path / f"{folder}.yaml").write_text(EXPERIMENT.format(path=recordings, delay=delay))
+    console = Console(file=io.StringIO())
+    runner = ExperimentRunner(load(tmp_path / f"{folder}.yaml"), tmp_path / "runs", progress=False, console=console)
+    key, dataset = runner.prepare_dataset()
+    return key, dataset, json.loads((runner.run_dir / "dataset_stats.json").read_text())
+
+
+def test_an_experiment_sets_the_delay_and_its_run_folder_reports_it(tmp_path):
+    options = RecordOptions(video=False, progress=False, max_frames=30)
+    record_duel("pro", ["brawler"], 4, tmp_path / "rec", seed=0, options=options)
+    key0, plain, stats0 = _prepare(tmp_path, tmp_path / "rec", "pixels: false", "plain")
+    key2, delayed, stats2 = _prepare(tmp_path, tmp_path / "rec", "reaction_delay: 2", "delayed")
+    assert stats0["reaction_delay"] == {"pro": 0} and stats2["reaction_delay"] == {"pro": 2}
+    assert delayed.manifest["num_frames"] == plain.manifest["num_frames"] - 2 * 4  # each episode's last 2
+    assert key2 != key0  # the delay is part of the dataset's cache key
+    # ... and a spec without one keeps the key it had before delays could be set
+    assert DatasetSpec().model_dump(mode="json", exclude_none=True) == {
+        "alignment": "window-priority",
+        "split": [0.7, 0.15, 0.15],
+        "pixels": False,
+    }
+
+
+@pytest.mark.parametrize(
+    "dataset, message",
+    [
+        ({"reaction_delay": -1}, "dataset.reaction_delay: expected a number of frames in 0..50 or 'auto', got -1"),
+        ({"reaction_delay": "soon"}, "or 'auto', got 'soon'"),
+        (
+            {"reaction_delay": "auto", "max_reaction_delay": 60},
+            "max_reaction_delay: expected a number of frames in 0..50, got 60",
+        ),
+        ({"reaction_delay": 3, "max_reaction_delay": 4}, "max_reaction_delay is the largest delay"),
+    ],
+)
+def test_bad_delays_in_an_experiment_are_errors_on_load(tmp_path, dataset, message):
+    from bcarena.experiments.config import ExperimentError, load_experiment
+
+    (tmp_path / "x.yaml").write_text(yaml.safe_dump({"name": "x", "dataset": dataset, "variants": [{"name": "a"}]}))
+    with pytest.raises(ExperimentError, match=re.escape(message)):
+        load_experiment(tmp_path / "x.yaml")

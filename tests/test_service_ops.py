@@ -174,10 +174,13 @@ def test_swaps_that_do_not_fit_are_refused_and_the_old_model_keeps_serving(folde
 def test_a_swap_to_another_game_is_refused(folders):
     duel, boxing = load_slot(folders["duel_cnn"]), load_slot(folders["boxing_cnn"])
     assert (duel.game, boxing.game) == ("duel", "boxing")
-    assert incompatibility(duel, boxing) == "the new model plays 'boxing', the served one 'duel'"
+    # The one exact name check (envs.games.check_agent_for_game) decides, with its message.
+    assert (
+        incompatibility(duel, boxing) == "agent 'boxing-cnn' was trained on game 'boxing', not 'duel': use a duel agent"
+    )
     assert incompatibility(duel, duel) is None
     with TestClient(create_app(duel)) as client:
-        with pytest.raises(SwapError, match="refused: the new model plays 'boxing'") as err:
+        with pytest.raises(SwapError, match="refused: agent 'boxing-cnn' was trained on game 'boxing'") as err:
             asyncio.run(client.app.state.service.swap(str(folders["boxing_cnn"]), None))
         assert err.value.status == 409
         assert client.get("/health").json()["model_version"] == "duel_cnn"
@@ -291,9 +294,9 @@ def test_an_overloaded_server_cannot_stretch_the_run_requests_are_dropped_at_the
 
 def test_the_ramp_stops_at_the_first_rate_over_the_bound():
     with SlowServer(0.01) as server:
-        report = ramp_open_loop(server.url, [20, 200], 0.5, p99_ms=50, connections=1, pause_s=0.1, meta=META)
+        report = ramp_open_loop(server.url, [20, 200], 0.5, p99_ms=150, connections=1, pause_s=0.1, meta=META)
     assert [lv.rate for lv in report.levels] == [20, 200]
-    assert report.levels[0].meets(50) and not report.levels[1].meets(50)
+    assert report.levels[0].meets(150) and not report.levels[1].meets(150)
     assert report.best_rate == 20 and report.to_dict()["best_rate"] == 20
     assert ramp_rates(100, 1600, 5) == [100, 200, 400, 800, 1600]
 

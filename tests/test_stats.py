@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.stats import kendalltau, spearmanr
+from scipy.stats import binomtest, kendalltau, spearmanr
 
 from bcarena.eval.errors import EvalError
 from bcarena.eval.stats import (
@@ -13,6 +13,7 @@ from bcarena.eval.stats import (
     iqm,
     iqm_estimate,
     kendall_bootstrap,
+    paired_difference,
     paired_test,
     probability_of_improvement,
     profile,
@@ -92,6 +93,18 @@ def test_paired_test_counts_discordant_matches_and_calls_the_winner():
     assert test.mean_difference == pytest.approx((0.5 + 0.25 + 0.25) / 3)
     same = paired_test(a, _runs("copy", [0.75, 0.5, 0.75]))
     assert (same.mcnemar_p, same.wilcoxon_p, same.verdict) == (1.0, None, "no significant difference")
+
+
+def test_paired_difference_of_one_seed_on_the_same_matches():
+    a = np.r_[np.ones(50, bool), np.zeros(10, bool)]  # A wins 50 of 60
+    b = np.r_[np.ones(38, bool), np.zeros(20, bool), np.ones(2, bool)]  # B wins 40: 12 A-only, 2 B-only
+    d = paired_difference(a, b, n_boot=2000, seed=0)
+    assert (d.matches, d.a_only, d.b_only) == (60, 12, 2)
+    assert d.difference == pytest.approx(10 / 60) and d.ci95[0] < d.difference < d.ci95[1]
+    assert d.ci95[0] > 0 and d.mcnemar_p == pytest.approx(binomtest(12, 14, 0.5).pvalue)
+    assert paired_difference(a, b, seed=0) == d  # deterministic
+    with pytest.raises(EvalError, match=r"shapes \(60,\) and \(59,\)"):
+        paired_difference(a, b[:59])
 
 
 def test_paired_test_refuses_mismatched_match_seeds():

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from bcarena.envs.duel import DuelConfig
+from bcarena.envs.figures import pyplot, save_figure
 from bcarena.eval.errors import EvalError
 
 MODELS = ("trinomial", "pentanomial")
@@ -201,6 +201,7 @@ class AbResult:
     pentanomial: np.ndarray = field(default_factory=lambda: np.zeros(5, dtype=np.int64))
     trace: list[dict[str, float]] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)  # first and last seed played
+    game: str = "duel"  # whose matches were played
 
     @property
     def counts(self) -> np.ndarray:
@@ -233,6 +234,7 @@ class AbResult:
             "champion": self.champion,
             "challenger": self.challenger,
             "opponent": self.opponent,
+            "game": self.game,
             "decision": self.decision,
             "llr": self.llr() if self.matches else 0.0,
             "llr_normal": llr_normal(self.counts, s.elo0, s.elo1) if self.matches else 0.0,
@@ -255,22 +257,41 @@ def _scores(winner: np.ndarray, player: int) -> np.ndarray:
     return np.where(winner < 0, 0.5, (winner == player).astype(float))
 
 
-def play_pairs(champion, challenger, reference, seeds: np.ndarray, config: DuelConfig | None = None):
-    """The challenger's scores in the two games of each seed's pair: (first (n,), second (n,)).
+def play_pairs(champion, challenger, reference, seeds: np.ndarray, config: Any = None, game: str = "duel"):
+    """The challenger's scores in the two games of each seed's pair: (first (n,), second (n,)), in ``game``'s
+    matches (``config``: that game's config).
 
     Head to head (``reference`` None): first = challenger as player 0, second = challenger as player 1.
     Against a reference: first = challenger vs reference, second = 1 - champion's score vs reference, so that
     the pair's mean is 1/2 + (challenger - champion) / 2.
     """
-    from bcarena.eval.matches import play_matches
+    from bcarena.eval.matches import play_game_matches, play_matches
+
+    def winners(player0, player1) -> np.ndarray:
+        if game == "duel":
+            return play_matches(player0, player1, seeds, config).winner
+        from bcarena.envs.games import get_game
+
+        return play_game_matches(get_game(game), player0, player1, seeds, config, batch_size=seeds.size).winner
 
     if reference is None:
-        first = _scores(play_matches(challenger, champion, seeds, config).winner, 0)
-        second = _scores(play_matches(champion, challenger, seeds, config).winner, 1)
-        return first, second
-    first = _scores(play_matches(challenger, reference, seeds, config).winner, 0)
-    second = 1.0 - _scores(play_matches(champion, reference, seeds, config).winner, 0)
-    return first, second
+        return _scores(winners(challenger, champion), 0), _scores(winners(champion, challenger), 1)
+    return _scores(winners(challenger, reference), 0), 1.0 - _scores(winners(champion, reference), 0)
+
+
+def _check_players(players: list, game: str, config: Any) -> None:
+    """Every player must fit ``game`` (``check_agent_for_game`` through ``check_agent`` / ``fits_game``)."""
+    from bcarena.eval.matches import BuiltInOpponent, check_agent, fits_game
+
+    if game == "duel":
+        for player in players:
+            check_agent(player, config)
+        return
+    from bcarena.envs.games import get_game
+
+    for player in players:
+        if not isinstance(player, BuiltInOpponent):
+            fits_game(player, get_game(game))
 
 
 def run_ab(
@@ -279,23 +300,26 @@ def run_ab(
     settings: SprtSettings,
     reference=None,
     seed: int = 0,
-    config: DuelConfig | None = None,
+    config: Any = None,
     on_batch: Callable[[AbResult], None] | None = None,
+    game: str = "duel",
 ) -> AbResult:
-    """Play pairs in batches of ``settings.batch`` games from seed ``seed`` on until the SPRT crosses a bound or
-    ``settings.max_matches`` games are played. Players are Agents (``load_player`` specs are resolved by callers)."""
-    from bcarena.eval.matches import check_agent
+    """Play pairs of ``game``'s matches in batches of ``settings.batch`` games from seed ``seed`` on until the SPRT
+    crosses a bound or ``settings.max_matches`` games are played. Players are Agents (``load_ab_player`` resolves
+    specs; a game's built-in opponent can be the reference); ``config`` is that game's config."""
+    if game != "duel" and config is None:
+        from bcarena.envs.games import get_game
 
-    for player in (champion, challenger, *([reference] if reference is not None else [])):
-        check_agent(player, config)
+        config = get_game(game).make_config({})
+    _check_players([champion, challenger, *([reference] if reference is not None else [])], game, config)
     result = AbResult(
-        champion.name, challenger.name, reference.name if reference is not None else "head-to-head", settings
+        champion.name, challenger.name, reference.name if reference is not None else "head-to-head", settings, game=game
     )
     next_seed = seed
     while result.decision == "undecided" and result.matches + 2 <= settings.max_matches:
         pairs = min(settings.batch, settings.max_matches - result.matches) // 2
         seeds = np.arange(next_seed, next_seed + pairs, dtype=np.int64)
-        result.update(*play_pairs(champion, challenger, reference, seeds, config))
+        result.update(*play_pairs(champion, challenger, reference, seeds, config, game))
         next_seed += pairs
         result.seeds = [seed, next_seed - 1]
         if on_batch is not None:
@@ -305,13 +329,7 @@ def run_ab(
 
 def plot_trace(result: AbResult, path: Path) -> Path:
     """The LLR after each batch with the two SPRT bounds (PNG, written atomically)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from bcarena.envs.files import atomic_file
-
+    plt = pyplot()
     lower, upper = result.settings.bounds
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot([0] + [t["matches"] for t in result.trace], [0.0] + [t["llr"] for t in result.trace], marker="o", ms=3)
@@ -321,17 +339,27 @@ def plot_trace(result: AbResult, path: Path) -> Path:
     ax.set_ylabel("LLR")
     ax.set_title(f"{result.challenger} vs {result.champion} ({result.opponent}): {result.decision}")
     ax.legend()
-    fig.tight_layout()
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=100)
 
 
-def load_ab_player(spec: str, tracking_uri: str | None = None, config: DuelConfig | None = None):
-    """A player for an A/B test: a registered model (``models:/...``, resolved to its agent folder) or anything
-    :func:`bcarena.eval.matches.load_player` loads."""
-    from bcarena.eval.matches import load_player
+def ab_game(specs: list[str], tracking_uri: str | None = None) -> str:
+    """The one game the players ``specs`` declare (registered models resolved first), Duel when none does; agents of
+    two games are an EvalError naming both."""
+    from bcarena.eval.matches import game_of_players
     from bcarena.eval.service.registry import is_model_uri, resolve_model
 
-    return load_player(resolve_model(spec, tracking_uri) if is_model_uri(spec) else spec, config)
+    return game_of_players([resolve_model(s, tracking_uri) if is_model_uri(s) else s for s in specs]).name
+
+
+def load_ab_player(spec: str, tracking_uri: str | None = None, config: Any = None, game: str = "duel"):
+    """A player of ``game`` for an A/B test: a registered model (``models:/...``, resolved to its agent folder), or
+    anything :func:`bcarena.eval.matches.load_player` loads, or (other games) one of the game's built-in players."""
+    from bcarena.eval.matches import game_player, load_player
+    from bcarena.eval.service.registry import is_model_uri, resolve_model
+
+    source = resolve_model(spec, tracking_uri) if is_model_uri(spec) else spec
+    if game == "duel":
+        return load_player(source, config)
+    from bcarena.envs.games import get_game
+
+    return game_player(str(source), get_game(game), config)

@@ -68,7 +68,26 @@ class FrameStack:
         return stack.reshape(stack.shape[0], -1) if self.layout.obs_type == "state" else stack
 
 
-class RemoteAgent(Agent):
+class LayoutAgent(Agent):
+    """Base of the agents whose model takes inputs of an ``ObsLayout`` (a served or exported model): they keep the
+    frame stack the way the client does (``FrameStack``) and take one frame per ``act``; ``_act`` gets the stacks
+    through ``self.stack.push(obs)``."""
+
+    def _use_layout(self, layout: ObsLayout) -> None:
+        self.layout = layout
+        self.obs_type = layout.obs_type
+        self.stack = FrameStack(layout)
+
+    @property
+    def obs_shape(self) -> tuple[int, ...]:
+        """One observation as the layout takes it: (state_dim,) or (84, 84, 1)."""
+        return self.stack.frame_shape if self.obs_type == "state" else (*self.stack.frame_shape, 1)
+
+    def reset(self, batch_size: int) -> None:
+        self.stack.reset()
+
+
+class RemoteAgent(LayoutAgent):
     """An agent served over HTTP (``bcarena serve``). Use as a context manager or call ``close()``."""
 
     def __init__(self, url: str, timeout: float = 30.0) -> None:
@@ -81,16 +100,14 @@ class RemoteAgent(Agent):
         self._client = httpx.Client(base_url=self.url, timeout=timeout)
         self.metadata = self._call("GET", "/metadata")
         try:
-            self.layout = ObsLayout.from_dict(self.metadata["layout"])
+            self._use_layout(ObsLayout.from_dict(self.metadata["layout"]))
             self.max_batch = int(self.metadata["max_batch"])
             self.action_names = list(self.metadata["action_names"])
             self.name = f"{self.metadata['agent']}@{self.url.split('://', 1)[1]}"
         except (KeyError, TypeError, ValueError) as exc:
             self.close()
             raise RemoteError(f"{self.url}/metadata is not an agent server's metadata ({exc!r})") from None
-        self.obs_type = self.layout.obs_type
         self.model_sha256 = self.metadata.get("model_sha256")
-        self.stack = FrameStack(self.layout)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
@@ -104,14 +121,6 @@ class RemoteAgent(Agent):
                 detail = response.text
             raise RemoteError(f"agent server {self.url}{path} answered {response.status_code}: {str(detail)[:300]}")
         return response.json()
-
-    @property
-    def obs_shape(self) -> tuple[int, ...]:
-        """One observation as the served layout takes it: (state_dim,) or (84, 84, 1)."""
-        return self.stack.frame_shape if self.obs_type == "state" else (*self.stack.frame_shape, 1)
-
-    def reset(self, batch_size: int) -> None:
-        self.stack.reset()
 
     def _act(self, obs: np.ndarray) -> np.ndarray:
         inputs = self.stack.push(obs)

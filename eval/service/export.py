@@ -437,6 +437,14 @@ def _format(name: str) -> Format:
     return FORMATS[name]
 
 
+def check_served_game(agent: Agent) -> None:
+    """A GameError unless ``agent`` is a Duel agent by the one exact name check (``check_agent_for_game``): exports
+    and requirement checks carry Duel's state features, action names and matches."""
+    from bcarena.envs.games import check_agent_for_game
+
+    check_agent_for_game(agent.name, agent.game, agent.action_names, "duel")
+
+
 def export_agent(
     agent: Agent,
     fmt: str,
@@ -452,6 +460,7 @@ def export_agent(
     on any recorded input or when fewer than ``required`` inputs were recorded.
     """
     spec = _format(fmt)
+    check_served_game(agent)
     out = Path(out)
     if out.exists() and not overwrite:
         raise ExportError(f"{out} already exists (pass overwrite=True / --force to replace it)")
@@ -548,6 +557,7 @@ def served_from_agent(
             "torch",
             digest,
             size,
+            tuple(agent.action_names),  # the agent's own game's actions (a Boxing agent answers Boxing's names)
         )
     recording = record_from_matches(agent, parity_observations)
     with tempfile.TemporaryDirectory() as tmp:

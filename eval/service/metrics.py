@@ -58,6 +58,9 @@ class ServiceMetrics:
         )
         self.model = Gauge("bcarena_model_info", "the served model", ["version", "hash", "agent", "game"], registry=r)
         self.swaps = Counter("bcarena_model_swaps", "model swap attempts by result", ["result"], registry=r)
+        self.alias_polls = Counter(
+            "bcarena_alias_polls", "registry polls of a followed alias by outcome", ["outcome"], registry=r
+        )
         self.ready = Gauge("bcarena_ready", "1 when the model is loaded and the server is not draining", registry=r)
 
     def observe(self, route: str, status: int, seconds: float) -> None:

@@ -9,7 +9,7 @@ neither torch nor the serve extra (the server's JSON worker processes import the
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +43,7 @@ class ModelSlot:
     model_hash: str  # sha256 over the files of the model's folder (the weights' digest for an in-memory model)
     game: str
     source: str | None = None  # the folder or models:/ URI it was loaded from
+    pinned: str | None = None  # models:/NAME/N a registry URI resolved to when loaded (None for a folder)
 
     @classmethod
     def of(cls, served: ServedModel, version: str | None = None, game: str = "duel") -> ModelSlot:
@@ -130,14 +131,20 @@ def load_slot(
     except BcarenaError as exc:
         raise SwapError(f"{source}: cannot be served: {exc}", 422) from None
     served.runtime.actions(np.zeros((1, *served.layout.shape), dtype=np.float32))  # the first call pays set-up costs
-    return ModelSlot(served, version or default_version, folder_sha256(path), game, str(source))
+    slot = ModelSlot(served, version or default_version, folder_sha256(path), game, str(source))
+    reason = game_mismatch(slot, game)  # the model's action names must be its game's, exactly
+    if reason is not None:
+        raise SwapError(f"{source}: cannot be served: {reason}", 422)
+    pinned = f"{REGISTRY_SCHEME}{default_version}" if str(source).startswith(REGISTRY_SCHEME) else None
+    return replace(slot, pinned=pinned)
 
 
 def incompatibility(current: ModelSlot, new: ModelSlot) -> str | None:
-    """Why ``new`` cannot replace ``current`` for the same clients (another game, observation layout or action
-    names), or None when it can."""
-    if new.game != current.game:
-        return f"the new model plays {new.game!r}, the served one {current.game!r}"
+    """Why ``new`` cannot replace ``current`` for the same clients (another game or action names, by the one exact
+    check ``bcarena.envs.games.check_agent_for_game``; another observation layout), or None when it can."""
+    reason = game_mismatch(new, current.game)
+    if reason is not None:
+        return reason
     old_layout, new_layout = current.served.layout, new.served.layout
     if new_layout != old_layout:
         return (
@@ -145,8 +152,16 @@ def incompatibility(current: ModelSlot, new: ModelSlot) -> str | None:
             f"({new_layout.wire_dtype}, stack {new_layout.frame_stack}); the served one takes {old_layout.obs_type} "
             f"{list(old_layout.shape)} ({old_layout.wire_dtype}, stack {old_layout.frame_stack})"
         )
-    if tuple(new.served.action_names) != tuple(current.served.action_names):
-        return (
-            f"the new model's actions {list(new.served.action_names)} differ from {list(current.served.action_names)}"
-        )
+    return None
+
+
+def game_mismatch(slot: ModelSlot, game: str) -> str | None:
+    """Why ``slot`` cannot play ``game`` (its declared game or action names differ, by the one exact check
+    ``check_agent_for_game``), or None."""
+    from bcarena.envs.games import GameError, check_agent_for_game
+
+    try:
+        check_agent_for_game(slot.served.agent_name, slot.game, slot.served.action_names, game)
+    except GameError as exc:
+        return str(exc)
     return None

@@ -27,7 +27,7 @@ import numpy as np
 from bcarena.agents.base import Agent, BotAgent
 from bcarena.envs.duel import ACTION_NAMES, DuelConfig
 from bcarena.envs.files import atomic_folder, sha256_file, write_json
-from bcarena.eval.service.client import FrameStack
+from bcarena.eval.service.client import LayoutAgent
 from bcarena.eval.service.export import (
     EXPORT_FILE,
     ExportError,
@@ -178,21 +178,29 @@ def action_agreement(
     return Agreement(len(inputs), {b: int(np.sum(actions(candidate, b) == expected)) for b in batches})
 
 
-class RuntimeAgent(Agent):
-    """A runtime (e.g. an int8 ONNX model) as a player: it keeps the frame stack the way the client does."""
+def quantize_and_compare(
+    fp32: Path, out: Path, method: str, calibration: np.ndarray | None, reference: Runtime, inputs: np.ndarray
+) -> tuple[OnnxRuntime, str, Agreement]:
+    """Quantize ``fp32`` into ``out`` with ``method``: (the int8 runtime, what was done, its action agreement with
+    ``reference`` on ``inputs`` (n, *shape))."""
+    description = quantize_onnx(fp32, out, method, calibration)
+    candidate = OnnxRuntime(out)
+    return candidate, description, action_agreement(reference, candidate, inputs)
+
+
+def default_calibration(inputs: np.ndarray, seed: int = 0) -> np.ndarray:
+    """``CALIBRATION_ROWS`` rows of recorded model inputs (n, *shape), picked at random, kept in recorded order."""
+    pick = np.random.default_rng(seed).permutation(len(inputs))[:CALIBRATION_ROWS]
+    return inputs[np.sort(pick)]
+
+
+class RuntimeAgent(LayoutAgent):
+    """A runtime (e.g. an int8 ONNX model) as a player of Duel: it keeps the frame stack the way the client does."""
 
     def __init__(self, runtime: Runtime, layout: ObsLayout, name: str) -> None:
-        self.runtime, self.layout, self.name = runtime, layout, name
-        self.obs_type = layout.obs_type
+        self.runtime, self.name = runtime, name
         self.action_names = list(ACTION_NAMES)
-        self.stack = FrameStack(layout)
-
-    @property
-    def obs_shape(self) -> tuple[int, ...]:
-        return self.stack.frame_shape if self.obs_type == "state" else (*self.stack.frame_shape, 1)
-
-    def reset(self, batch_size: int) -> None:
-        self.stack.reset()
+        self._use_layout(layout)
 
     def _act(self, obs: np.ndarray) -> np.ndarray:
         return self.runtime.actions(self.stack.push(obs).astype(np.float32))
@@ -272,8 +280,7 @@ def export_int8(
     if out.exists() and not overwrite:
         raise ExportError(f"{out} already exists (pass overwrite=True / --force to replace it)")
     if calibration is None:
-        pick = np.random.default_rng(seed).permutation(len(recording))[:CALIBRATION_ROWS]
-        calibration = recording.inputs[np.sort(pick)]
+        calibration = default_calibration(recording.inputs, seed)
     with tempfile.TemporaryDirectory() as work:
         fp32 = export_agent(agent, "onnx", Path(work) / "fp32", recording, required=required, agent_source=agent_source)
         reference = OnnxRuntime(fp32.model_file)
@@ -281,9 +288,9 @@ def export_int8(
             model_file = tmp / "model.onnx"
             attempts = []
             for method in (FIRST_METHOD[agent.obs_type], FALLBACK_METHOD):
-                description = quantize_onnx(fp32.model_file, model_file, method, calibration)
-                candidate = OnnxRuntime(model_file)
-                agreement = action_agreement(reference, candidate, recording.inputs)
+                candidate, description, agreement = quantize_and_compare(
+                    fp32.model_file, model_file, method, calibration, reference, recording.inputs
+                )
                 attempts.append({"method": method, "description": description, **agreement.to_dict()})
                 if agreement.passed(required):
                     break

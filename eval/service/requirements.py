@@ -52,6 +52,7 @@ from bcarena.eval.service.export import (
     Runtime,
     ServedModel,
     agent_weights,
+    check_served_game,
     export_agent,
     load_export,
     record_observations,
@@ -365,6 +366,7 @@ def check_requirements(
     from bcarena.eval.matches import load_player, play_matches
     from bcarena.recordings.dataset import ActionDataset
 
+    check_served_game(agent)
     spec = req.serving
     rows: list[CheckRow] = []
     details: dict[str, Any] = {}

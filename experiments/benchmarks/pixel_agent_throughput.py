@@ -1,4 +1,4 @@
-"""Benchmark: pixel-agent decisions/s against this machine's compute limit, for the CNN and the compact CNN.
+"""Benchmark: pixel agents' cost (MACs, training samples/s, decisions/s, matches/s) against the compute limit.
 
 Run: ``bcarena bench pixel-agent [--out FILE.json]``.
 
@@ -12,6 +12,10 @@ gray frames stacked ``frame_stack`` deep (2, as the story): ``nature``, the Natu
   stacking, normalization, the network, argmax), per batch size; and the network alone
   (``forward_per_s``, float inputs already stacked);
 * ``train_samples_per_s``: forward + backward + AdamW steps of the network on stacked float batches;
+* ``matches``: ``matches_per_s`` (and decisions/s, mean length) of ``--matches`` whole Duel matches against
+  the brawler played from pixels through the one match loop (``play_matches``: rendering, frame
+  stacking and the network, all batched). The networks are untrained, so match length differs by
+  network: ``mean_length`` says how long they were;
 * ``fraction_of_gemm_limit``: achieved FLOP/s (2 x MACs x decisions/s) over the GFLOP/s of a large
   float32 matrix product (``--gemm-size``) measured in the same run with the same torch threads — the
   compute limit — and ``fraction_of_conv_limit`` likewise over a large, well-shaped convolution.
@@ -38,6 +42,7 @@ import typer
 from bcarena.agents.policies import ScoreModel, build_policy
 from bcarena.agents.torch_agent import TorchAgent
 from bcarena.envs.duel import ACTION_NAMES, NUM_ACTIONS, SKILL_ACTIONS
+from bcarena.eval.matches import load_player, match_seeds, play_matches
 from bcarena.experiments.benchmarks import emit
 
 FRAME = 84
@@ -157,7 +162,26 @@ def train_rate(model: ScoreModel, shape: tuple[int, ...], batch: int, min_second
         opt.step()
         return batch
 
-    return timed_rate(step, min_seconds)
+    return timed_rate(step, min_seconds, clock)
+
+
+def match_rate(agent: TorchAgent, matches: int, clock: str = "cpu", opponent: str = "brawler") -> dict[str, Any]:
+    """Matches/s, decisions/s and mean length (decisions) of ``matches`` batched matches of ``agent`` vs a bot."""
+    rival = load_player(opponent)
+    seeds = match_seeds(0, matches)
+    play_matches(agent, rival, seeds[:2])  # warm-up: torch kernels, renderer caches
+    now = CLOCKS[clock]
+    start = now()
+    results = play_matches(agent, rival, seeds)
+    seconds = max(now() - start, 1e-9)
+    return {
+        "opponent": opponent,
+        "matches": matches,
+        "seconds": seconds,
+        "matches_per_s": matches / seconds,
+        "decisions_per_s": float(results.length.sum()) / seconds,
+        "mean_length": float(results.length.mean()),
+    }
 
 
 def run(
@@ -168,6 +192,7 @@ def run(
     min_seconds: float = 2.0,
     threads: int = 1,
     clock: str = "cpu",
+    matches: int = 64,
 ) -> dict[str, Any]:
     torch.set_num_threads(threads)
     gemm = gemm_gflops(gemm_size, min_seconds, clock)
@@ -186,7 +211,9 @@ def run(
         "policies": {},
     }
     for key, (policy, config) in NETWORKS.items():
-        res = measure_policy(pixel_agent(policy, config, frame_stack), batch_sizes, train_batch, min_seconds, clock)
+        agent = pixel_agent(policy, config, frame_stack)
+        res = measure_policy(agent, batch_sizes, train_batch, min_seconds, clock)
+        res["matches"] = match_rate(agent, matches, clock)
         best = max(res["decisions_per_s"].values())
         achieved = 2 * res["macs_per_frame"] * best / 1e9
         res["best_decisions_per_s"] = best
@@ -201,6 +228,7 @@ def run(
             "macs_ratio": other["macs_per_frame"] / compact["macs_per_frame"],
             "decisions_speedup": compact["best_decisions_per_s"] / other["best_decisions_per_s"],
             "train_speedup": compact["train_samples_per_s"] / other["train_samples_per_s"],
+            "matches_speedup": compact["matches"]["matches_per_s"] / other["matches"]["matches_per_s"],
         }
         for key, other in results["policies"].items()
         if key != "compact"
@@ -219,8 +247,10 @@ def main(
     clock: str = typer.Option(
         "cpu", help="cpu: rates per CPU-second of this process (robust on a shared machine); wall: per wall second"
     ),
+    matches: int = typer.Option(64, min=1, help="whole matches vs the brawler timed per network (matches/s)"),
 ) -> None:
-    """Measure and print JSON: pixel-agent decisions/s, MACs per frame and the fraction of the GEMM limit."""
+    """Measure and print JSON: pixel-agent MACs per frame, training samples/s, decisions/s, matches/s and the
+    fraction of the GEMM limit."""
     try:
         sizes = tuple(int(s) for s in batch_sizes.split(","))
     except ValueError:
@@ -229,7 +259,7 @@ def main(
         raise typer.BadParameter(f"--batch-sizes must be positive integers, got {batch_sizes!r}")
     if clock not in CLOCKS:
         raise typer.BadParameter(f"--clock must be one of {sorted(CLOCKS)}, got {clock!r}")
-    emit(run(frame_stack, sizes, train_batch, gemm_size, min_seconds, threads, clock), out)
+    emit(run(frame_stack, sizes, train_batch, gemm_size, min_seconds, threads, clock, matches), out)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,11 @@ Every server runs in its own process (``bcarena serve``), the load comes from ``
      requests due before the swap, during it (from the admin call until 1 s after it returned) and after.
 Ratios: the server's best rate over the client ceiling; p99 during / before the swap.
 
+The client pre-opens a connection pool (4 x rate x 5 ms, at least 2, at most 64) before the clock starts, sends
+request bytes built once, runs on uvloop, sleeps in whole milliseconds (a shorter asyncio sleep spins the loop) and
+freezes the objects alive at the start out of garbage collection (a full collection over torch's objects paused it
+for 0.2-0.35 s); ``bcarena serve`` freezes its own likewise. ``failed`` counts every request not answered 200:
+``dropped`` (no answer within the 10 s timeout), of which ``unsent`` (no connection came free in time).
 Timings on a machine shared with other work are noisy: the JSON records the load average before and after.
 """
 
@@ -130,6 +135,7 @@ def swap_under_load(url: str, new_version: Path, rate: float, seconds: float) ->
         "failed": result.failed,
         "server_errors": result.server_errors,
         "dropped": result.dropped,
+        "unsent": result.unsent,
         "versions": result.versions,
         "swap": {k: action.get(k) for k in ("start_s", "end_s", "result", "error")},
         "windows": windows,
@@ -144,7 +150,10 @@ def swap_under_load(url: str, new_version: Path, rate: float, seconds: float) ->
 def _ramp(url: str, rates: list[float], seconds: float, meta: dict[str, Any] | None = None) -> dict[str, Any]:
     report = ramp_open_loop(url, rates, seconds, P99_BOUND_MS, pause_s=1.0, meta=meta)
     levels = [
-        {k: lv.to_dict()[k] for k in ("rate", "failed", "achieved_rate", "latency_ms", "send_lag_ms", "connections")}
+        {
+            k: lv.to_dict()[k]
+            for k in ("rate", "failed", "unsent", "achieved_rate", "latency_ms", "send_lag_ms", "connections")
+        }
         for lv in report.levels
     ]
     return {"p99_bound_ms": P99_BOUND_MS, "best_rate": report.best_rate, "levels": levels}

@@ -54,7 +54,7 @@ def ab(
 
     from bcarena.envs.files import write_json
     from bcarena.eval.matches import display_names
-    from bcarena.eval.service.ab import SprtSettings, load_ab_player, plot_trace, run_ab
+    from bcarena.eval.service.ab import SprtSettings, ab_game, load_ab_player, plot_trace, run_ab
     from bcarena.eval.service.registry import RegistryError, is_model_uri, model_version, set_alias
 
     settings = SprtSettings(elo0, elo1, alpha, beta, model, max_matches, batch)
@@ -63,15 +63,16 @@ def ab(
             f"--promote needs a registered challenger (models:/NAME@ALIAS or /VERSION), got {challenger!r}"
         )
     target = model_version(challenger, tracking_uri) if promote else None
-    players = [load_ab_player(spec, tracking_uri) for spec in (champion, challenger)]
-    reference = None if opponent == "head-to-head" else load_ab_player(opponent, tracking_uri)
+    game = ab_game([champion, challenger], tracking_uri)  # the game the agents declare: its matches are played
+    players = [load_ab_player(spec, tracking_uri, game=game) for spec in (champion, challenger)]
+    reference = None if opponent == "head-to-head" else load_ab_player(opponent, tracking_uri, game=game)
     with tqdm(total=max_matches, desc="A/B matches", unit="match") as bar:
 
         def progress(result) -> None:
             bar.update(result.matches - bar.n)
             bar.set_postfix(llr=f"{result.llr():.2f}")
 
-        result = run_ab(players[0], players[1], settings, reference, seed, on_batch=progress)
+        result = run_ab(players[0], players[1], settings, reference, seed, on_batch=progress, game=game)
     result.champion, result.challenger = display_names([champion, challenger], players)
     data = result.to_dict()
     console.print(

@@ -27,9 +27,13 @@ BENCHMARKS: dict[str, tuple[str, str]] = {  # command -> (module in experiments/
     "int8": ("int8", "int8 vs fp32 ONNX: size and latency ratios, action agreement, paired win-rate difference."),
     "ab": ("ab_null", "A/B false positives: two copies of one agent never reach H1 over many seed ranges."),
     "boxing": ("boxing_throughput", "ALE Boxing bouts/s in emulator worker processes vs one bout at a time."),
+    "dashboard": (
+        "dashboard_first_view",
+        "First view of the Key moments and Labeling pages (server side, Chromium) vs computing the moments.",
+    ),
     "pixel-agent": (
         "pixel_agent_throughput",
-        "Pixel-agent decisions/s (CNN, compact CNN), MACs per frame, fraction of the measured GEMM limit.",
+        "Pixel agents (Nature CNN, CNN, compact CNN): MACs/frame, train samples/s, decisions/s, matches/s.",
     ),
 }
 

@@ -27,6 +27,9 @@ else:
 REPLAY_SUFFIXES = "bcarena.eval.replays:REPLAY_SUFFIXES"
 
 
+GAME_HELP = "the game (default: the agents' own; bot names play Duel)"
+
+
 def _pct(value: float | None) -> str:
     return "undefined" if value is None else f"{value:.1%}"
 
@@ -86,7 +89,9 @@ def moments(
     num_matches: int = typer.Option(
         0, "--matches", min=0, max=MAX_MATCHES, help="closed loop: matches per opponent (0: offline moments only)"
     ),
-    opponent: list[str] = typer.Option(["brawler"], help="closed loop: opponent(s), repeatable: " + PLAYER_HELP),
+    opponent: list[str] = typer.Option(
+        [], help="closed loop: opponent(s), repeatable (default: Duel brawler, another game its first): " + PLAYER_HELP
+    ),
     seed: int = typer.Option(0, min=0, max=MAX_SEED, help="closed loop: first match seed"),
     out: Path = typer.Option(
         Path("runs/eval/moments"), parser=path_to("folder"), help="folder for moments.parquet/.json, filmstrips/"
@@ -94,18 +99,22 @@ def moments(
 ) -> None:
     """Key moments: the expert's skill presses, hits, KOs and action changes ranked by how badly the agent
     misses them (missed / late / early / right within +-window frames), with filmstrips; with --matches,
-    also the closed-loop moments where the agent's choice differed from the pro's, ranked by lost exchanges."""
+    also the closed-loop moments (Duel, Boxing, any game with an expert) where the agent's choice differed
+    from the expert's, ranked by lost exchanges (the agent was hit within the next second)."""
+    from bcarena.envs.games import get_game
+    from bcarena.eval import moments as M
     from bcarena.eval.matches import load_player
-    from bcarena.eval.moments import LABELS, closed_loop, counts, explore, top_summary, write_moments
     from bcarena.recordings.dataset import ActionDataset
 
     player = load_player(agent)
+    if num_matches:  # a bad opponent fails before the offline moments, not after them
+        M.closed_loop_players(player, opponent or None, get_game(player.game), None)
     data = ActionDataset.load(dataset)
-    found = explore(player, data, split, window, event or None)
-    summary = top_summary(found, top)
-    table = Table("event (moments with it)", *LABELS, "total")
-    for name, row in counts(found).items():
-        table.add_row(name, *(str(row[label]) for label in LABELS), str(row["total"]))
+    found = M.explore(player, data, split, window, event or None)
+    summary = M.top_summary(found, top)
+    table = Table("event (moments with it)", *M.LABELS, "total")
+    for name, row in M.counts(found).items():
+        table.add_row(name, *(str(row[label]) for label in M.LABELS), str(row["total"]))
     console.print(f"{player.name} on {dataset} ({split}): {len(found)} key moments, +-{window} frames")
     console.print(table)
     opportune = summary.get("skill_presses_in_opportune_states")
@@ -113,16 +122,16 @@ def moments(
         f"top {summary['top']}: {summary['missed']} missed, skill presses {_pct(summary['skill_presses'])}"
         + ("" if opportune is None else f", skill presses in opportune states {_pct(opportune)}")
     )
-    for path in write_moments(found, data, out, top).values():
+    for path in M.write_moments(found, data, out, top).values():
         console.print(f"wrote {path}")
     if num_matches:
-        loop = closed_loop(player, opponent, num_matches, seed, progress=True)
+        loop = M.closed_loop(player, opponent or None, num_matches, seed, progress=True)
         types = Table("expert", "agent", "state", "moments", "lost", "lost rate")
         for r in loop.types.head(10).itertuples():
             types.add_row(r.expert_action, r.agent_action, r.bucket, str(r.moments), str(r.lost), _pct(r.lost_rate))
         console.print(
-            f"closed loop: {len(loop.moments)} of {loop.decisions} decisions differ from the pro; "
-            f"HP lost within {loop.horizon} decisions after {_pct(loop.base_lost_rate)} of all decisions"
+            f"closed loop: {len(loop.moments)} of {loop.decisions} decisions differ from the {loop.game} "
+            f"{loop.expert}; hit within {loop.horizon} decisions after {_pct(loop.base_lost_rate)} of all decisions"
         )
         console.print(types)
         for path in loop.write(out).values():
@@ -149,20 +158,22 @@ def matches(
     """Vectorized matches of an agent against opponents: win/draw/loss with Wilson 95% intervals, HP
     difference, damage, skill use, KO rate and match length, on a fixed seed list. In games without HP
     (Boxing) the HP columns hold the score."""
+    from bcarena.agents.threads import torch_threads
     from bcarena.envs.files import write_json
     from bcarena.envs.games import get_game
-    from bcarena.eval.matches import evaluate_matches, game_of, game_player, load_player
+    from bcarena.eval.matches import default_opponent, evaluate_matches, game_of, game_player, load_player
 
     played = get_game(game or game_of(agent))  # an unknown game: one line listing the known ones
-    opponent = opponent or (["brawler"] if played.name == "duel" else list(played.opponents)[:1])
+    opponent = opponent or [default_opponent(played)]
     for spec in (agent, *opponent):  # a bad spec fails before the first opponent's matches, not after them
         load_player(spec) if played.name == "duel" else game_player(spec, played)
-    reports = [
-        evaluate_matches(
-            agent, o, num_matches, seed, both_sides, batch_size=batch_size, progress=True, game=played.name
-        )
-        for o in opponent
-    ]
+    with torch_threads(1):  # as in `bcarena run`: more threads only spin on a busy machine (agents.threads)
+        reports = [
+            evaluate_matches(
+                agent, o, num_matches, seed, both_sides, batch_size=batch_size, progress=True, game=played.name
+            )
+            for o in opponent
+        ]
     table = Table(
         "agent",
         "opponent",
@@ -197,7 +208,9 @@ def matches(
 @eval_app.command("replay")
 def replay(
     player0: str = typer.Argument(..., help="player 0: " + PLAYER_HELP),
-    player1: str = typer.Argument("brawler", help="player 1: " + PLAYER_HELP),
+    player1: str | None = typer.Argument(
+        None, help="player 1 (default: Duel brawler, another game its first opponent): " + PLAYER_HELP
+    ),
     seed: int = typer.Option(0, min=0, max=MAX_SEED, help="match seed"),
     caption: str | None = typer.Option(None, help="text under the match"),
     out: Path = typer.Option(
@@ -205,13 +218,19 @@ def replay(
         parser=path_to("file", REPLAY_SUFFIXES),
         help="video file: .mp4, .mkv (lossless) or .gif",
     ),
+    game: str | None = typer.Option(None, help=GAME_HELP),
 ) -> None:
-    """Write one match as a video or GIF."""
+    """Write one match of any game as a video or GIF."""
+    from bcarena.eval.matches import default_opponent, game_of_players
     from bcarena.eval.replays import record_replay
 
-    result = record_replay(player0, player1, seed, out, caption=caption)
+    played = game_of_players([player0, *([player1] if player1 else [])], game)
+    result = record_replay(player0, player1 or default_opponent(played), seed, out, caption=caption, game=played)
     winner = "draw" if result["winner"] < 0 else result["players"][result["winner"]]
-    console.print(f"{' vs '.join(result['players'])} (seed {seed}): winner {winner}, HP {result['hp']} -> {out}")
+    console.print(
+        f"{' vs '.join(result['players'])} ({played.name}, seed {seed}): winner {winner}, "
+        f"score {result['score']} -> {out}"
+    )
 
 
 @eval_app.command("side-by-side")
@@ -229,29 +248,22 @@ def side_by_side(
         parser=path_to("file", REPLAY_SUFFIXES),
         help="video file: .mp4, .mkv or .gif",
     ),
+    game: str | None = typer.Option(None, help=GAME_HELP),
 ) -> None:
     """Two agents against the same opponent on the same seed, side by side with captions (any game: the
-    left agent's)."""
-    from bcarena.envs.games import get_game
-    from bcarena.eval.game_replays import record_game_side_by_side
-    from bcarena.eval.matches import game_of, load_player
+    agents')."""
+    from bcarena.eval.matches import default_opponent, game_of_players
     from bcarena.eval.replays import record_side_by_side
 
-    agents = [load_player(left), load_player(right)]
-    captions = (left_caption or agents[0].name, right_caption or agents[1].name)
-    game = get_game(game_of(agents[0]))
-    if game.name != "duel":
-        rival = opponent or list(game.opponents)[0]
-        shown = record_game_side_by_side(game, agents[0], agents[1], rival, seed, out, captions)
-        for side in ("left", "right"):
-            console.print(f"{side}: winner side {shown[side]['winner']}, score {shown[side]['score']}")
-        console.print(f"wrote {out}")
-        return
-    result = record_side_by_side(agents[0], agents[1], opponent or "brawler", seed, out, captions)
+    played = game_of_players([left, right], game)
+    rival = opponent or default_opponent(played)
+    result = record_side_by_side(left, right, rival, seed, out, (left_caption, right_caption), game=played)
     for side in ("left", "right"):
         r = result[side]
         outcome = "draw" if r["winner"] < 0 else ("won" if r["winner"] == 0 else "lost")
-        console.print(f"{side}: {r['players'][0]} {outcome} (HP {r['hp']}, {r['skill_actions'][0]} skill presses)")
+        console.print(
+            f"{side}: {r['players'][0]} {outcome} (score {r['score']}, {r['skill_actions'][0]} skill presses)"
+        )
     console.print(f"wrote {out}")
 
 
@@ -261,7 +273,9 @@ def gap(
     dataset: Path = typer.Option(
         ..., exists=True, file_okay=False, help="action dataset folder (the expert's recordings)"
     ),
-    opponent: list[str] = typer.Option(["brawler"], help="opponent(s) for the win rate, repeatable"),
+    opponent: list[str] = typer.Option(
+        [], help="opponent(s) for the win rate, repeatable (default: Duel brawler, another game its first)"
+    ),
     num_matches: int = typer.Option(200, "--matches", min=1, max=MAX_MATCHES, help="matches per agent and opponent"),
     seed: int = typer.Option(0, min=0, max=MAX_SEED, help="first match seed (the same seed list for every agent)"),
     split: SPLIT = typer.Option("test", help="dataset split for the offline metrics"),
@@ -271,13 +285,15 @@ def gap(
     ),
 ) -> None:
     """The offline-online gap: each offline metric's Spearman rank correlation with win rate across
-    agents (bootstrap 95% interval), with accuracy and win rate side by side."""
+    agents (bootstrap 95% interval), with accuracy and win rate side by side. The game is the dataset's."""
+    from bcarena.envs.games import get_game
     from bcarena.eval.gap import gap_report
+    from bcarena.eval.matches import default_opponent
     from bcarena.recordings.dataset import ActionDataset
 
-    report = gap_report(
-        agent, ActionDataset.load(dataset), opponent, num_matches, seed, split, tolerance, progress=True
-    )
+    data = ActionDataset.load(dataset)
+    rivals = opponent or [default_opponent(get_game(str(data.manifest["game"])))]
+    report = gap_report(agent, data, rivals, num_matches, seed, split, tolerance, progress=True)
     table = Table("agent", "win rate [95% CI]", "accuracy", "balanced acc.", "event-F1 (any skill)")
     for r in sorted(report.rows, key=lambda r: -r.win_rate):
         lo, hi = r.win_rate_ci95
@@ -312,12 +328,14 @@ def boxing(
 ) -> None:
     """ALE Boxing: bouts of an agent against the console's CPU, reported like Duel matches (points for HP)."""
     from bcarena.agents.base import load_agent
+    from bcarena.agents.threads import torch_threads
     from bcarena.envs.boxing import BoxingExpert
     from bcarena.envs.files import write_json
     from bcarena.eval.boxing import evaluate_boxing
 
     player = BoxingExpert(seed=seed) if agent == "expert" else load_agent(agent)
-    r = evaluate_boxing(player, num_matches, seed, num_envs, workers, progress=True)
+    with torch_threads(1):  # a pixel agent took 12x the CPU with torch's default threads
+        r = evaluate_boxing(player, num_matches, seed, num_envs, workers, progress=True)
     lo, hi = r.win_rate_ci95
     console.print(
         f"{r.agent} vs Boxing CPU: {r.wins}/{r.draws}/{r.losses} (W/D/L), win rate {r.win_rate:.1%} "
@@ -330,7 +348,7 @@ def boxing(
 
 @app.command("tournament")
 def tournament(
-    players: list[str] = typer.Argument(..., help="2+ players: " + PLAYER_HELP),
+    players: list[str] = typer.Argument(..., help="2+ players of one game: " + PLAYER_HELP),
     num_matches: int = typer.Option(200, "--matches", min=1, max=MAX_MATCHES, help="seeds per pairing"),
     seed: int = typer.Option(0, min=0, max=MAX_SEED, help="first match seed"),
     both_sides: bool = typer.Option(True, help="play every seed from both sides"),
@@ -346,10 +364,12 @@ def tournament(
         None, help="Ray cluster to join (auto, ray://head:10001); default: a local Ray instance"
     ),
     shard_size: int | None = typer.Option(None, min=1, help="pairings per Ray task (default: 4 shards per CPU)"),
+    game: str | None = typer.Option(None, help=GAME_HELP),
 ) -> None:
     """Round-robin tournament: win-rate matrix and OpenSkill ratings.
 
-    Writes the matrix as a heatmap and the ratings with their uncertainty.
+    Players are one two-player game's: its built-in players by name and agents of that game. Writes the
+    matrix as a heatmap and the ratings with their uncertainty.
     """
     from bcarena.eval.tournament import run_tournament
     from bcarena.experiments.ray_map import RayMap
@@ -357,7 +377,7 @@ def tournament(
     if executor == "local" and (address or shard_size):
         raise typer.BadParameter("--address and --shard-size need --executor ray")
     runner = RayMap(address=address, shard_size=shard_size) if executor == "ray" else map
-    result = run_tournament(players, num_matches, seed, both_sides, progress=True, runner=runner)
+    result = run_tournament(players, num_matches, seed, both_sides, progress=True, runner=runner, game=game)
     table = Table("rank", "player", "mu", "sigma", "ordinal (mu - 3 sigma)")
     for r in result.ratings:
         table.add_row(str(r.rank), r.player, f"{r.mu:.2f}", f"{r.sigma:.2f}", f"{r.ordinal:.2f}")

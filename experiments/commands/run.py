@@ -114,7 +114,7 @@ def match(
     result = record_replay(BotAgent(player0), BotAgent(player1), seed, out, DuelConfig())
     winner = "draw" if result["winner"] < 0 else (player0, player1)[result["winner"]]
     console.print(
-        f"{player0} vs {player1} (seed {seed}): winner {winner}, HP {result['hp']}, "
+        f"{player0} vs {player1} (seed {seed}): winner {winner}, HP {result['score']}, "
         f"{result['decisions']} frames -> {out}"
     )
 

@@ -204,25 +204,39 @@ def serve(
     shutdown_timeout_s: float = typer.Option(
         30.0, min=0.001, max=3600.0, help="on shutdown: requests in flight get at most this long to finish"
     ),
+    follow_alias: bool = typer.Option(
+        False, "--follow-alias", help="AGENT models:/NAME@ALIAS: poll the registry and hot-swap when the alias moves"
+    ),
+    poll_s: float = typer.Option(5.0, help="--follow-alias: seconds between registry polls"),
 ) -> None:
     """Serve an agent over HTTP (FastAPI + uvicorn): POST /act, GET /health[/live|/ready], /metadata, /metrics.
 
     Pixel agents take the frame stack from the client (see GET /metadata layout). POST /admin/model
-    {"path": FOLDER or models:/...} from loopback swaps the model with no failed request; SIGTERM drains.
+    {"path": FOLDER or models:/...} from loopback swaps the model with no failed request, as --follow-alias does
+    when the registry alias moves (another game or layout is refused, the old model kept); SIGTERM drains.
     """
+    from bcarena.eval.service.follow import check_follow
     from bcarena.eval.service.models import load_slot
     from bcarena.eval.service.registry import model_folder
     from bcarena.eval.service.server import ServerSettings, require_serving_extra
     from bcarena.eval.service.server import serve as run_server
 
+    check_follow(agent if follow_alias else None, poll_s)
     require_serving_extra()
-    settings = ServerSettings(max_batch, batch_window_ms, drain_s=drain_s, shutdown_timeout_s=shutdown_timeout_s)
+    settings = ServerSettings(
+        max_batch,
+        batch_window_ms,
+        drain_s=drain_s,
+        shutdown_timeout_s=shutdown_timeout_s,
+        follow_poll_s=poll_s if follow_alias else None,
+    )
     model_folder(agent, tracking_uri)  # the registry's checks and messages, before anything loads
     slot = load_slot(agent, model_version, backend, device, tracking_uri)
     served = slot.served
     console.print(
         f"serving {served.agent_name} version {slot.version!r} ({served.format} via {served.runtime.name} on "
         f"{served.runtime.device}, sha256 {slot.model_hash[:16]}...) on http://{host}:{port}"
+        + (f", following {agent} every {poll_s:g} s" if follow_alias else "")
     )
     run_server(slot, host, port, settings, backend=backend, tracking_uri=tracking_uri)
 
