@@ -202,6 +202,11 @@ def closing(match: Any) -> Iterator[Any]:
 
 
 # ------------------------------------------------------------------------------------ the one name check
+def default_opponent(game: Game) -> str:
+    """The opponent played when none is named: Duel's brawler, another game's first opponent."""
+    return "brawler" if game.name == "duel" else next(iter(game.opponents))
+
+
 @runtime_checkable
 class DeclaresGame(Protocol):
     """A player that declares its game and action names (every bcarena Agent): checked where it plays."""

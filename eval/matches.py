@@ -19,7 +19,14 @@ from tqdm.auto import tqdm
 
 from bcarena.agents.base import AGENT_FILE, Agent, BotAgent, load_agent, read_agent_spec
 from bcarena.envs.duel import ACTION_NAMES, BOTS, NUM_ACTIONS, SKILL_ACTIONS, DuelConfig
-from bcarena.envs.games import Game, GameError, MatchOptions, check_agent_for_game, closing, get_game
+from bcarena.envs.games import (
+    Game,
+    GameError,
+    MatchOptions,
+    check_agent_for_game,
+    closing,
+    get_game,
+)
 from bcarena.envs.play import DuelBatch, Hook, Policy, PolicyError, Step, play
 from bcarena.eval.errors import EvalError
 from bcarena.eval.perturbed import parse_perturbed
@@ -439,11 +446,6 @@ def game_player(spec: str | Path | Policy, game: Game, config: Any = None, seed:
     if isinstance(spec, (str, Path)) and str(spec) in BOTS:
         raise EvalError(f"{spec!r} is a Duel bot; game {game.name!r} has players {game.players} (or agent folders)")
     return load_player(spec, None, seed) if isinstance(spec, (str, Path)) else spec
-
-
-def default_opponent(game: Game) -> str:
-    """The opponent played when none is named: Duel's brawler, another game's first opponent."""
-    return "brawler" if game.name == "duel" else next(iter(game.opponents))
 
 
 class _GameTally(Hook):

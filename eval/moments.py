@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 from bcarena.envs.duel.bots import ProBot
 from bcarena.envs.duel.observation import FEATURE_INDEX
 from bcarena.envs.files import atomic_file, write_bytes, write_json
-from bcarena.envs.games import Game, MatchOptions, closing, get_game
+from bcarena.envs.games import Game, MatchOptions, closing, default_opponent, get_game
 from bcarena.envs.play import Hook, Match, NoisyPolicy, Policy, Step, play
 from bcarena.envs.video import read_video
 from bcarena.eval.errors import EvalError
@@ -474,11 +474,6 @@ class ClosedLoop:
                 getattr(self, key).to_parquet(tmp, index=False)
         write_json(paths["summary"], self.summary())
         return paths
-
-
-def default_opponent(game: Game) -> str:
-    """The opponent closed-loop moments are played against by default: Duel's brawler, else the game's first."""
-    return "brawler" if game.name == "duel" else next(iter(game.opponents))
 
 
 def closed_loop_players(

@@ -23,6 +23,7 @@ import streamlit as st
 
 from bcarena.envs.errors import BcarenaError
 from bcarena.envs.files import OutsideFolderError, inside, safe_name
+from bcarena.envs.games import default_opponent
 from bcarena.eval import moments as M
 from bcarena.experiments import dashboard as dash
 from bcarena.recordings.dataset import SPLITS, ActionDataset
@@ -211,7 +212,7 @@ def closed_loop_section(run: dash.RunView, agent_id: str, spec: str, game: str) 
         from bcarena.envs.games import get_game
 
         played = get_game(game)
-        first = M.default_opponent(played)
+        first = default_opponent(played)
         a, b = st.columns(2)
         opponent = a.selectbox("Opponent", [first, *(o for o in played.opponents if o != first)], key="loop_opponent")
         matches = b.number_input("Matches", 1, 500, 20, key="loop_matches")

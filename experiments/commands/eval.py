@@ -160,8 +160,8 @@ def matches(
     (Boxing) the HP columns hold the score."""
     from bcarena.agents.threads import torch_threads
     from bcarena.envs.files import write_json
-    from bcarena.envs.games import get_game
-    from bcarena.eval.matches import default_opponent, evaluate_matches, game_of, game_player, load_player
+    from bcarena.envs.games import default_opponent, get_game
+    from bcarena.eval.matches import evaluate_matches, game_of, game_player, load_player
 
     played = get_game(game or game_of(agent))  # an unknown game: one line listing the known ones
     opponent = opponent or [default_opponent(played)]
@@ -221,7 +221,8 @@ def replay(
     game: str | None = typer.Option(None, help=GAME_HELP),
 ) -> None:
     """Write one match of any game as a video or GIF."""
-    from bcarena.eval.matches import default_opponent, game_of_players
+    from bcarena.envs.games import default_opponent
+    from bcarena.eval.matches import game_of_players
     from bcarena.eval.replays import record_replay
 
     played = game_of_players([player0, *([player1] if player1 else [])], game)
@@ -252,7 +253,8 @@ def side_by_side(
 ) -> None:
     """Two agents against the same opponent on the same seed, side by side with captions (any game: the
     agents')."""
-    from bcarena.eval.matches import default_opponent, game_of_players
+    from bcarena.envs.games import default_opponent
+    from bcarena.eval.matches import game_of_players
     from bcarena.eval.replays import record_side_by_side
 
     played = game_of_players([left, right], game)
@@ -286,9 +288,8 @@ def gap(
 ) -> None:
     """The offline-online gap: each offline metric's Spearman rank correlation with win rate across
     agents (bootstrap 95% interval), with accuracy and win rate side by side. The game is the dataset's."""
-    from bcarena.envs.games import get_game
+    from bcarena.envs.games import default_opponent, get_game
     from bcarena.eval.gap import gap_report
-    from bcarena.eval.matches import default_opponent
     from bcarena.recordings.dataset import ActionDataset
 
     data = ActionDataset.load(dataset)
