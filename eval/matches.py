@@ -516,6 +516,22 @@ def play_game_matches(
     return MatchResults.concat(parts)
 
 
+def play_matches_of_game(
+    game: Game,
+    agent: Policy,
+    opponent: Policy | BuiltInOpponent,
+    seeds: np.ndarray,
+    config: Any = None,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> MatchResults:
+    """One match per seed of ``agent`` (side 0) against ``opponent`` in ``game``: Duel's by :func:`play_matches`
+    (``batch_size`` default: all at once), any other game's by :func:`play_game_matches` (default 8 at a time)."""
+    if game.name == "duel" and not isinstance(opponent, BuiltInOpponent):  # Duel's players all act on the loop
+        return play_matches(agent, opponent, seeds, config, progress, batch_size)
+    return play_game_matches(game, agent, opponent, seeds, config, batch_size, progress=progress)
+
+
 def evaluate_game_matches(
     agent: Policy | str,
     opponent: Policy | str,

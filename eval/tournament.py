@@ -37,8 +37,7 @@ from bcarena.eval.matches import (
     display_names,
     game_of_players,
     match_seeds,
-    play_game_matches,
-    play_matches,
+    play_matches_of_game,
     player_for_game,
 )
 from bcarena.eval.plots import figure, heatmap, save_figure
@@ -117,9 +116,7 @@ def _winners(
 ) -> np.ndarray:
     """(N,) winners of ``agent0`` (side 0) against ``agent1``: 0, 1 or -1 for a draw; ``batch`` matches are
     stepped together (default: all of them, in any game)."""
-    if game.name == "duel":
-        return play_matches(agent0, agent1, seeds, config, batch_size=batch).winner
-    return play_game_matches(game, agent0, agent1, seeds, config, batch or seeds.size).winner
+    return play_matches_of_game(game, agent0, agent1, seeds, config, batch or seeds.size).winner
 
 
 @dataclass

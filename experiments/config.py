@@ -263,6 +263,10 @@ class EvaluationSpec(_Strict):
     replay: ReplaySpec = Field(default_factory=ReplaySpec)
     gap_report: bool = False
     workers: int = Field(1, ge=1, le=64)  # processes stepping emulators in matches of games that have them (Boxing)
+    # game options of the evaluation's matches only, over the experiment's ``game:`` (recordings keep those): Boxing's
+    # {repeat_action_probability: 0.25} (sticky actions) makes an argmax clone's bouts differ, which without them
+    # settle into one trajectory against the deterministic console CPU
+    game: dict[str, Any] = Field(default_factory=dict)
     # decodings crossing every variant: each trained agent is evaluated once per decoding, with the same weights
     decoding: Decodings = Field(default_factory=lambda: [DecodingSpec(mode="argmax")])
     # aggregates across training seeds (IQM, probability of improvement, profiles, paired tests; eval.stats):
@@ -331,6 +335,11 @@ class Experiment(_Strict):
         return game_setup(self.game)[1]
 
     @property
+    def evaluation_game_config(self) -> Any:
+        """The game's config for evaluation matches: ``game:`` with ``evaluation.game`` over it."""
+        return game_setup({**self.game, **self.evaluation.game})[1]
+
+    @property
     def duel_config(self) -> DuelConfig:
         """The Duel rules of a Duel experiment (the defaults for any other game, whose matches ignore them)."""
         return self.game_config if self.game_name == "duel" else DuelConfig()
@@ -343,6 +352,17 @@ class Experiment(_Strict):
         found += [(("evaluation", "opponents", i), o, "opponent") for i, o in enumerate(ev.opponents)]
         found += [(("evaluation", "replay", "opponent"), ev.replay.opponent, "opponent")]
         return found + ([(("evaluation", "reference"), ev.reference, "reference")] if ev.reference else [])
+
+    @model_validator(mode="after")
+    def _evaluation_game_options(self) -> Experiment:
+        if "name" in self.evaluation.game:
+            raise KeyProblem(("evaluation", "game", "name"), "names no game: evaluations play the experiment's game")
+        options = {k: v for k, v in {**self.game, **self.evaluation.game}.items() if k != "name"}
+        try:
+            get_game(self.game_name).check_config(options)
+        except ValueError as exc:
+            raise KeyProblem(("evaluation", "game"), str(exc)) from None
+        return self
 
     @model_validator(mode="after")
     def _players_fit_game(self) -> Experiment:

@@ -205,7 +205,7 @@ def _evaluate_agent(agent: Agent, dataset: ActionDataset | None, exp: Experiment
 
 def match_summary(agent: Agent, opponent: str, matches: int, seed: int, exp: Experiment | None) -> dict[str, Any]:
     """``matches`` matches of ``agent`` vs ``opponent`` on seeds ``seed, seed + 1, ...``: the report as data."""
-    config, game = (exp.game_config, exp.game_name) if exp is not None else (None, None)
+    config, game = (exp.evaluation_game_config, exp.game_name) if exp is not None else (None, None)
     workers = exp.evaluation.workers if exp is not None else 1
     match = evaluate_matches(agent, opponent, matches, seed, config=config, game=game, workers=workers)
     lo, hi = match.win_rate_ci95
@@ -266,7 +266,7 @@ def _reference(exp: Experiment) -> Any:
     name = str(exp.evaluation.reference)
     if exp.game_name == "duel":
         return BotAgent(name)
-    return get_game(exp.game_name).player(name, exp.game_config, exp.evaluation.seed)
+    return get_game(exp.game_name).player(name, exp.evaluation_game_config, exp.evaluation.seed)
 
 
 def decode_saved(task: StageTask, dataset: ActionDataset | None, out: Path) -> None:
@@ -640,7 +640,10 @@ class ExperimentRunner:
         ]
         # the decodings list and the across-seed aggregates are not part of one agent's evaluation;
         # "policy-metrics": evaluations since they exist
-        per_agent = exp.evaluation.model_dump(mode="json", exclude={"decoding", "aggregates"})
+        # (an empty ``game`` too: evaluations keep the keys they had before it existed)
+        per_agent = exp.evaluation.model_dump(
+            mode="json", exclude={"decoding", "aggregates"} | (set() if exp.evaluation.game else {"game"})
+        )
         evaluation_key = [per_agent, "policy-metrics"]
         tasks, owners = [], []
         for entry, result in zip(agents, results):
@@ -753,7 +756,7 @@ class ExperimentRunner:
             spec.seed,
             out,
             captions=(left, right),
-            config=self.exp.game_config,
+            config=self.exp.evaluation_game_config,
             game=self.exp.game_name,
         )
         report.save_still(out, self.run_dir / "plots" / "side_by_side_still.png")

@@ -52,6 +52,8 @@ NOT_USER_ERRORS = {
     "bcarena.eval.service.server.RequestError",
     # Control flow, not an error: the quit key unwinds the match loop and human play catches it.
     "bcarena.recordings.play._QuitPressed",
+    # Control flow: a parity recording that holds enough inputs unwinds the match loop; the exporter catches it.
+    "bcarena.eval.service.export._Recorded",
 }
 
 

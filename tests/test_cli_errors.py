@@ -156,6 +156,9 @@ MISTAKES: list[tuple[str, str]] = [
     ("check {agent} -r {missing}", "'--requirements' / '-r': file '{missing}' does not exist"),
     ("check {agent} -r {bad_requirements}", "latncy"),
     ("check {agent} -r {file} --out {file}/check.json", "lies under '{file}'"),
+    ("check {agent} -r {cpu_requirements}", "'cpu' is neither a bot of game 'duel' (its opponents are ['brawler'"),
+    ("check {agent} -r {boxing_requirements}", "requirements 'box' are for game 'boxing'; agent 'clone"),
+    ("check {agent} -r {chess_requirements}", "chess_requirements.yaml: game: unknown game 'chess'; known games are"),
     ("export {missing} --out {dir}/x", "dir '{missing}' does not exist"),
     ("export {agent} --out {dir}/x --format tflite", "'tflite' is not one of 'onnx', 'torchscript'"),
     ("export {agent} --out {dir}/x --observations 5", "'--observations': Input should be greater than or equal to"),
@@ -249,6 +252,11 @@ def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "name: x\nrecording: {episodes: 100000000000000000000}\nvariants:\n  - name: a\n"
     )
     (root / "bad_requirements.yaml").write_text("latncy: []\n")
+    (root / "cpu_requirements.yaml").write_text("win_rate:\n  - {opponent: cpu, min: 0.5}\n")  # Boxing's opponent
+    (root / "boxing_requirements.yaml").write_text(
+        "name: box\ngame: boxing\nwin_rate:\n  - {opponent: cpu, min: 0.5}\n"
+    )
+    (root / "chess_requirements.yaml").write_text("game: chess\n")
     (root / "cold_decoding.yaml").write_text(
         "name: x\nvariants:\n  - name: a\nevaluation:\n  decoding: [{mode: temperature, temperature: 0}]\n"
     )
@@ -298,6 +306,7 @@ def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "bad_experiment": str(root / "bad_experiment.yaml"),
         "huge_experiment": str(root / "huge_experiment.yaml"),
         "bad_requirements": str(root / "bad_requirements.yaml"),
+        **{f"{g}_requirements": str(root / f"{g}_requirements.yaml") for g in ("cpu", "boxing", "chess")},
         "cold_decoding": str(root / "cold_decoding.yaml"),
         "greedy_decoding": str(root / "greedy_decoding.yaml"),
         "misspelled_names": str(misspelled),

@@ -24,7 +24,7 @@ import yaml
 from typer.testing import CliRunner
 
 from bcarena.agents.base import BotAgent
-from bcarena.envs.duel import ACTION_NAMES
+from bcarena.envs.duel import ACTION_NAMES, DuelConfig
 from bcarena.envs.files import safe_name
 from bcarena.eval.replays import record_replay
 from bcarena.eval.stats import wilson_interval
@@ -39,6 +39,9 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 APP = str(dash.APP_FILE)
 MATCHES = 500
+# The run's game (its config.resolved.yaml says so): 8-second rounds, so every replay the fixture, the blind
+# A/B page and the Replays tab render and transcode has at most 80 decisions instead of 300.
+GAME = {"round_seconds": 8.0}
 # agent_id -> (kind, accuracy, balanced accuracy, skill-event F1, wins of MATCHES, rating mu)
 AGENTS = {
     "pro": ("bot", None, None, None, 462, 38.2),
@@ -116,7 +119,11 @@ def make_run(root: Path, experiment: str = "seed_story", run_id: str = "20250101
     )
     (run / "config.resolved.yaml").write_text(
         yaml.safe_dump(
-            {"name": experiment, "evaluation": {"opponents": ["brawler"], "matches": MATCHES, "seed": 10_000}}
+            {
+                "name": experiment,
+                "game": GAME,
+                "evaluation": {"opponents": ["brawler"], "matches": MATCHES, "seed": 10_000},
+            }
         )
     )
     (run / "environment.json").write_text(json.dumps({"git_commit": "0123456789abcdef", "wall_seconds": 171.0}))
@@ -156,8 +163,9 @@ def make_run(root: Path, experiment: str = "seed_story", run_id: str = "20250101
     ax.scatter([0.99, 0.93], [0.0, 0.78])
     fig.savefig(run / "plots" / "accuracy_vs_winrate.png")
     plt.close(fig)
-    record_replay(BotAgent("pro"), BotAgent("brawler"), 10_000, run / "replays" / "side_by_side.mp4")
-    record_replay(BotAgent("idle"), BotAgent("brawler"), 10_000, run / "replays" / "naive-s0_vs_brawler.mp4")
+    config = DuelConfig.from_dict(GAME)
+    record_replay(BotAgent("pro"), BotAgent("brawler"), 10_000, run / "replays" / "side_by_side.mp4", config)
+    record_replay(BotAgent("idle"), BotAgent("brawler"), 10_000, run / "replays" / "naive-s0_vs_brawler.mp4", config)
     return run
 
 
@@ -267,10 +275,11 @@ def test_blind_replay_renders_once_and_hides_the_name(fresh_run):
     # The first frame shows the player's name: the blind replay must match a render under the neutral name.
     reference = fresh_run / "reference.mp4"
     named = fresh_run / "named.mp4"
-    record_replay(BotAgent("pro"), BotAgent("brawler"), 10_003, named)
+    config = DuelConfig.from_dict(GAME)  # the run's game, which the blind replay plays
+    record_replay(BotAgent("pro"), BotAgent("brawler"), 10_003, named, config)
     blind_agent = BotAgent("pro")
     blind_agent.name = dash.BLIND_NAME
-    record_replay(blind_agent, BotAgent("brawler"), 10_003, reference)
+    record_replay(blind_agent, BotAgent("brawler"), 10_003, reference, config)
     first = [cv2.VideoCapture(str(p)).read()[1].astype(int) for p in (path, reference, named)]
     assert np.abs(first[0] - first[1]).mean() < 1.0 < np.abs(first[0] - first[2]).sum()
 

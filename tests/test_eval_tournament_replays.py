@@ -10,7 +10,7 @@ from bcarena.envs.duel import DuelConfig
 from bcarena.envs.video import VideoError, read_video
 from bcarena.eval.errors import EvalError
 from bcarena.eval.matches import match_seeds
-from bcarena.eval.replays import record_replay, record_side_by_side
+from bcarena.eval.replays import _Frame, record_replay, record_side_by_side
 from bcarena.eval.tournament import play_pairing, run_tournament
 
 
@@ -197,3 +197,13 @@ def test_a_boxing_replay_films_the_console_screen(tmp_path):
     ok, first = video.read()
     assert ok and first.shape == (36 + 420, 480, 3)  # caption strip over the console screen, 3x2 pixels each
     assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == result["decisions"] + 1
+
+
+def test_replay_frames_are_kept_compressed_and_given_back_exactly():
+    """A two-minute Boxing side-by-side held its frames raw: 3.4 GB; kept compressed, 0.4 GB, the same video."""
+    screen = np.full((456, 480, 3), 40, np.uint8)  # flat colours and a few sprites, as game screens are
+    screen[100:140, 200:240] = (200, 30, 30)
+    screen[300:310, ::7] = 255
+    frame = _Frame.of(screen)
+    assert np.array_equal(frame.image(), screen) and frame.image().shape == (456, 480, 3)
+    assert len(frame.data) < screen.nbytes / 20

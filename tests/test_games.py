@@ -169,6 +169,14 @@ def test_experiments_name_their_game_and_its_opponents(tmp_path: Path):
         load("game: {name: chess}\n")
     with pytest.raises(ExperimentError, match=r"game: game 'boxing': unknown option\(s\) \['round_seconds'\]"):
         load("game: {name: boxing, round_seconds: 3}\n")
+    # sticky actions in the evaluation's bouts only: the recordings keep the exact, replayable emulator
+    sticky = load(boxing + "opponents: [cpu], replay: {opponent: cpu}, game: {repeat_action_probability: 0.25}}\n")
+    assert sticky.evaluation_game_config.repeat_action_probability == 0.25
+    assert sticky.game_config.repeat_action_probability == 0.0 and sticky.evaluation_game_config.frameskip == 6
+    with pytest.raises(ExperimentError, match=r"evaluation.game: game 'boxing': unknown option\(s\) \['round_s"):
+        load(boxing + "opponents: [cpu], replay: {opponent: cpu}, game: {round_seconds: 3}}\n")
+    with pytest.raises(ExperimentError, match=r"evaluation.game.name: names no game: evaluations play the experim"):
+        load(boxing + "opponents: [cpu], replay: {opponent: cpu}, game: {name: duel}}\n")
 
 
 # ------------------------------------------- the rest of the pipeline on quick-draw: sweep, dashboard, datasets

@@ -1,6 +1,8 @@
 """bcarena sweep: Ray Tune + Optuna over trainer options, win-rate objective, ASHA early stopping."""
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -49,10 +51,28 @@ def experiment(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def cached_runs(experiment, tmp_path_factory) -> Path:
+    """A runs root whose stage cache holds the experiment's recordings and dataset, built once for the module."""
+    from bcarena.experiments.runner import ExperimentRunner, load
+
+    root = tmp_path_factory.mktemp("sweep-runs")
+    runner = ExperimentRunner(load(experiment), root, experiment, progress=False, console=Console(quiet=True))
+    runner.run_dir = root
+    runner.prepare_dataset()
+    return root
+
+
+def _runs(cached_runs: Path, tmp_path: Path) -> Path:
+    """A private runs root with the cached recordings and dataset: the sweep reuses them by content key."""
+    shutil.copytree(cached_runs / ".cache", tmp_path / "runs" / ".cache")
+    return tmp_path / "runs"
+
+
 # Each Tune trial costs ~1.5 s of Ray overhead: 4 trials already hold both completed and early-stopped ones.
 @pytest.mark.parametrize("trials", [4, pytest.param(8, marks=pytest.mark.slow)])
 def test_sweep_stops_bad_trials_early_and_writes_the_best_config_as_an_experiment(
-    ray_instance, experiment, tmp_path, trials
+    ray_instance, experiment, cached_runs, tmp_path, trials
 ):
     from bcarena.experiments.runner import load
 
@@ -82,7 +102,7 @@ def test_sweep_stops_bad_trials_early_and_writes_the_best_config_as_an_experimen
         tmp_path / "sweep",
         settings,
         space,
-        runs_root=tmp_path / "runs",
+        runs_root=_runs(cached_runs, tmp_path),
         console=Console(quiet=True),
         trial_fn=synthetic_trial,
     )
@@ -113,7 +133,7 @@ def test_sweep_stops_bad_trials_early_and_writes_the_best_config_as_an_experimen
     assert (result.folder / "dataset_stats.json").is_file()
 
 
-def test_the_sweep_command_trains_and_plays_real_trials(ray_instance, experiment, tmp_path):
+def test_the_sweep_command_trains_and_plays_real_trials(ray_instance, experiment, cached_runs, tmp_path):
     from bcarena.experiments.cli import app
     from bcarena.experiments.runner import load
 
@@ -130,7 +150,7 @@ def test_the_sweep_command_trains_and_plays_real_trials(ray_instance, experiment
             "--matches",
             "4",
             "--runs",
-            str(tmp_path / "runs"),
+            str(_runs(cached_runs, tmp_path)),
             "--out",
             str(out),
             "--opponent",
@@ -145,16 +165,10 @@ def test_the_sweep_command_trains_and_plays_real_trials(ray_instance, experiment
     assert "best config ->" in result.output
 
 
-def test_a_trial_reports_win_rate_after_each_chunk_of_epochs(experiment, tmp_path):
-    from bcarena.experiments.runner import ExperimentRunner, load
-
-    runner = ExperimentRunner(
-        load(experiment), tmp_path / "runs", experiment, progress=False, console=Console(quiet=True)
-    )
-    runner.run_dir = tmp_path
-    _, dataset = runner.prepare_dataset()
+def test_a_trial_reports_win_rate_after_each_chunk_of_epochs(cached_runs):
+    [dataset] = (cached_runs / ".cache" / "datasets").glob("*/dataset")  # read only: the trial trains in memory
     setup = TrialSetup(
-        dataset_dir=str(dataset.path),
+        dataset_dir=str(dataset),
         base_train={"hidden": [16]},
         fixed={},
         opponent="idle",

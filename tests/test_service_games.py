@@ -67,13 +67,14 @@ def test_the_ab_command_writes_the_game_it_played(quickdraw, tmp_path):
     assert data["game"] == "quickdraw" and data["matches"] == 40
 
 
-def test_export_and_check_refuse_an_agent_of_another_game_by_the_one_name_check(quickdraw, tmp_path):
+def test_export_and_check_refuse_an_agent_whose_actions_are_not_its_games_exactly(quickdraw, tmp_path):
     from bcarena.agents import load_agent
     from bcarena.eval.service.export import ParityInputs, export_agent
     from bcarena.eval.service.requirements import Requirements, check_requirements
 
     agent = load_agent(quickdraw["agent"])
-    message = "agent 'quickdraw-mlp0' was trained on game 'quickdraw', not 'duel': use a duel agent"
+    agent.action_names = [name.upper() for name in agent.action_names]  # not quick-draw's names, exactly
+    message = r"agent 'quickdraw-mlp0' was trained on actions \['IDLE', .*; quickdraw's 4 actions are \['idle'"
     recording = ParityInputs(np.zeros((1, 5), np.float32), np.zeros(1, np.int64), "none")
     with pytest.raises(GameError, match=message):
         export_agent(agent, "onnx", tmp_path / "export", recording)

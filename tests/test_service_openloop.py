@@ -1,5 +1,6 @@
 """The open-loop client's own costs: a pre-opened pool, request bytes built once, no GC pause, honest failures."""
 
+import asyncio
 import gc
 
 import numpy as np
@@ -7,6 +8,7 @@ from test_service_ops import META, SlowServer
 
 from bcarena.eval.service.loadtest import (
     UNSENT,
+    _Connection,
     _model_version,
     frozen_gc,
     pool_size,
@@ -48,3 +50,29 @@ def test_the_pool_opens_before_the_clock_and_requests_never_sent_count_as_failed
     status = result.trace.status
     assert result.unsent == int(np.sum(status == UNSENT)) > 0 and np.isnan(result.trace.lag[status == UNSENT]).all()
     assert result.ok == 0 and result.failed == result.dropped == result.requests and result.dropped > result.unsent
+
+
+def test_a_kept_alive_connection_the_server_closed_while_idle_is_reopened_not_lost():
+    """A server closes idle keep-alive connections (uvicorn: after 5 s); a request sent on one whose FIN has arrived
+    would be lost (it was the cause of every failed request of a 60 s run at 1,000 requests/s)."""
+    answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"
+
+    async def answer_once_then_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0]))
+        writer.write(answer)
+        await writer.drain()
+        writer.close()  # no "connection: close" header: the client learns it from the FIN alone
+
+    async def two_requests_on_one_connection() -> tuple[int, int, int]:
+        server = await asyncio.start_server(answer_once_then_close, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        conn = _Connection("127.0.0.1", port, timeout=5.0)
+        first, _ = await conn.post("/act", "application/json", b"{}")
+        await asyncio.sleep(0.05)  # the FIN arrives while the connection is idle
+        second, _ = await conn.post("/act", "application/json", b"{}")
+        await conn.close()
+        server.close()
+        return first, second, conn.opened
+
+    assert asyncio.run(two_requests_on_one_connection()) == (200, 200, 2)

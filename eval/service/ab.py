@@ -265,14 +265,11 @@ def play_pairs(champion, challenger, reference, seeds: np.ndarray, config: Any =
     Against a reference: first = challenger vs reference, second = 1 - champion's score vs reference, so that
     the pair's mean is 1/2 + (challenger - champion) / 2.
     """
-    from bcarena.eval.matches import play_game_matches, play_matches
+    from bcarena.envs.games import get_game
+    from bcarena.eval.matches import play_matches_of_game
 
     def winners(player0, player1) -> np.ndarray:
-        if game == "duel":
-            return play_matches(player0, player1, seeds, config).winner
-        from bcarena.envs.games import get_game
-
-        return play_game_matches(get_game(game), player0, player1, seeds, config, batch_size=seeds.size).winner
+        return play_matches_of_game(get_game(game), player0, player1, seeds, config, batch_size=seeds.size).winner
 
     if reference is None:
         return _scores(winners(challenger, champion), 0), _scores(winners(champion, challenger), 1)

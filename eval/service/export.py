@@ -1,23 +1,29 @@
 """Export an agent's policy network to a serving format, guarded by an action-parity check.
 
 An agent that can be served provides ``export_module()``: a ``torch.nn.Module`` mapping a float32
-batch of *model inputs* — state: (B, STATE_DIM); pixels: (B, k, 84, 84) stacked frames, values
-0..255 as float — to action scores (B, NUM_ACTIONS) whose argmax is the agent's action
-(normalization lives inside the module).
+batch of *model inputs* — state: (B, k * F) for a game's F state features (Duel 37, Boxing 9);
+pixels: (B, k, 84, 84) stacked frames, values 0..255 as float — to action scores (B, A) over the
+game's A actions, whose argmax is the agent's action (normalization lives inside the module).
 
 Formats (``FORMATS``) and the runtimes that execute them (``RUNTIMES``):
   onnx         model.onnx, weights embedded (no side ``.onnx.data`` file), run by ONNX Runtime
   torchscript  model.ts via ``torch.jit.trace``, run by ``torch.jit.load``
   torch        the agent folder itself (agent.json + model.safetensors), run eagerly
-An export folder holds the model file and ``export.json`` (format, agent, observation layout,
+An export folder holds the model file and ``export.json`` (format, agent, game, observation layout,
 action names, model SHA-256, parity result, library versions). It is written into a temporary
 sibling folder and renamed into place only after the parity check passed.
 
 Parity: the exported model must choose exactly the torch module's argmax action on at least
 ``MIN_PARITY_OBSERVATIONS`` recorded model inputs, taken from a dataset when one is given and
-otherwise recorded by playing matches of the agent. Recording goes through the agent's own
-``stacked`` / ``act_stacked``, so the inputs are exactly what the agent fed its network (frame
-stacks included); for a greedy agent the module's argmax must also equal the action it chose.
+otherwise recorded by playing matches of the agent's own game against that game's default
+opponent (Duel: the brawler; Boxing: the console CPU) on the one match loop. Recording goes
+through the agent's own ``stacked`` / ``act_stacked``, so the inputs are exactly what the agent
+fed its network (frame stacks included); for a greedy agent the module's argmax must also equal
+the action it chose.
+
+Any registered game exports the same way: ``export.json`` carries the agent's game (id and
+version), its action names and its observation layout (the game's state feature names), never
+another game's constants.
 """
 
 from __future__ import annotations
@@ -38,10 +44,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from bcarena.agents.base import Agent, BotAgent
+from bcarena.agents.base import Agent
 from bcarena.agents.capabilities import Exportable, FrameStacked, Stochastic
-from bcarena.envs.duel import ACTION_NAMES, DuelConfig
 from bcarena.envs.files import OutsideFolderError, atomic_folder, inside, package_versions, sha256_file, write_json
+from bcarena.envs.games import Game, check_agent_for_game, default_opponent, get_game
 from bcarena.eval.service.layout import (
     AGENT_FILE,
     EXPORT_FILE,
@@ -92,16 +98,22 @@ def is_greedy(agent: Agent) -> bool:
     return not isinstance(agent, Stochastic) or agent.greedy
 
 
+class _Recorded(Exception):
+    """Raised by a recording agent that stops the match loop once it holds its ``limit`` of inputs."""
+
+
 class _RecordingAgent(Agent):
     """Wraps an agent; each ``act`` call stores the model inputs it built and the actions it chose.
 
     :class:`~bcarena.agents.capabilities.FrameStacked` agents build their model inputs with ``stacked(obs)``
     (frame stack updated) and act on them with ``act_stacked(inputs)``: exactly ``act``, with the inputs kept.
+    With ``stop`` it raises :class:`_Recorded` once it holds ``limit`` inputs: the rest of the matches would
+    only be played to be thrown away (a Boxing bout is ~1,200 decisions).
     """
 
-    def __init__(self, agent: Agent, limit: int | None = None) -> None:
+    def __init__(self, agent: Agent, limit: int | None = None, stop: bool = False) -> None:
         export_module(agent)  # fail early for agents that cannot be exported
-        self.agent, self.limit = agent, limit
+        self.agent, self.limit, self.stop = agent, limit, stop
         self.name, self.game, self.obs_type, self.action_names = (
             agent.name,
             agent.game,
@@ -136,6 +148,8 @@ class _RecordingAgent(Agent):
                 "so the model inputs (frame stacks) it builds cannot be recorded"
             )
         self._keep_new(inputs, actions)
+        if self.stop and self.limit is not None and self.count >= self.limit:
+            raise _Recorded
         return actions
 
     def _keep_new(self, inputs: np.ndarray, actions: np.ndarray) -> None:
@@ -157,32 +171,58 @@ class _RecordingAgent(Agent):
         return ParityInputs(np.concatenate(self.inputs), np.concatenate(self.actions), source)
 
 
+# Distinct model inputs one match of a game yields, about, to size the first wave of matches that records them;
+# a game not listed plays one match first and sizes the next waves by what it yielded.
+INPUTS_PER_MATCH = {"duel": 150}
+MAX_WAVE = 64  # matches played at once while recording
+
+
 def record_from_matches(
     agent: Agent,
     count: int = MIN_PARITY_OBSERVATIONS,
-    opponent: str = "brawler",
+    opponent: str | None = None,
     seed: int = 0,
-    config: DuelConfig | None = None,
+    config: Any = None,
     batch: int | None = None,
 ) -> ParityInputs:
-    """``count`` distinct model inputs recorded while ``agent`` plays matches (seeds seed, seed+1, ...).
+    """``count`` distinct model inputs recorded while ``agent`` plays matches of its own game (seeds seed,
+    seed+1, ...) against ``opponent`` (default: the game's default opponent), ``config`` that game's config.
 
-    ``batch`` matches are played at a time (default: about one per 150 inputs, at most 64).
+    ``batch`` matches are played at a time (default for Duel: about one per 150 inputs, at most 64; for another
+    game one match, then as many as the inputs still missing need at the rate seen so far, at most 64). Play
+    stops as soon as ``count`` inputs are held. Too few distinct inputs (after 50 waves, or a wave of 64 matches
+    that found nothing new) is an ExportError.
     """
-    batch = batch or min(64, -(-count // 150))
-    from bcarena.eval.matches import play_matches
+    from bcarena.eval.matches import match_seeds, play_matches_of_game, player_for_game
 
-    recorder = _RecordingAgent(agent, limit=count)
-    next_seed = seed
+    game = check_served_game(agent)
+    opponent = opponent or default_opponent(game)
+    recorder = _RecordingAgent(agent, limit=count, stop=True)
+    rival = player_for_game(opponent, game, config, seed)
+    guess = INPUTS_PER_MATCH.get(game.name)
+    fixed = batch or (min(MAX_WAVE, -(-count // guess)) if guess else None)
+    played = gained = wave = 0
     while recorder.count < count:
-        if next_seed - seed >= 50 * batch:
+        if played >= 50 * (fixed or MAX_WAVE) or (not fixed and played and not gained and wave == MAX_WAVE):
             raise ExportError(
-                f"only {recorder.count} distinct observations after {next_seed - seed} matches of "
+                f"only {recorder.count} distinct observations after {played} matches of "
                 f"{agent.name!r} vs {opponent}; need {count}"
             )
-        play_matches(recorder, BotAgent(opponent), np.arange(next_seed, next_seed + batch), config)
-        next_seed += batch
-    return recorder.recording(f"matches of {agent.name} vs {opponent}, seeds {seed}..{next_seed - 1}")
+        before = recorder.count
+        wave = fixed or _next_wave(count - before, before, played, wave, gained)
+        with contextlib.suppress(_Recorded):  # enough inputs: the wave's matches end here
+            play_matches_of_game(game, recorder, rival, match_seeds(seed + played, wave), config, batch_size=wave)
+        played, gained = played + wave, recorder.count - before
+    return recorder.recording(f"matches of {agent.name} vs {opponent}, seeds {seed}..{seed + played - 1}")
+
+
+def _next_wave(missing: int, recorded: int, played: int, last: int, gained: int) -> int:
+    """Matches to play next: one to start, then enough for ``missing`` inputs at the rate seen so far, and at
+    least twice the last wave after one that found nothing new; at most ``MAX_WAVE``."""
+    if not played:
+        return 1
+    wave = -(-missing * played // max(recorded, 1))
+    return max(1, min(MAX_WAVE, wave if gained else max(wave, 2 * last)))
 
 
 def record_from_dataset(agent: Agent, dataset: ActionDataset, count: int | None = None) -> ParityInputs:
@@ -200,9 +240,10 @@ def record_observations(
     count: int = MIN_PARITY_OBSERVATIONS,
     dataset: ActionDataset | None = None,
     seed: int = 0,
-    config: DuelConfig | None = None,
+    config: Any = None,
 ) -> ParityInputs:
-    """Recorded model inputs for a parity check: the dataset's frames when given, else matches of the agent."""
+    """Recorded model inputs for a parity check: the dataset's frames when given, else matches of the agent
+    in its own game (``config``: that game's config)."""
     if dataset is None:
         return record_from_matches(agent, count, seed=seed, config=config)
     recording = record_from_dataset(agent, dataset)
@@ -221,7 +262,7 @@ def probe_input_shape(agent: Agent) -> tuple[int, ...]:
 
 # ----------------------------------------------------------------------------- runtimes
 class Runtime(ABC):
-    """Executes a policy network: float32 model inputs (B, *shape) -> scores (B, NUM_ACTIONS)."""
+    """Executes a policy network: float32 model inputs (B, *shape) -> scores (B, A) over the game's A actions."""
 
     name: str = "runtime"
     device: str = "cpu"
@@ -437,12 +478,10 @@ def _format(name: str) -> Format:
     return FORMATS[name]
 
 
-def check_served_game(agent: Agent) -> None:
-    """A GameError unless ``agent`` is a Duel agent by the one exact name check (``check_agent_for_game``): exports
-    and requirement checks carry Duel's state features, action names and matches."""
-    from bcarena.envs.games import check_agent_for_game
-
-    check_agent_for_game(agent.name, agent.game, agent.action_names, "duel")
+def check_served_game(agent: Agent) -> Game:
+    """The game ``agent`` declares, once it fits it by the one exact name check (``check_agent_for_game``): an
+    unknown game, or action names that differ from the game's in any way, is a GameError naming both."""
+    return check_agent_for_game(agent.name, agent.game, agent.action_names, get_game(agent.game))
 
 
 def export_agent(
@@ -460,7 +499,7 @@ def export_agent(
     on any recorded input or when fewer than ``required`` inputs were recorded.
     """
     spec = _format(fmt)
-    check_served_game(agent)
+    game = check_served_game(agent)
     out = Path(out)
     if out.exists() and not overwrite:
         raise ExportError(f"{out} already exists (pass overwrite=True / --force to replace it)")
@@ -469,7 +508,7 @@ def export_agent(
             f"parity check needs >= {required} recorded observations, got {len(recording)} from {recording.source}"
         )
     module = export_module(agent)
-    layout = ObsLayout.from_input_shape(agent.obs_type, tuple(recording.inputs.shape[1:]))
+    layout = ObsLayout.from_input_shape(agent.obs_type, tuple(recording.inputs.shape[1:]), game.state_features)
     with atomic_folder(out, overwrite=overwrite) as tmp:
         model_file = tmp / spec.filename
         spec.save(module, torch.from_numpy(recording.inputs[:2].astype(np.float32)), model_file)
@@ -490,8 +529,9 @@ def export_agent(
             "sha256": digest,
             "model_bytes": model_file.stat().st_size,
             "agent": {"name": agent.name, "class": type(agent).__name__, "source": agent_source},
+            "game": {"name": game.name, "version": game.version},
             "layout": layout.to_dict(),
-            "action_names": list(ACTION_NAMES),
+            "action_names": list(agent.action_names),  # the game's, exactly (check_served_game)
             "parity": asdict(parity),
             "versions": package_versions(RUNTIME_PACKAGES),
         }
@@ -510,7 +550,8 @@ class ServedModel:
     format: str
     sha256: str
     model_bytes: int
-    action_names: tuple[str, ...] = ACTION_NAMES
+    action_names: tuple[str, ...]
+    game: str  # the game whose observations it takes and whose actions it answers
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -548,16 +589,18 @@ def served_from_agent(
     on ``parity_observations`` inputs recorded from matches of the agent."""
     module = export_module(agent)
     if backend == "torch":
+        game = check_served_game(agent)
         shape = probe_input_shape(agent)
         digest, size = agent_weights(source) if source is not None else (_module_digest(module), _module_bytes(module))
         return ServedModel(
             TorchRuntime(module, device),
-            ObsLayout.from_input_shape(agent.obs_type, shape),
+            ObsLayout.from_input_shape(agent.obs_type, shape, game.state_features),
             agent.name,
             "torch",
             digest,
             size,
             tuple(agent.action_names),  # the agent's own game's actions (a Boxing agent answers Boxing's names)
+            game.name,
         )
     recording = record_from_matches(agent, parity_observations)
     with tempfile.TemporaryDirectory() as tmp:
@@ -600,7 +643,7 @@ def load_export(path: Path, device: str = "cpu") -> ServedModel:
         raise ExportError(f"{path}: not an export folder (no {EXPORT_FILE})") from None
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ExportError(f"{meta_file}: not valid JSON ({type(exc).__name__}: {str(exc)[:120]})") from None
-    spec, model_name, expected, layout, agent_name, action_names = _export_fields(meta, meta_file)
+    spec, model_name, expected, layout, agent_name, action_names, game = _export_fields(meta, meta_file)
     try:
         model_file = inside(path, model_name, "model_file")
     except OutsideFolderError:
@@ -633,11 +676,12 @@ def load_export(path: Path, device: str = "cpu") -> ServedModel:
             f"{model_file}: the model gives scores of shape {scores.shape} for one observation; "
             f"export.json names {len(action_names)} actions"
         )
-    return ServedModel(runtime, layout, agent_name, spec.name, digest, len(data), action_names)
+    return ServedModel(runtime, layout, agent_name, spec.name, digest, len(data), action_names, game)
 
 
-def _export_fields(meta: Any, meta_file: Path) -> tuple[Format, str, str, ObsLayout, str, tuple[str, ...]]:
-    """(format, model file name, SHA-256, layout, agent name, action names) of export.json, each type-checked."""
+def _export_fields(meta: Any, meta_file: Path) -> tuple[Format, str, str, ObsLayout, str, tuple[str, ...], str]:
+    """(format, model file name, SHA-256, layout, agent name, action names, game) of export.json, each type-checked;
+    an export written before exports named their game is Duel's (the only game they served)."""
 
     def fail(field_name: str, expected: str) -> ExportError:
         value = meta.get(field_name, "<missing>") if isinstance(meta, dict) else meta
@@ -657,22 +701,30 @@ def _export_fields(meta: Any, meta_file: Path) -> tuple[Format, str, str, ObsLay
     agent = meta.get("agent")
     if not isinstance(agent, dict) or not isinstance(agent.get("name"), str):
         raise ExportError(f"{meta_file}: agent must be an object with a string 'name'")
-    names = meta.get("action_names", list(ACTION_NAMES))
+    names = meta.get("action_names")
     if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
         raise fail("action_names", "a non-empty list of action names")
+    game = meta.get("game", {"name": "duel"})
+    if not isinstance(game, dict) or not isinstance(game.get("name"), str) or not game["name"]:
+        raise fail("game", "an object with the game's 'name' and 'version'")
     raw = meta.get("layout")
     shape = raw.get("shape") if isinstance(raw, dict) else None
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
         raise ExportError(f"{meta_file}: layout.shape must be a list of positive integers, got {shape!r}")
+    features = raw.get("features")
+    if raw.get("obs_type") == "state" and not (
+        isinstance(features, list) and features and all(isinstance(f, str) and f for f in features)
+    ):
+        raise ExportError(f"{meta_file}: layout {raw} is inconsistent; a state layout names its game's features")
     try:
         # The layout must be exactly what the exporter derives from that shape (dtype, features, stack).
-        layout = ObsLayout.from_input_shape(raw.get("obs_type"), tuple(shape))
+        layout = ObsLayout.from_input_shape(raw.get("obs_type"), tuple(shape), tuple(features or ()))
         written = ObsLayout.from_dict(raw)
     except (ExportError, KeyError, TypeError) as exc:
         raise ExportError(f"{meta_file}: invalid layout ({exc})") from None
     if written != layout:
         raise ExportError(f"{meta_file}: layout {raw} is inconsistent; for shape {shape} it must be {layout.to_dict()}")
-    return FORMATS[meta["format"]], meta["model_file"], sha, layout, agent["name"], tuple(names)
+    return FORMATS[meta["format"]], meta["model_file"], sha, layout, agent["name"], tuple(names), game["name"]
 
 
 def load_served(

@@ -6,6 +6,7 @@ service, so the client (a remote Agent used by matches) never pulls in the expor
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -31,10 +32,10 @@ class ExportError(EvalError):
 class ObsLayout:
     """What one observation sent to a served model looks like.
 
-    ``shape`` is one model input without the batch axis: (k * STATE_DIM,) for state agents,
-    (k, 84, 84) for pixel agents. The server is stateless: the client sends the k most recent
-    observations, oldest first (at a match start the first one repeated k times), exactly as
-    ``TorchAgent.stacked`` builds them. ``wire_dtype`` is what clients send: float32 state
+    ``shape`` is one model input without the batch axis: (k * len(features),) for state agents (``features``:
+    the game's state features), (k, 84, 84) for pixel agents. The server is stateless: the client sends
+    the k most recent observations, oldest first (at a match start the first one repeated k times),
+    exactly as ``TorchAgent.stacked`` builds them. ``wire_dtype`` is what clients send: float32 state
     features, uint8 pixels.
     """
 
@@ -59,13 +60,15 @@ class ObsLayout:
         )
 
     @classmethod
-    def from_input_shape(cls, obs_type: str, shape: tuple[int, ...]) -> ObsLayout:
+    def from_input_shape(
+        cls, obs_type: str, shape: tuple[int, ...], features: Sequence[str] = STATE_FEATURES
+    ) -> ObsLayout:
+        """The layout of model inputs ``shape``; ``features`` names one state observation (the game's, default
+        Duel's), so a state input of k of them is a stack of k."""
         if obs_type == "state":
-            if len(shape) != 1 or shape[0] % len(STATE_FEATURES):
-                raise ExportError(f"a state agent's model input must be (k * {len(STATE_FEATURES)},), got {shape}")
-            return cls(
-                "state", shape, "float32", features=tuple(STATE_FEATURES), frame_stack=shape[0] // len(STATE_FEATURES)
-            )
+            if not features or len(shape) != 1 or shape[0] % len(features):
+                raise ExportError(f"a state agent's model input must be (k * {len(features)},), got {shape}")
+            return cls("state", shape, "float32", features=tuple(features), frame_stack=shape[0] // len(features))
         if obs_type == "pixels":
             if len(shape) != 3:
                 raise ExportError(f"a pixel agent's model input must be (k, H, W) frames, got {shape}")

@@ -383,7 +383,13 @@ class _Connection:
             return await self.exchange(request_bytes(self.host, self.port, path, content_type, body))
 
     async def exchange(self, request: bytes) -> tuple[int, bytes]:
-        """Send one whole HTTP request and read its answer: (status, response body); no timeout of its own."""
+        """Send one whole HTTP request and read its answer: (status, response body); no timeout of its own.
+
+        A kept-alive connection the server has closed meanwhile (idle past its keep-alive timeout: its FIN has
+        arrived) is reopened first, as HTTP clients check before reusing one; sent on, the request would be lost.
+        """
+        if self.reader is not None and self.reader.at_eof():
+            await self.close()
         await self.open()
         assert self.reader is not None and self.writer is not None
         try:

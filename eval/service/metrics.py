@@ -30,7 +30,9 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
-ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class ServiceMetrics:
@@ -62,12 +64,23 @@ class ServiceMetrics:
             "bcarena_alias_polls", "registry polls of a followed alias by outcome", ["outcome"], registry=r
         )
         self.ready = Gauge("bcarena_ready", "1 when the model is loaded and the server is not draining", registry=r)
+        # The labelled children of each (route, status): ``labels()`` costs a lock and a dict lookup per call.
+        self._series: dict[tuple[str, int], tuple[Any, Any, Any]] = {}
 
     def observe(self, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
-        if status >= 400:
-            self.errors.labels(str(status)).inc()
+        series = self._series.get((route, status))
+        if series is None:  # bounded: routes are the app's own (or "other"), statuses are HTTP's
+            errors = self.errors.labels(str(status)) if status >= 400 else None
+            series = self._series[route, status] = (
+                self.requests.labels(route, str(status)),
+                self.latency.labels(route),
+                errors,
+            )
+        requests, latency, errors = series
+        requests.inc()
+        latency.observe(seconds)
+        if errors is not None:
+            errors.inc()
 
     def set_model(self, slot: ModelSlot, previous: ModelSlot | None = None) -> None:
         if previous is not None:
@@ -94,9 +107,7 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics, routes: Iterable[str]) -> None:
         self.app, self.metrics, self.routes = app, metrics, frozenset(routes)
 
-    async def __call__(
-        self, scope: Scope, receive: Callable[[], Awaitable[Message]], send: Callable[[Message], Awaitable[None]]
-    ) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

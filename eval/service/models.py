@@ -46,9 +46,9 @@ class ModelSlot:
     pinned: str | None = None  # models:/NAME/N a registry URI resolved to when loaded (None for a folder)
 
     @classmethod
-    def of(cls, served: ServedModel, version: str | None = None, game: str = "duel") -> ModelSlot:
-        """A slot for an in-memory model (no folder): its hash is the weights' digest."""
-        return cls(served, version or served.agent_name, served.sha256, game)
+    def of(cls, served: ServedModel, version: str | None = None, game: str | None = None) -> ModelSlot:
+        """A slot for an in-memory model (no folder): its hash is the weights' digest; its game the model's own."""
+        return cls(served, version or served.agent_name, served.sha256, game or served.game)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -97,14 +97,12 @@ def resolve_source(source: str | Path, tracking_uri: str | None = None) -> tuple
 
 
 def _game(path: Path, served: ServedModel) -> str:
-    """The game an agent folder declares; an export folder (Duel-only today) plays the game of its action names."""
+    """The game an agent folder declares; an export folder's is the game its export.json names."""
     if (path / AGENT_FILE).is_file():
         from bcarena.agents.base import read_agent_spec
 
         return str(read_agent_spec(path)["game"])
-    from bcarena.envs.duel import ACTION_NAMES
-
-    return "duel" if tuple(served.action_names) == tuple(ACTION_NAMES) else "unknown"
+    return served.game
 
 
 def load_slot(

@@ -3,6 +3,7 @@
 Example (every section optional; unknown keys and wrong types are errors naming the key)::
 
     name: duel-release
+    game: duel              # optional: the game these bounds are for (default: the checked agent's)
     serving:
       format: onnx          # torch | onnx | torchscript: what will be served (and measured)
       precision: fp32       # fp32 | int8 (onnx only: >= 99.9% fp32 actions, win rate in fp32's 95% interval)
@@ -18,13 +19,19 @@ Example (every section optional; unknown keys and wrong types are errors naming 
       rate: 1000            # requests/s of one observation, sent on schedule whatever the answers
       p99_ms: 10            # latency from each request's intended send time; every request must get a 200
       duration_s: 10
-    win_rate:               # in simulated matches (Wilson 95% interval reported beside the rate)
-      - {opponent: brawler, min: 0.6, matches: 200}
+    win_rate:               # in simulated matches of the game (Wilson 95% interval reported beside the rate)
+      - {opponent: brawler, min: 0.6, matches: 200}   # one of the game's opponents (Boxing: cpu) or an agent folder
     offline:                # on --dataset (or offline.dataset, relative to this file), one split
       split: test
       tolerance: 2
       min: {balanced_accuracy: 0.4, recall_light: 0.2, event_recall_any_skill: 0.5}
       max: {js_divergence: 0.2}
+
+Names are the game's own: win-rate opponents are its opponents, ``recall_<action>`` its action
+names, ``event_*_<skill>`` its skill actions (or ``any_skill``). A file is validated against the
+game it names, else the game it is loaded for (``load_requirements(path, game)``; Duel by default),
+and again against the checked agent's game, so Duel bounds given to a Boxing agent are a one-line
+RequirementsError naming the game and what it has.
 
 A requirement that cannot be measured here (CUDA on a CPU machine, offline bounds without a
 dataset) is reported as not met with the reason; nothing passes by default.
@@ -39,10 +46,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from bcarena.agents.base import Agent
-from bcarena.envs.duel import ACTION_NAMES, BOTS, SKILL_ACTIONS
+from bcarena.envs.games import Game, GameError, get_game
 from bcarena.envs.yaml_files import YamlError, load_yaml
 from bcarena.eval.errors import EvalError
 from bcarena.eval.service.export import (
@@ -73,6 +80,11 @@ class RequirementsError(EvalError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _context_game(info: ValidationInfo) -> Game | None:
+    """The game names are checked against (validation context ``{"game": Game}``); None: checked later."""
+    return info.context.get("game") if isinstance(info.context, dict) else None
 
 
 class ServingSpec(_Section):
@@ -115,13 +127,17 @@ class WinRateBound(_Section):
     opponent: str
     min: float = Field(ge=0, le=1)
     matches: int = Field(default=200, ge=1, le=100_000)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
 
     @field_validator("opponent")
     @classmethod
-    def _known(cls, value: str) -> str:
-        if value not in BOTS and not Path(value).is_dir():
-            raise ValueError(f"{value!r} is neither a bot ({sorted(BOTS)}) nor an agent folder")
+    def _known(cls, value: str, info: ValidationInfo) -> str:
+        game = _context_game(info)
+        if game is not None and value not in game.opponents and not Path(value).is_dir():
+            raise ValueError(
+                f"{value!r} is neither a bot of game {game.name!r} (its opponents are {sorted(game.opponents)}) "
+                "nor an agent folder"
+            )
         return value
 
 
@@ -134,26 +150,31 @@ class OfflineBounds(_Section):
 
     @field_validator("min", "max")
     @classmethod
-    def _metric_names(cls, bounds: dict[str, float]) -> dict[str, float]:
+    def _metric_names(cls, bounds: dict[str, float], info: ValidationInfo) -> dict[str, float]:
+        game = _context_game(info)
+        if game is None:
+            return bounds
+        actions = game.action_names
+        known = {actions[a] for a in game.skill_actions} | {ANY_SKILL}  # event metrics exist for skills only
         for name in bounds:
             match = _OFFLINE_METRIC.match(name)
-            known = {ACTION_NAMES[a] for a in SKILL_ACTIONS} | {ANY_SKILL}  # event metrics exist for skills only
             if (
                 match is None
-                or (match["cls"] and match["cls"] not in ACTION_NAMES)
+                or (match["cls"] and match["cls"] not in actions)
                 or (match["evt"] and match["evt"] not in known)
             ):
                 raise ValueError(
-                    f"unknown offline metric {name!r}; metrics: accuracy, balanced_accuracy, macro_f1, "
-                    "js_divergence, recall_<action>, "
+                    f"unknown offline metric {name!r} for game {game.name!r}; metrics: accuracy, balanced_accuracy, "
+                    "macro_f1, js_divergence, recall_<action>, "
                     f"event_<precision|recall|f1>_<{'|'.join(sorted(known))}> "
-                    f"with actions {list(ACTION_NAMES)}"
+                    f"with actions {list(actions)}"
                 )
         return bounds
 
 
 class Requirements(_Section):
     name: str = "requirements"
+    game: str | None = None  # the game the bounds are for; None: the checked agent's
     serving: ServingSpec = Field(default_factory=ServingSpec)
     latency: list[LatencyBound] = Field(default_factory=list)
     throughput: ThroughputBound | None = None
@@ -162,8 +183,11 @@ class Requirements(_Section):
     offline: OfflineBounds | None = None
 
 
-def load_requirements(path: str | Path) -> Requirements:
-    """Read and validate a requirements YAML file; errors name the file and the offending key."""
+def load_requirements(path: str | Path, game: str | None = None) -> Requirements:
+    """Read and validate a requirements YAML file; errors name the file and the offending key.
+
+    Opponents and metric names are checked against the game the file names, else ``game``, else Duel.
+    """
     path = Path(path)
     try:
         data = load_yaml(path, "requirements")
@@ -171,20 +195,41 @@ def load_requirements(path: str | Path) -> Requirements:
         raise RequirementsError(str(exc)) from None
     if not isinstance(data, dict):
         raise RequirementsError(
-            f"{path}: must hold a mapping of sections (serving, latency, throughput, "
+            f"{path}: must hold a mapping of sections (game, serving, latency, throughput, "
             f"win_rate, offline), got {type(data).__name__}"
         )
+    named = data.get("game")
     try:
-        req = Requirements.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
-        )
-        raise RequirementsError(f"{path}: {problems}") from None
+        played = get_game(named if isinstance(named, str) else game or "duel", f"{path}: game")
+    except GameError as exc:  # an unknown game, or a plugin that fails to load
+        raise RequirementsError(str(exc)) from None
+    req = _validated(data, played, str(path))
     if req.offline is not None and req.offline.dataset is not None:
         dataset = Path(req.offline.dataset)
         req.offline.dataset = str(dataset if dataset.is_absolute() else path.parent / dataset)
     return req
+
+
+def _validated(data: dict[str, Any], game: Game, where: str) -> Requirements:
+    """``data`` as Requirements naming ``game``'s players and actions; else a RequirementsError: ``where``, then
+    every problem."""
+    try:
+        return Requirements.model_validate(data, context={"game": game})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+        )
+        raise RequirementsError(f"{where}: {problems}") from None
+
+
+def requirements_for_game(req: Requirements, game: Game, agent: str) -> Requirements:
+    """``req`` checked against ``game``, the game of ``agent``: requirements for another game, or naming opponents
+    or metrics ``game`` lacks, are a RequirementsError naming the game and what it has."""
+    if req.game is not None and req.game != game.name:
+        raise RequirementsError(
+            f"requirements {req.name!r} are for game {req.game!r}; agent {agent!r} plays {game.name!r}"
+        )
+    return _validated(req.model_dump(), game, f"requirements {req.name!r} for {game.name} agent {agent!r}")
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -357,16 +402,20 @@ def check_requirements(
     ``service_url`` (open loop, see ``qps_row``), not measured without one.
 
     Latency and throughput are measured in-process on the serving format and device with recorded
-    observations (the dataset's when given, else from matches); a non-torch format is exported
-    first, with its action-parity check. Win rates come from ``play_matches`` with the agent
-    in-process (the served model takes the same actions: that is what the parity check proves).
+    observations (the dataset's when given, else from matches of the agent's game); a non-torch format
+    is exported first, with its action-parity check. Win rates come from the matches of the agent's
+    game (``play_matches_of_game``) with the agent in-process (the served model takes the same
+    actions: that is what the parity check proves). ``req`` is checked against the agent's game
+    (:func:`requirements_for_game`) and its opponents loaded before anything is measured.
     """
     import tempfile
 
-    from bcarena.eval.matches import load_player, play_matches
+    from bcarena.eval.matches import player_for_game
     from bcarena.recordings.dataset import ActionDataset
 
-    check_served_game(agent)
+    game = check_served_game(agent)
+    req = requirements_for_game(req, game, agent.name)
+    opponents = [player_for_game(bound.opponent, game) for bound in req.win_rate]
     spec = req.serving
     rows: list[CheckRow] = []
     details: dict[str, Any] = {}
@@ -450,23 +499,8 @@ def check_requirements(
                     )
                 )
 
-    for bound in req.win_rate:
-        opponent = load_player(bound.opponent)
-        seeds = np.arange(bound.seed, bound.seed + bound.matches)
-        results = play_matches(agent, opponent, seeds, progress=progress)
-        wins = int(np.sum(results.winner == 0))
-        rate = wins / bound.matches
-        lo, hi = wilson_interval(wins, bound.matches)
-        details[f"win_rate vs {bound.opponent}"] = {"wins": wins, "matches": bound.matches, "ci95": [lo, hi]}
-        rows.append(
-            CheckRow(
-                f"win rate vs {bound.opponent}",
-                f">= {bound.min:.0%} ({bound.matches} matches)",
-                f"{rate:.1%} [{lo:.1%}, {hi:.1%}]",
-                rate >= bound.min,
-                rate,
-            )
-        )
+    for bound, opponent in zip(req.win_rate, opponents):
+        rows.append(_win_rate_row(game, agent, opponent, bound, details, progress))
 
     if req.qps is not None:
         row, details["qps"] = qps_row(req.qps, service_url, progress)
@@ -474,6 +508,27 @@ def check_requirements(
     if req.offline is not None:
         rows += _offline_rows(agent, req.offline, dataset, details, progress)
     return CheckReport(agent.name, req.name, spec.model_dump(), rows, details)
+
+
+def _win_rate_row(
+    game: Game, agent: Agent, opponent: Any, bound: WinRateBound, details: dict[str, Any], progress: bool
+) -> CheckRow:
+    """The win rate of ``agent`` against ``opponent`` in ``bound.matches`` matches of ``game`` (seeds from
+    ``bound.seed``), with its Wilson 95% interval; the counts go to ``details``."""
+    from bcarena.eval.matches import match_seeds, play_matches_of_game
+
+    results = play_matches_of_game(game, agent, opponent, match_seeds(bound.seed, bound.matches), progress=progress)
+    wins = int(np.sum(results.winner == 0))
+    rate = wins / bound.matches
+    lo, hi = wilson_interval(wins, bound.matches)
+    details[f"win_rate vs {bound.opponent}"] = {"wins": wins, "matches": bound.matches, "ci95": [lo, hi]}
+    return CheckRow(
+        f"win rate vs {bound.opponent}",
+        f">= {bound.min:.0%} ({bound.matches} matches)",
+        f"{rate:.1%} [{lo:.1%}, {hi:.1%}]",
+        rate >= bound.min,
+        rate,
+    )
 
 
 def qps_row(bound: QpsBound, url: str | None, progress: bool = False) -> tuple[CheckRow, dict[str, Any]]:

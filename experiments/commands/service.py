@@ -64,14 +64,15 @@ def check(
 ) -> None:
     """Measure an agent against a requirements file and print pass/fail per requirement.
 
-    Latency p50/p99 single and batched, throughput, model size, device, win rates, offline metrics,
-    the open-loop qps bound (with --url), each with the measured value beside its bound. Exit code 1
-    when any requirement is not met.
+    Latency p50/p99 single and batched, throughput, model size, device, win rates (matches of the agent's
+    game against its opponents), offline metrics (named by its actions), the open-loop qps bound (with
+    --url), each with the measured value beside its bound. Exit code 1 when any requirement is not met.
     """
     from bcarena.agents import load_agent
+    from bcarena.eval.matches import declared_game
     from bcarena.eval.service.requirements import check_requirements, load_requirements
 
-    req = load_requirements(requirements)
+    req = load_requirements(requirements, declared_game(agent))  # opponents and metrics: the agent's game's
     report = check_requirements(
         load_agent(agent), req, agent, dataset, progress=True, parity_observations=parity_observations, service_url=url
     )
@@ -105,7 +106,7 @@ def export(
         exists=True,
         file_okay=False,
         help="action dataset whose frames feed the parity check "
-        "(default: observations recorded in matches of the agent)",
+        "(default: observations recorded in matches of the agent's game against its default opponent)",
     ),
     observations: int = typer.Option(
         MIN_PARITY_OBSERVATIONS,
