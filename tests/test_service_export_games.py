@@ -53,6 +53,27 @@ def test_a_quickdraw_agent_exports_with_parity_on_its_own_games_matches(quickdra
     np.testing.assert_array_equal(served.runtime.actions(rec.inputs.astype(np.float32)), rec.actions)
 
 
+def test_the_int8_win_rate_check_plays_the_agents_own_game_against_its_opponents(quickdraw, tmp_path):
+    from bcarena.eval.service.quantize import QuantizeError, RuntimeAgent, export_int8, paired_win_rates
+
+    _, files = quickdraw
+    agent = load_agent(files["weighted"])
+    rec = record_from_matches(agent, 40)
+    served = load_export(export_agent(agent, "onnx", tmp_path / "exp", rec, required=40).path)
+    player = RuntimeAgent(served.runtime, served.layout, "weighted[onnx]", agent)
+    assert player.game == "quickdraw" and player.action_names == list(ACTIONS)
+    wins = paired_win_rates(agent, player, "slowpoke", 30, seed=5)
+    expected = evaluate_game_matches(agent, "slowpoke", 30, "quickdraw", seed=5).win_rate
+    # one game per seed (quick-draw has no sides to swap); the exported model decides every game as the agent does
+    assert wins["games"] == 30 and wins["fp32"]["win_rate"] == wins["int8"]["win_rate"] == expected
+    assert wins["difference"] == 0.0 and wins["games_decided_differently"] == 0 and wins["accepted"]
+    with pytest.raises(
+        QuantizeError, match=r"'pro' is not an opponent of game 'quickdraw' .*opponents are \['slowpoke'\]"
+    ):
+        export_int8(agent, tmp_path / "int8", rec, opponent="pro", required=40)
+    assert not (tmp_path / "int8").exists()
+
+
 def test_the_requirements_check_of_a_quickdraw_agent_uses_its_games_opponents_and_skills(quickdraw, tmp_path):
     _, files = quickdraw
     agent = load_agent(files["weighted"])

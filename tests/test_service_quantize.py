@@ -151,7 +151,7 @@ def test_a_cnn_is_quantized_statically_on_recorded_frame_stacks(cnn_fp32, tmp_pa
 def test_runtime_agent_plays_like_the_agent_it_was_exported_from(mlp):
     agent, _, fp32 = mlp
     served = load_export(fp32.path)
-    player = q.RuntimeAgent(served.runtime, served.layout, "mlp[onnx]")
+    player = q.RuntimeAgent(served.runtime, served.layout, "mlp[onnx]", agent)
     wins = q.paired_win_rates(agent, player, "brawler", 2, 0, SHORT)
     assert wins["games_decided_differently"] == 0
 

@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 
 from bcarena.agents.base import Agent, BotAgent
-from bcarena.envs.duel import ACTION_NAMES, DuelConfig
 from bcarena.envs.files import atomic_folder, sha256_file, write_json
 from bcarena.eval.service.client import LayoutAgent
 from bcarena.eval.service.export import (
@@ -278,11 +277,12 @@ def default_calibration(inputs: np.ndarray, seed: int = 0, rows: int | None = CA
 
 
 class RuntimeAgent(LayoutAgent):
-    """A runtime (e.g. an int8 ONNX model) as a player of Duel: it keeps the frame stack the way the client does."""
+    """A runtime (e.g. an int8 ONNX model) as a player of the game of ``like``, the agent it was exported from (its
+    game and action names); it keeps the frame stack the way the client does."""
 
-    def __init__(self, runtime: Runtime, layout: ObsLayout, name: str) -> None:
+    def __init__(self, runtime: Runtime, layout: ObsLayout, name: str, like: Agent) -> None:
         self.runtime, self.name = runtime, name
-        self.action_names = list(ACTION_NAMES)
+        self.game, self.action_names = like.game, list(like.action_names)
         self._use_layout(layout)
 
     def _act(self, obs: np.ndarray) -> np.ndarray:
@@ -295,19 +295,27 @@ def paired_win_rates(
     opponent: str = "pro",
     matches: int = 200,
     seed: int = 0,
-    config: DuelConfig | None = None,
+    config: Any = None,
 ) -> dict[str, Any]:
-    """Both players meet ``opponent`` on the same ``matches`` seeds, each seed on both sides (2 * matches games).
+    """Both players meet ``opponent`` on the same ``matches`` seeds: in Duel each seed on both sides (2 * matches
+    games), in a game whose opponent plays inside the match (Boxing's ``cpu``) once per seed. ``config``: the game's.
 
     Returns each win rate with its Wilson 95% interval, the paired difference (candidate - reference) with a normal
     95% interval over per-game differences, and ``accepted``: the candidate's rate lies in the reference's interval.
     """
-    from bcarena.eval.matches import evaluate_matches
+    from bcarena.eval.matches import evaluate_game_matches, evaluate_matches
 
-    reports = [
-        evaluate_matches(player, BotAgent(opponent, seed=seed + 1, config=config), matches, seed, True, config)
-        for player in (reference, candidate)
-    ]
+    check_int8_opponent(reference, opponent)
+    if reference.game == "duel":
+        reports = [
+            evaluate_matches(player, BotAgent(opponent, seed=seed + 1, config=config), matches, seed, True, config)
+            for player in (reference, candidate)
+        ]
+    else:
+        reports = [
+            evaluate_game_matches(player, opponent, matches, reference.game, seed, config)
+            for player in (reference, candidate)
+        ]
     wins = [r.results.winner == 0 for r in reports]
     diff = wins[1].astype(float) - wins[0].astype(float)
     half = Z95 * float(diff.std(ddof=1)) / float(np.sqrt(diff.size)) if diff.size > 1 else float("inf")
@@ -322,6 +330,18 @@ def paired_win_rates(
         "games_decided_differently": int(np.sum(diff != 0)),
         "accepted": bool(lo <= reports[1].win_rate <= hi),
     }
+
+
+def check_int8_opponent(agent: Agent, opponent: str) -> None:
+    """The paired win-rate check's ``opponent`` must be one of the agent's game's: a QuantizeError before any work."""
+    from bcarena.envs.games import get_game
+
+    game = get_game(agent.game)
+    if opponent not in game.opponents:
+        raise QuantizeError(
+            f"int8 win-rate check: {opponent!r} is not an opponent of game {game.name!r} (agent {agent.name!r}); "
+            f"its opponents are {sorted(game.opponents)}"
+        )
 
 
 # ----------------------------------------------------------------------------------------- exporting
@@ -352,7 +372,7 @@ def export_int8(
     overwrite: bool = False,
     required: int = MIN_PARITY_OBSERVATIONS,
     agent_source: str | None = None,
-    config: DuelConfig | None = None,
+    config: Any = None,
     methods: tuple[Method, ...] | None = None,
 ) -> Int8Report:
     """Export ``agent`` as an int8 ONNX model into the folder ``out`` if it passes the three checks (module doc).
@@ -364,6 +384,7 @@ def export_int8(
     out = Path(out)
     if out.exists() and not overwrite:
         raise ExportError(f"{out} already exists (pass overwrite=True / --force to replace it)")
+    check_int8_opponent(agent, opponent)
     calibration = recording.inputs if calibration is None else calibration
     with tempfile.TemporaryDirectory() as work:
         fp32 = export_agent(agent, "onnx", Path(work) / "fp32", recording, required=required, agent_source=agent_source)
@@ -372,7 +393,7 @@ def export_int8(
             method, candidate, agreement, attempts = _first_agreeing(
                 fp32.model_file, model_file, methods or TRIED[agent.obs_type], calibration, recording.inputs, required
             )
-            int8_player = RuntimeAgent(candidate, fp32.layout, f"{agent.name}[int8]")
+            int8_player = RuntimeAgent(candidate, fp32.layout, f"{agent.name}[int8]", agent)
             wins = paired_win_rates(agent, int8_player, opponent, matches, seed, config)
             if not wins["accepted"]:
                 raise QuantizeError(

@@ -117,7 +117,7 @@ def _play(agent: Any, fp32: Any, methods: list[dict[str, Any]], settings: dict) 
     (the accepted method or None, why not)."""
     passed = [m for m in methods if m["agreement_passed"]]
     m = passed[0] if passed else max(methods, key=lambda m: m["agreement"])
-    player = RuntimeAgent(m["runtime"], fp32.layout, f"{agent.name}[int8]")
+    player = RuntimeAgent(m["runtime"], fp32.layout, f"{agent.name}[int8]", agent)
     wins = paired_win_rates(agent, player, settings["opponent"], settings["matches"])
     m.update(win_rate_difference=wins["difference"], win_rate_difference_ci95=wins["difference_ci95"], win_rates=wins)
     if not passed:

@@ -135,6 +135,10 @@ def export(
     if precision == "int8" and fmt != "onnx":
         raise ExportError(f"--precision int8 needs --format onnx, got --format {fmt}")
     loaded = load_agent(agent)
+    if precision == "int8":
+        from bcarena.eval.service.quantize import check_int8_opponent
+
+        check_int8_opponent(loaded, opponent)  # before the recording, which takes minutes
     data = ActionDataset.load(dataset) if dataset is not None else None
     recording = record_observations(loaded, observations, data)
     if precision == "int8":
