@@ -467,6 +467,11 @@ class AgentService:
             answer["name"] = slot.served.action_names[int(actions[0])]
         return json.dumps(answer, separators=(",", ":")).encode()
 
+    def refused(self, exc: RequestError) -> dict[str, str]:
+        """The body of the 4xx answer to a request refused with ``exc`` (/act's handler and FastAPI's both), counted."""
+        self.client_errors += 1
+        return {"detail": exc.message}
+
     def health(self) -> dict[str, Any]:
         """The answer to GET /health: status, counters and the served model."""
         return {
@@ -584,8 +589,7 @@ class ActEndpoint:
             )
             status = 200
         except RequestError as exc:
-            self.service.client_errors += 1
-            status, body = exc.status, json.dumps({"detail": exc.message}).encode()
+            status, body = exc.status, json.dumps(self.service.refused(exc)).encode()
         await send(
             {
                 "type": "http.response.start",
@@ -674,10 +678,9 @@ def create_app(
 
     @app.exception_handler(RequestError)
     async def _client_error(_request: Request, exc: RequestError) -> JSONResponse:
-        service.client_errors += 1
         # After an early 413 the connection stays open: uvicorn drains the rest of the body unread (within the
         # request deadline), so the client gets this answer instead of a connection reset.
-        return JSONResponse({"detail": exc.message}, status_code=exc.status)
+        return JSONResponse(service.refused(exc), status_code=exc.status)
 
     @app.exception_handler(SwapError)
     async def _swap_error(_request: Request, exc: SwapError) -> JSONResponse:
